@@ -1,0 +1,45 @@
+#pragma once
+/// \file
+/// Files: whole-file reads, atomic writes (temporary name, then rename) and
+/// staged output directories that appear only when complete.
+
+#include <string>
+
+namespace xfer {
+
+/// Reads a whole file. Throws xfer::Error naming the path if it cannot.
+std::string read_file(const std::string& path);
+
+/// Writes bytes to path atomically: a temporary file in the same folder,
+/// fsync, then rename over path. On failure nothing is left at path or beside it.
+void write_file_atomic(const std::string& path, const std::string& bytes);
+
+/// Whether overwriting an existing output is allowed.
+enum class Overwrite { kNo, kYes };
+
+/// An output directory built under a temporary name beside its final path and
+/// renamed into place by commit(). If destroyed before commit() (an exception),
+/// the temporary directory is removed, so a failed command leaves no output.
+class StagedDir {
+ public:
+  /// Throws if final_path exists (unless overwrite is kYes) or its parent is not writable.
+  explicit StagedDir(std::string final_path, Overwrite overwrite = Overwrite::kNo);
+  ~StagedDir();
+  StagedDir(const StagedDir&) = delete;
+  StagedDir& operator=(const StagedDir&) = delete;
+
+  /// The temporary directory to write into.
+  const std::string& path() const { return tmp_path_; }
+  /// Path of a file inside the temporary directory.
+  std::string file(const std::string& name) const;
+  /// Renames the temporary directory to the final path (replacing an old one if allowed).
+  void commit();
+
+ private:
+  std::string final_path_;
+  std::string tmp_path_;
+  Overwrite overwrite_;
+  bool committed_ = false;
+};
+
+}  // namespace xfer

@@ -1,0 +1,65 @@
+#pragma once
+/// \file
+/// The common shape of every xfer model: backbone (features of known width) +
+/// head (a linear classifier), with input normalisation inside the model so
+/// callers (training, attacks) always pass images in [0,1]. Follows timm's
+/// forward_features / forward_head / reset_classifier split.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+namespace xfer::models {
+
+/// Base of all classifiers. Subclasses register their own modules with the key
+/// names of their reference implementation (torchvision for resnets), and must
+/// register the head as a module whose name is head_name().
+class ClassifierImpl : public torch::nn::Module {
+ public:
+  /// logits = forward_head(forward_features(normalize(x))), x in [0,1].
+  torch::Tensor forward(torch::Tensor x);
+  /// Pooled backbone features [B, num_features()] of a [0,1] input.
+  torch::Tensor features(torch::Tensor x);
+
+  /// Backbone on an already normalised input.
+  virtual torch::Tensor forward_features(torch::Tensor x) = 0;
+  /// Head on features.
+  virtual torch::Tensor forward_head(torch::Tensor f);
+  /// Width of the feature vector.
+  virtual int64_t num_features() const = 0;
+  /// Name of the head module in the state dict ("fc" for resnets, "head" otherwise).
+  virtual std::string head_name() const { return "head"; }
+
+  torch::nn::Linear& head() { return head_; }
+  int64_t num_classes() const;
+  /// Replaces the head with a fresh Linear(num_features, num_classes).
+  void reset_classifier(int64_t num_classes);
+
+  /// Input normalisation (per-channel); empty = none.
+  void set_normalization(std::vector<double> mean, std::vector<double> std);
+  const std::vector<double>& mean() const { return mean_; }
+  const std::vector<double>& std() const { return std_; }
+  torch::Tensor normalize(const torch::Tensor& x) const;
+
+  /// Whether a parameter name belongs to the head.
+  bool is_head_parameter(const std::string& name) const;
+
+ protected:
+  /// Creates and registers the head under head_name().
+  void init_head(int64_t num_features, int64_t num_classes);
+  torch::nn::Linear head_{nullptr};
+
+ private:
+  std::vector<double> mean_, std_;
+};
+
+/// Shared pointer to any classifier; what the registry returns.
+using Classifier = std::shared_ptr<ClassifierImpl>;
+
+/// Counts parameters (all, or only those with requires_grad).
+int64_t count_parameters(const torch::nn::Module& m, bool trainable_only = false);
+
+}  // namespace xfer::models

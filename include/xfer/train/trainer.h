@@ -1,0 +1,89 @@
+#pragma once
+/// \file
+/// Supervised training of a classifier: SGD (momentum, Nesterov) or AdamW,
+/// warmup + cosine schedule, no weight decay on norm weights and biases,
+/// evaluation on a validation set each epoch, best weights kept, and a clear
+/// error (with the last good weights restored) when the loss turns NaN/inf.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "xfer/data/dataset.h"
+#include "xfer/data/transforms.h"
+#include "xfer/models/classifier.h"
+
+namespace xfer::train {
+
+struct TrainOptions {
+  TORCH_ARG(int64_t, epochs) = 10;
+  TORCH_ARG(int64_t, batch_size) = 128;
+  TORCH_ARG(std::string, optimizer) = "adamw";  ///< adamw | sgd
+  TORCH_ARG(double, lr) = 1e-3;
+  TORCH_ARG(double, weight_decay) = 0.05;
+  TORCH_ARG(double, momentum) = 0.9;  ///< sgd only
+  TORCH_ARG(bool, nesterov) = true;   ///< sgd only
+  TORCH_ARG(std::string, schedule) = "cosine";  ///< cosine | constant
+  TORCH_ARG(double, warmup_epochs) = 0.5;
+  TORCH_ARG(double, label_smoothing) = 0.0;
+  TORCH_ARG(uint64_t, seed) = 0;
+  TORCH_ARG(data::AugmentOptions, augment) = {};
+  /// Keep the weights of the epoch with the best validation accuracy.
+  TORCH_ARG(bool, keep_best) = true;
+  TORCH_ARG(std::string, device) = "cpu";
+
+  /// Throws xfer::UsageError on out-of-range values.
+  void validate() const;
+};
+
+/// One epoch's numbers.
+struct EpochRecord {
+  int64_t epoch = 0;
+  double train_loss = 0, train_accuracy = 0;
+  double val_loss = 0, val_accuracy = -1;  ///< -1 when no validation set
+  double lr = 0;
+  double seconds = 0;
+  double images_per_second = 0;
+};
+
+struct TrainResult {
+  std::vector<EpochRecord> history;
+  int64_t best_epoch = -1;
+  double best_val_accuracy = -1;
+  double wall_seconds = 0;
+  double images_per_second = 0;  ///< training throughput over all epochs
+  int64_t trainable_parameters = 0;
+};
+
+/// Loss and accuracy of a model on a dataset (eval mode, no grad).
+struct LossAccuracy {
+  double loss = 0, accuracy = 0;
+};
+LossAccuracy evaluate_loss(models::ClassifierImpl& model, const data::Dataset& ds,
+                           int64_t batch_size = 256, torch::Device device = torch::kCPU);
+
+/// Parameter groups as the optimizer sees them: decayed (conv/linear weights)
+/// and not decayed (1-d tensors: biases, norm weights). Frozen tensors
+/// (requires_grad false) are left out.
+struct ParamGroups {
+  std::vector<torch::Tensor> decay, no_decay;
+  std::vector<std::string> decay_names, no_decay_names;
+};
+ParamGroups split_weight_decay(torch::nn::Module& model);
+
+class Trainer {
+ public:
+  explicit Trainer(TrainOptions options);
+  /// Trains in place; `val` may be empty (size 0). Throws xfer::Error on a
+  /// non-finite loss after restoring the last good weights.
+  TrainResult fit(models::ClassifierImpl& model, const data::Dataset& train,
+                  const data::Dataset& val);
+  const TrainOptions& options() const { return options_; }
+
+ private:
+  TrainOptions options_;
+};
+
+}  // namespace xfer::train

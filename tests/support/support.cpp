@@ -1,0 +1,104 @@
+#include "support/support.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "xfer/core/runtime.h"
+#include "xfer/data/idx.h"
+#include "xfer/data/spec.h"
+
+namespace fs = std::filesystem;
+
+namespace xfer::testing {
+
+void SeededTest::SetUp() { seed_everything(kSeed); }
+
+TempDir::TempDir() {
+  std::string tmpl = (fs::temp_directory_path() / "xfer-test-XXXXXX").string();
+  char* made = mkdtemp(tmpl.data());
+  if (made == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = made;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+::testing::AssertionResult tensors_close(const torch::Tensor& a, const torch::Tensor& b,
+                                         double atol, double rtol) {
+  if (a.sizes() != b.sizes()) {
+    return ::testing::AssertionFailure() << "shapes differ: " << a.sizes() << " vs " << b.sizes();
+  }
+  auto ad = a.detach().to(torch::kCPU, torch::kDouble);
+  auto bd = b.detach().to(torch::kCPU, torch::kDouble);
+  auto diff = (ad - bd).abs();
+  auto tol = atol + rtol * bd.abs();
+  auto bad = (diff > tol).logical_or(diff.isnan());
+  if (bad.any().item<bool>()) {
+    return ::testing::AssertionFailure()
+           << bad.sum().item<int64_t>() << " of " << a.numel()
+           << " elements differ; max abs diff " << diff.max().item<double>() << " (atol " << atol
+           << ", rtol " << rtol << ")";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult tensors_equal(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.scalar_type() != b.scalar_type()) {
+    return ::testing::AssertionFailure() << "dtypes differ: " << a.scalar_type() << " vs "
+                                         << b.scalar_type();
+  }
+  if (a.sizes() != b.sizes()) {
+    return ::testing::AssertionFailure() << "shapes differ: " << a.sizes() << " vs " << b.sizes();
+  }
+  if (!torch::equal(a.cpu(), b.cpu())) return ::testing::AssertionFailure() << "values differ";
+  return ::testing::AssertionSuccess();
+}
+
+RunResult run_xfer(const std::string& args) {
+  TempDir tmp;
+  std::string cmd = std::string("'") + XFER_BINARY + "' " + args + " >'" + tmp.file("out") +
+                    "' 2>'" + tmp.file("err") + "' </dev/null";
+  int status = std::system(cmd.c_str());
+  RunResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  auto slurp = [](const std::string& p) {
+    std::ifstream in(p);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
+  r.out = slurp(tmp.file("out"));
+  r.err = slurp(tmp.file("err"));
+  return r;
+}
+
+bool have_fashion_mnist() {
+  return fs::exists(data::fashion_mnist_dir() + "/t10k-images-idx3-ubyte.gz");
+}
+
+std::string write_synthetic_idx(const std::string& dir, int64_t n, int64_t k, int64_t h,
+                                int64_t w, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  auto labels = torch::arange(n, torch::kLong).remainder(k);
+  // Class c is a bright bar in row band c plus noise: learnable and distinct.
+  auto images = torch::randint(0, 60, {n, h, w}, gen, torch::kLong);
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t c = labels[i].item<int64_t>();
+    int64_t r0 = (c * h) / k, r1 = std::max(r0 + 1, ((c + 1) * h) / k);
+    images[i].slice(0, r0, r1).add_(180);
+  }
+  auto imgs = images.clamp(0, 255).to(torch::kUInt8);
+  data::write_idx(dir + "/images.gz", imgs);
+  data::write_idx(dir + "/labels.gz", labels.to(torch::kUInt8));
+  return "idx:" + dir + "/images.gz," + dir + "/labels.gz";
+}
+
+}  // namespace xfer::testing

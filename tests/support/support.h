@@ -1,0 +1,57 @@
+#pragma once
+// Shared test helpers: a seeding fixture, tensor-close assertions, temporary
+// directories and a runner for the xfer binary.
+
+#include <cstdint>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+namespace xfer::testing {
+
+/// Seeds torch (and anything else global) before each test.
+class SeededTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  static constexpr uint64_t kSeed = 1234;
+};
+
+/// A fresh directory under the system temp folder, removed at destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+/// max |a - b| <= atol + rtol * |b| elementwise, shapes equal; explains on failure.
+::testing::AssertionResult tensors_close(const torch::Tensor& a, const torch::Tensor& b,
+                                         double atol = 1e-6, double rtol = 0);
+/// Same shape, dtype and values exactly.
+::testing::AssertionResult tensors_equal(const torch::Tensor& a, const torch::Tensor& b);
+
+#define EXPECT_TENSOR_CLOSE(a, b, ...) EXPECT_TRUE(::xfer::testing::tensors_close(a, b, ##__VA_ARGS__))
+#define EXPECT_TENSOR_EQ(a, b) EXPECT_TRUE(::xfer::testing::tensors_equal(a, b))
+
+/// Result of running the xfer binary.
+struct RunResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+/// Runs build/xfer with the arguments (a shell-quoted string), capturing stdout and stderr.
+RunResult run_xfer(const std::string& args);
+
+/// Whether the Fashion-MNIST package files are installed.
+bool have_fashion_mnist();
+
+/// Writes a small synthetic IDX pair (n images of size hxw, k classes, gzip)
+/// into dir and returns the data spec "idx:IMAGES,LABELS".
+std::string write_synthetic_idx(const std::string& dir, int64_t n, int64_t k, int64_t h = 28,
+                                int64_t w = 28, uint64_t seed = 0);
+
+}  // namespace xfer::testing
