@@ -1,0 +1,133 @@
+#include "xfer/core/fs.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "xfer/core/error.h"
+
+namespace fs = std::filesystem;
+
+namespace xfer {
+namespace {
+
+std::string unique_suffix() {
+  static std::atomic<uint64_t> counter{0};
+  std::random_device rd;
+  return str_cat(".tmp-", getpid(), "-", rd() % 100000, "-", counter++);
+}
+
+std::string parent_of(const std::string& path) {
+  auto p = fs::path(path).parent_path();
+  return p.empty() ? std::string(".") : p.string();
+}
+
+}  // namespace
+
+std::string read_file(const std::string& path) {
+  std::error_code ec;
+  XFER_CHECK(fs::exists(path, ec), path, ": no such file");
+  XFER_CHECK(!fs::is_directory(path, ec), path, ": is a directory, expected a file");
+  std::ifstream in(path, std::ios::binary);
+  XFER_CHECK(in, path, ": cannot open for reading (", std::strerror(errno), ")");
+  std::string bytes;
+  in.seekg(0, std::ios::end);
+  auto size = in.tellg();
+  XFER_CHECK(size >= 0, path, ": cannot determine size");
+  bytes.resize(static_cast<size_t>(size));
+  in.seekg(0);
+  in.read(bytes.data(), size);
+  XFER_CHECK(in.gcount() == size, path, ": short read");
+  return bytes;
+}
+
+void write_file_atomic(const std::string& path, const std::string& bytes) {
+  std::string tmp = path + unique_suffix();
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  XFER_CHECK(fd >= 0, path, ": cannot create (", std::strerror(errno), ")");
+  const char* p = bytes.data();
+  size_t left = bytes.size();
+  while (left > 0) {
+    ssize_t n = ::write(fd, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      throw Error(str_cat(path, ": write failed (", std::strerror(err), ")"));
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    throw Error(str_cat(path, ": write failed (", std::strerror(err), ")"));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    throw Error(str_cat(path, ": cannot rename into place (", std::strerror(err), ")"));
+  }
+}
+
+StagedDir::StagedDir(std::string final_path, Overwrite overwrite)
+    : final_path_(std::move(final_path)), overwrite_(overwrite) {
+  XFER_CHECK(!final_path_.empty(), "output directory: empty path");
+  while (final_path_.size() > 1 && final_path_.back() == '/') final_path_.pop_back();
+  std::error_code ec;
+  if (fs::exists(final_path_, ec)) {
+    XFER_CHECK(overwrite_ == Overwrite::kYes, final_path_,
+               ": already exists (choose another --out or pass --force)");
+    XFER_CHECK(fs::is_directory(final_path_, ec), final_path_,
+               ": exists and is not a directory");
+  }
+  std::string parent = parent_of(final_path_);
+  XFER_CHECK(fs::is_directory(parent, ec), final_path_, ": parent folder ", parent,
+             " does not exist");
+  tmp_path_ = final_path_ + unique_suffix();
+  XFER_CHECK(::mkdir(tmp_path_.c_str(), 0755) == 0, final_path_, ": cannot create (",
+             std::strerror(errno), ")");
+}
+
+StagedDir::~StagedDir() {
+  if (!committed_) {
+    std::error_code ec;
+    fs::remove_all(tmp_path_, ec);
+  }
+}
+
+std::string StagedDir::file(const std::string& name) const { return tmp_path_ + "/" + name; }
+
+void StagedDir::commit() {
+  XFER_CHECK(!committed_, final_path_, ": already committed");
+  std::error_code ec;
+  std::string old;
+  if (fs::exists(final_path_, ec)) {
+    // Move the old directory aside first, so a crash never leaves neither.
+    old = final_path_ + unique_suffix() + ".old";
+    XFER_CHECK(::rename(final_path_.c_str(), old.c_str()) == 0, final_path_,
+               ": cannot replace (", std::strerror(errno), ")");
+  }
+  if (::rename(tmp_path_.c_str(), final_path_.c_str()) != 0) {
+    int err = errno;
+    if (!old.empty()) ::rename(old.c_str(), final_path_.c_str());
+    throw Error(str_cat(final_path_, ": cannot rename into place (", std::strerror(err), ")"));
+  }
+  committed_ = true;
+  if (!old.empty()) fs::remove_all(old, ec);
+  // Persist the rename.
+  int dfd = ::open(parent_of(final_path_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+}  // namespace xfer
