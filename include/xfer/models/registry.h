@@ -31,4 +31,8 @@ std::vector<std::string> model_names();
 /// One-line description of a registered model.
 std::string model_description(const std::string& name);
 
+/// Throws xfer::UsageError when arch options hold a key not in `known`.
+void check_arch_options(const std::string& arch, const Json& options,
+                        const std::vector<std::string>& known);
+
 }  // namespace xfer::models

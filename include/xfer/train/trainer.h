@@ -6,6 +6,7 @@
 /// error (with the last good weights restored) when the loss turns NaN/inf.
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -81,9 +82,12 @@ class Trainer {
   TrainResult fit(models::ClassifierImpl& model, const data::Dataset& train,
                   const data::Dataset& val);
   const TrainOptions& options() const { return options_; }
+  /// Called after each epoch (the CLI prints it; the library does not print).
+  void on_epoch(std::function<void(const EpochRecord&)> callback) { on_epoch_ = std::move(callback); }
 
  private:
   TrainOptions options_;
+  std::function<void(const EpochRecord&)> on_epoch_;
 };
 
 }  // namespace xfer::train

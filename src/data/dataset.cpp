@@ -1,0 +1,237 @@
+#include "xfer/data/dataset.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include <torch/torch.h>
+
+#include "xfer/core/error.h"
+#include "xfer/core/runtime.h"
+#include "xfer/core/sha256.h"
+
+namespace xfer::data {
+namespace {
+
+std::string name_of(const Dataset& ds) { return ds.source.empty() ? "dataset" : ds.source; }
+
+/// Positions of each class's samples, in dataset order.
+std::vector<std::vector<int64_t>> positions_by_class(const Dataset& ds) {
+  std::vector<std::vector<int64_t>> by_class(static_cast<size_t>(ds.num_classes()));
+  auto labels = ds.labels.contiguous();
+  const int64_t* l = labels.data_ptr<int64_t>();
+  for (int64_t i = 0; i < ds.size(); ++i) by_class[static_cast<size_t>(l[i])].push_back(i);
+  return by_class;
+}
+
+torch::Tensor to_tensor(const std::vector<int64_t>& v) {
+  auto t = torch::empty({static_cast<int64_t>(v.size())}, torch::kLong);
+  if (!v.empty()) std::copy(v.begin(), v.end(), t.data_ptr<int64_t>());
+  return t;
+}
+
+std::string class_label(const Dataset& ds, int64_t c) {
+  if (c >= 0 && c < ds.num_classes()) {
+    return str_cat(c, " (", ds.class_names[static_cast<size_t>(c)], ")");
+  }
+  return std::to_string(c);
+}
+
+}  // namespace
+
+void Dataset::validate() const {
+  const std::string name = name_of(*this);
+  XFER_CHECK(images.defined() && labels.defined() && index.defined(), name,
+             ": dataset is missing images, labels or index");
+  XFER_CHECK(images.dim() == 4, name, ": images must be [N,C,H,W], got ", images.sizes());
+  XFER_CHECK(images.scalar_type() == torch::kUInt8, name, ": images must be uint8, got ",
+             images.scalar_type());
+  XFER_CHECK(labels.dim() == 1 && labels.scalar_type() == torch::kLong, name,
+             ": labels must be int64 [N], got ", labels.scalar_type(), " ", labels.sizes());
+  XFER_CHECK(index.dim() == 1 && index.scalar_type() == torch::kLong, name,
+             ": index must be int64 [N], got ", index.scalar_type(), " ", index.sizes());
+  XFER_CHECK(images.size(0) == labels.size(0) && labels.size(0) == index.size(0), name,
+             ": ", images.size(0), " images, ", labels.size(0), " labels and ", index.size(0),
+             " index entries (expected equal counts)");
+  XFER_CHECK(images.size(1) == 1 || images.size(1) == 3, name,
+             ": images must have 1 or 3 channels, got ", images.size(1));
+  XFER_CHECK(!class_names.empty(), name, ": no class names");
+  if (labels.numel() > 0) {
+    int64_t lo = labels.min().item<int64_t>();
+    int64_t hi = labels.max().item<int64_t>();
+    XFER_CHECK(lo >= 0 && hi < num_classes(), name, ": labels span [", lo, ", ", hi,
+               "], expected [0, ", num_classes() - 1, "]");
+  }
+}
+
+Dataset Dataset::select(const torch::Tensor& positions) const {
+  auto pos = positions.to(torch::kLong).reshape({-1});
+  if (pos.numel() > 0) {
+    int64_t lo = pos.min().item<int64_t>();
+    int64_t hi = pos.max().item<int64_t>();
+    XFER_CHECK(lo >= 0 && hi < size(), name_of(*this), ": selected positions span [", lo, ", ",
+               hi, "], dataset has ", size(), " samples");
+  }
+  Dataset out;
+  out.images = images.index_select(0, pos).contiguous();
+  out.labels = labels.index_select(0, pos).contiguous();
+  out.index = index.index_select(0, pos).contiguous();
+  out.class_names = class_names;
+  out.source = source;
+  return out;
+}
+
+torch::Tensor Dataset::float_images() const {
+  return images.to(torch::kFloat).div_(255.0f);
+}
+
+std::vector<int64_t> Dataset::class_counts() const {
+  std::vector<int64_t> counts(static_cast<size_t>(num_classes()), 0);
+  if (size() == 0) return counts;
+  auto bins = torch::bincount(labels, /*weights=*/{}, num_classes());
+  auto b = bins.to(torch::kLong).contiguous();
+  const int64_t* p = b.data_ptr<int64_t>();
+  for (int64_t c = 0; c < std::min<int64_t>(num_classes(), b.numel()); ++c) {
+    counts[static_cast<size_t>(c)] = p[c];
+  }
+  return counts;
+}
+
+std::string Dataset::content_hash() const {
+  Sha256 h;
+  auto put_shape = [&](const char* tag, const torch::Tensor& t) {
+    h.update(std::string(tag));
+    int64_t nd = t.dim();
+    h.update(&nd, sizeof(nd));
+    for (int64_t d = 0; d < nd; ++d) {
+      int64_t s = t.size(d);
+      h.update(&s, sizeof(s));
+    }
+  };
+  auto imgs = images.contiguous().cpu();
+  auto labs = labels.to(torch::kLong).contiguous().cpu();
+  put_shape("images", imgs);
+  put_shape("labels", labs);
+  h.update(imgs.data_ptr<uint8_t>(), static_cast<size_t>(imgs.numel()));
+  h.update(labs.data_ptr<int64_t>(), static_cast<size_t>(labs.numel()) * sizeof(int64_t));
+  return h.hex_digest();
+}
+
+Dataset select_classes(const Dataset& ds, const std::vector<int64_t>& classes) {
+  const std::string name = name_of(ds);
+  XFER_CHECK(!classes.empty(), name, ": empty class list");
+  std::set<int64_t> seen;
+  std::vector<int64_t> new_label(static_cast<size_t>(ds.num_classes()), -1);
+  std::vector<std::string> names;
+  for (size_t i = 0; i < classes.size(); ++i) {
+    int64_t c = classes[i];
+    XFER_CHECK(c >= 0 && c < ds.num_classes(), name, ": class ", c,
+               " does not exist (dataset has classes 0-", ds.num_classes() - 1, ")");
+    XFER_CHECK(seen.insert(c).second, name, ": class ", c, " is listed twice");
+    new_label[static_cast<size_t>(c)] = static_cast<int64_t>(i);
+    names.push_back(ds.class_names[static_cast<size_t>(c)]);
+  }
+  auto labels = ds.labels.contiguous();
+  const int64_t* l = labels.data_ptr<int64_t>();
+  std::vector<int64_t> keep;
+  std::vector<int64_t> relabel;
+  for (int64_t i = 0; i < ds.size(); ++i) {
+    int64_t nl = new_label[static_cast<size_t>(l[i])];
+    if (nl >= 0) {
+      keep.push_back(i);
+      relabel.push_back(nl);
+    }
+  }
+  Dataset out = ds.select(to_tensor(keep));
+  out.labels = to_tensor(relabel);
+  out.class_names = std::move(names);
+  return out;
+}
+
+Dataset sample_shots(const Dataset& ds, int64_t k, uint64_t seed) {
+  const std::string name = name_of(ds);
+  XFER_CHECK(k >= 1, name, ": shots must be at least 1, got ", k);
+  auto by_class = positions_by_class(ds);
+  std::vector<int64_t> chosen;
+  chosen.reserve(static_cast<size_t>(k * ds.num_classes()));
+  for (int64_t c = 0; c < ds.num_classes(); ++c) {
+    const auto& pos = by_class[static_cast<size_t>(c)];
+    XFER_CHECK(static_cast<int64_t>(pos.size()) >= k, name, ": class ", class_label(ds, c),
+               " has ", pos.size(), " samples, fewer than the ", k, " shots asked for");
+    // One stream per class, so a class's choice does not depend on the others.
+    Rng rng(seed * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(c) + 1);
+    auto perm = permutation(static_cast<int64_t>(pos.size()), rng);
+    std::vector<int64_t> mine(perm.begin(), perm.begin() + k);
+    for (auto& p : mine) p = pos[static_cast<size_t>(p)];
+    // Kept in dataset order within the class: the result is ordered by class,
+    // then by original position.
+    std::sort(mine.begin(), mine.end());
+    chosen.insert(chosen.end(), mine.begin(), mine.end());
+  }
+  return ds.select(to_tensor(chosen));
+}
+
+std::pair<Dataset, Dataset> stratified_split(const Dataset& ds, double val_fraction,
+                                             uint64_t seed) {
+  const std::string name = name_of(ds);
+  XFER_CHECK(val_fraction >= 0.0 && val_fraction < 1.0, name,
+             ": validation fraction must be in [0, 1), got ", val_fraction);
+  auto by_class = positions_by_class(ds);
+  std::vector<int64_t> train, val;
+  for (int64_t c = 0; c < ds.num_classes(); ++c) {
+    const auto& pos = by_class[static_cast<size_t>(c)];
+    int64_t n = static_cast<int64_t>(pos.size());
+    int64_t nv = static_cast<int64_t>(std::llround(val_fraction * static_cast<double>(n)));
+    if (val_fraction > 0 && n >= 2) nv = std::max<int64_t>(nv, 1);
+    nv = std::min(nv, n > 0 ? n - 1 : 0);  // keep at least one training sample
+    Rng rng(seed * 0xbf58476d1ce4e5b9ULL + static_cast<uint64_t>(c) + 1);
+    auto perm = permutation(n, rng);
+    std::vector<int64_t> v, t;
+    for (int64_t i = 0; i < n; ++i) {
+      (i < nv ? v : t).push_back(pos[static_cast<size_t>(perm[static_cast<size_t>(i)])]);
+    }
+    std::sort(v.begin(), v.end());
+    std::sort(t.begin(), t.end());
+    val.insert(val.end(), v.begin(), v.end());
+    train.insert(train.end(), t.begin(), t.end());
+  }
+  std::sort(train.begin(), train.end());
+  std::sort(val.begin(), val.end());
+  return {ds.select(to_tensor(train)), ds.select(to_tensor(val))};
+}
+
+Stats compute_stats(const Dataset& ds) {
+  XFER_CHECK(ds.size() > 0, name_of(ds), ": cannot compute statistics of an empty dataset");
+  Stats s;
+  const int64_t chunk = 4096;
+  int64_t channels = ds.channels();
+  std::vector<double> sum(static_cast<size_t>(channels), 0.0);
+  std::vector<double> sq(static_cast<size_t>(channels), 0.0);
+  for (int64_t start = 0; start < ds.size(); start += chunk) {
+    int64_t len = std::min(chunk, ds.size() - start);
+    auto x = ds.images.narrow(0, start, len).to(torch::kDouble).div_(255.0);
+    auto s1 = x.sum({0, 2, 3});
+    auto s2 = x.pow(2).sum({0, 2, 3});
+    for (int64_t c = 0; c < channels; ++c) {
+      sum[static_cast<size_t>(c)] += s1[c].item<double>();
+      sq[static_cast<size_t>(c)] += s2[c].item<double>();
+    }
+  }
+  double count = static_cast<double>(ds.size() * ds.height() * ds.width());
+  for (int64_t c = 0; c < channels; ++c) {
+    double m = sum[static_cast<size_t>(c)] / count;
+    double var = std::max(0.0, sq[static_cast<size_t>(c)] / count - m * m);
+    s.mean.push_back(m);
+    s.std.push_back(std::sqrt(var));
+  }
+  return s;
+}
+
+std::pair<double, double> value_range(const Dataset& ds) {
+  XFER_CHECK(ds.size() > 0, name_of(ds), ": cannot compute the value range of an empty dataset");
+  double lo = ds.images.min().item<int64_t>() / 255.0;
+  double hi = ds.images.max().item<int64_t>() / 255.0;
+  return {lo, hi};
+}
+
+}  // namespace xfer::data
