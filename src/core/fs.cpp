@@ -1,6 +1,7 @@
 #include "xfer/core/fs.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -77,20 +78,36 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   }
 }
 
+void check_output_path(const std::string& path_in, Overwrite overwrite) {
+  XFER_CHECK(!path_in.empty(), "output path is empty");
+  std::string path = path_in;
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  std::error_code ec;
+  if (fs::exists(path, ec)) {
+    XFER_CHECK(overwrite == Overwrite::kYes, path,
+               ": already exists (choose another output or pass --force)");
+    XFER_CHECK(fs::is_directory(path, ec), path, ": exists and is not a directory");
+  }
+  std::string parent = parent_of(path);
+  XFER_CHECK(fs::is_directory(parent, ec), path, ": parent folder ", parent, " does not exist");
+  XFER_CHECK(::access(parent.c_str(), W_OK) == 0, path, ": parent folder ", parent,
+             " is not writable");
+}
+
+void check_output_path_file(const std::string& path) {
+  XFER_CHECK(!path.empty(), "output path is empty");
+  std::error_code ec;
+  XFER_CHECK(!fs::is_directory(path, ec), path, ": is a directory, expected a file path");
+  std::string parent = parent_of(path);
+  XFER_CHECK(fs::is_directory(parent, ec), path, ": parent folder ", parent, " does not exist");
+  XFER_CHECK(::access(parent.c_str(), W_OK) == 0, path, ": parent folder ", parent,
+             " is not writable");
+}
+
 StagedDir::StagedDir(std::string final_path, Overwrite overwrite)
     : final_path_(std::move(final_path)), overwrite_(overwrite) {
-  XFER_CHECK(!final_path_.empty(), "output directory: empty path");
+  check_output_path(final_path_, overwrite_);
   while (final_path_.size() > 1 && final_path_.back() == '/') final_path_.pop_back();
-  std::error_code ec;
-  if (fs::exists(final_path_, ec)) {
-    XFER_CHECK(overwrite_ == Overwrite::kYes, final_path_,
-               ": already exists (choose another --out or pass --force)");
-    XFER_CHECK(fs::is_directory(final_path_, ec), final_path_,
-               ": exists and is not a directory");
-  }
-  std::string parent = parent_of(final_path_);
-  XFER_CHECK(fs::is_directory(parent, ec), final_path_, ": parent folder ", parent,
-             " does not exist");
   tmp_path_ = final_path_ + unique_suffix();
   XFER_CHECK(::mkdir(tmp_path_.c_str(), 0755) == 0, final_path_, ": cannot create (",
              std::strerror(errno), ")");

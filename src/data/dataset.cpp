@@ -120,6 +120,7 @@ std::string Dataset::content_hash() const {
 Dataset select_classes(const Dataset& ds, const std::vector<int64_t>& classes) {
   const std::string name = name_of(ds);
   XFER_CHECK(!classes.empty(), name, ": empty class list");
+  ds.validate();
   std::set<int64_t> seen;
   std::vector<int64_t> new_label(static_cast<size_t>(ds.num_classes()), -1);
   std::vector<std::string> names;
@@ -151,6 +152,7 @@ Dataset select_classes(const Dataset& ds, const std::vector<int64_t>& classes) {
 Dataset sample_shots(const Dataset& ds, int64_t k, uint64_t seed) {
   const std::string name = name_of(ds);
   XFER_CHECK(k >= 1, name, ": shots must be at least 1, got ", k);
+  ds.validate();
   auto by_class = positions_by_class(ds);
   std::vector<int64_t> chosen;
   chosen.reserve(static_cast<size_t>(k * ds.num_classes()));
@@ -176,6 +178,7 @@ std::pair<Dataset, Dataset> stratified_split(const Dataset& ds, double val_fract
   const std::string name = name_of(ds);
   XFER_CHECK(val_fraction >= 0.0 && val_fraction < 1.0, name,
              ": validation fraction must be in [0, 1), got ", val_fraction);
+  ds.validate();
   auto by_class = positions_by_class(ds);
   std::vector<int64_t> train, val;
   for (int64_t c = 0; c < ds.num_classes(); ++c) {

@@ -146,8 +146,9 @@ torch::Tensor read_idx(const std::string& path) {
   XFER_CHECK(bytes[0] == 0 && bytes[1] == 0, path,
              ": not an IDX file (magic must start with bytes 00 00)");
   uint8_t type = static_cast<uint8_t>(bytes[2]);
-  XFER_CHECK(type == kTypeUint8, path, ": IDX element type 0x", std::hex, int(type),
-             std::dec, " not supported (expected 0x08, unsigned byte)");
+  static const char* kHex = "0123456789abcdef";
+  XFER_CHECK(type == kTypeUint8, path, ": IDX element type 0x", kHex[type >> 4], kHex[type & 15],
+             " not supported (expected 0x08, unsigned byte)");
   int ndims = static_cast<uint8_t>(bytes[3]);
   XFER_CHECK(ndims >= 1 && ndims <= 4, path, ": IDX file has ", ndims,
              " dimensions (expected 1 to 4)");

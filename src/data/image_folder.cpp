@@ -65,7 +65,9 @@ torch::Tensor decode(const std::string& bytes, const std::string& path, int64_t 
   }
   XFER_CHECK(w > 0 && h > 0, path, ": image has no pixels");
   auto hwc = torch::from_blob(pixels.get(), {h, w, req}, torch::kUInt8);
-  return hwc.permute({2, 0, 1}).contiguous();  // copies, so pixels may be freed
+  // clone, not contiguous(): a [1,H,W] view already counts as contiguous, and
+  // the pixels are freed on return.
+  return hwc.permute({2, 0, 1}).clone(at::MemoryFormat::Contiguous);
 }
 
 void append_bytes(void* context, void* data, int size) {

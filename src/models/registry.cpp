@@ -32,7 +32,7 @@ void register_builtins_locked() {
   if (done) return;
   done = true;
   table()["mlp"] = {make_mlp, "multi-layer perceptron (options: hidden, dropout)"};
-  table()["cnn"] = {make_cnn, "VGG-style conv net for small images (options: widths, hidden, dropout)"};
+  table()["cnn"] = {make_cnn, "conv net for small images (options: widths, convs, hidden, dropout)"};
   table()["resnet"] = {make_small_resnet,
                        "small ResNet for 28x28 inputs, torchvision key names (options: widths, blocks)"};
 }

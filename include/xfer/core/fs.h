@@ -17,6 +17,14 @@ void write_file_atomic(const std::string& path, const std::string& bytes);
 /// Whether overwriting an existing output is allowed.
 enum class Overwrite { kNo, kYes };
 
+/// Fails early (before any work) when an output path cannot be created:
+/// it exists and overwrite is kNo, or its parent folder is missing.
+void check_output_path(const std::string& path, Overwrite overwrite);
+
+/// Fails early when an output file cannot be written: its parent folder is
+/// missing or not writable, or the path is a directory.
+void check_output_path_file(const std::string& path);
+
 /// An output directory built under a temporary name beside its final path and
 /// renamed into place by commit(). If destroyed before commit() (an exception),
 /// the temporary directory is removed, so a failed command leaves no output.

@@ -26,16 +26,18 @@ struct LoaderOptions {
   AugmentOptions augment;
 };
 
-/// Iterates over one dataset in batches. Epoch e's order depends only on (seed, e),
+/// Iterates over one dataset in batches (the dataset must outlive the loader). Epoch e's order depends only on (seed, e),
 /// so a resumed run sees the same batches.
 class Loader {
  public:
   Loader(const Dataset& ds, LoaderOptions options);
   /// Number of batches per epoch.
   int64_t num_batches() const;
-  /// Starts epoch e (computes its order).
+  /// Starts epoch e (computes its order). The constructor starts epoch 0.
   void start_epoch(int64_t epoch);
-  /// Batch i of the current epoch.
+  /// Batch i of the current epoch. Its augmentation draws from a generator
+  /// seeded by (seed, epoch, i), so a batch does not depend on which batches
+  /// were requested before it.
   Batch batch(int64_t i);
 
  private:
@@ -43,6 +45,7 @@ class Loader {
   LoaderOptions options_;
   torch::Tensor order_;
   torch::Generator gen_;
+  int64_t epoch_ = 0;
 };
 
 }  // namespace xfer::data

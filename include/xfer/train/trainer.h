@@ -35,6 +35,8 @@ struct TrainOptions {
   TORCH_ARG(bool, keep_best) = true;
   TORCH_ARG(std::string, device) = "cpu";
 
+
+ public:
   /// Throws xfer::UsageError on out-of-range values.
   void validate() const;
 };

@@ -1,0 +1,175 @@
+// The xfer command line: parses flags into the library's Options structs and
+// calls the library. Only this file prints errors and chooses exit codes.
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "xfer/xfer.h"
+
+namespace {
+
+constexpr const char* kDataSpecHelp =
+    "Data SPEC: fashion-mnist[:train|:test][:classes=5-9][:shots=K][:seed=S] | "
+    "idx:IMAGES.gz,LABELS.gz | folder:PATH[:size=N][:channels=1|3]";
+
+struct Globals {
+  int threads = 0;
+  bool quiet = false;
+};
+
+void add_train_options(CLI::App* cmd, xfer::train::TrainOptions& t, bool& hflip, int64_t& crop,
+                       int64_t& epochs, int64_t& batch, uint64_t& seed) {
+  cmd->add_option("--epochs", epochs, "Training epochs")->capture_default_str();
+  cmd->add_option("--batch-size", batch, "Batch size")->capture_default_str();
+  cmd->add_option_function<std::string>("--optimizer", [&t](const std::string& v) { t.optimizer(v); },
+                                        "adamw (default) or sgd");
+  cmd->add_option_function<double>("--lr", [&t](double v) { t.lr(v); },
+                                   "Peak learning rate (default 1e-3 adamw; pass ~0.05 for sgd)");
+  cmd->add_option_function<double>("--weight-decay", [&t](double v) { t.weight_decay(v); },
+                                   "Weight decay on conv/linear weights (default 0.05)");
+  cmd->add_option_function<double>("--momentum", [&t](double v) { t.momentum(v); },
+                                   "SGD momentum (default 0.9, Nesterov)");
+  cmd->add_option_function<std::string>("--schedule", [&t](const std::string& v) { t.schedule(v); },
+                                        "cosine (default) or constant, after a linear warmup");
+  cmd->add_option_function<double>("--warmup-epochs", [&t](double v) { t.warmup_epochs(v); },
+                                   "Linear warmup length in epochs (default 0.5)");
+  cmd->add_option_function<double>("--label-smoothing", [&t](double v) { t.label_smoothing(v); },
+                                   "Label smoothing (default 0)");
+  cmd->add_option("--crop-padding", crop, "Augment: random crop after padding by N pixels (0 = off)");
+  cmd->add_flag("--hflip", hflip, "Augment: random horizontal flips");
+  cmd->add_option("--seed", seed, "Seed for initialisation, sampling and augmentation")
+      ->capture_default_str();
+  cmd->add_option_function<std::string>("--device", [&t](const std::string& v) { t.device(v); },
+                                        "cpu (default), cuda, cuda:N or auto");
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"xfer: transfer learning and adversarial-transferability auditing on LibTorch.\n" +
+               std::string(kDataSpecHelp)};
+  app.name("xfer");
+  app.require_subcommand(1);
+  app.set_version_flag("--version",
+                       "xfer " + xfer::version() + " (LibTorch " + xfer::torch_version() + ")");
+  Globals g;
+  app.add_option("--threads", g.threads, "Intra-op threads (default: one per core)");
+  app.add_flag("--quiet,-q", g.quiet, "No progress bars or per-epoch lines");
+  app.fallthrough();
+
+  // xfer data info SPEC
+  auto* data_cmd = app.add_subcommand("data", "Inspect data");
+  data_cmd->require_subcommand(1);
+  auto* info_cmd = data_cmd->add_subcommand("info", "Counts per class, shape, value range of a SPEC");
+  std::string info_spec;
+  bool info_json = false;
+  info_cmd->add_option("spec", info_spec, "Data SPEC")->required();
+  info_cmd->add_flag("--json", info_json, "Print JSON instead of text");
+
+  // xfer train
+  auto* train_cmd = app.add_subcommand("train", "Train a model from scratch and write a model directory");
+  xfer::train::TrainRunOptions tr;
+  bool hflip = false, force = false;
+  int64_t crop = 0, epochs = 10, batch = 128;
+  uint64_t seed = 0;
+  train_cmd->add_option("--data", tr.data, "Training data SPEC")->required();
+  train_cmd->add_option("--val-data", tr.val_data, "Validation SPEC (default: a stratified split)");
+  train_cmd->add_option("--val-fraction", tr.val_fraction, "Fraction held out for validation")
+      ->capture_default_str();
+  train_cmd->add_option("--arch", tr.arch, "Architecture: " + [] {
+    std::string s;
+    for (const auto& n : xfer::models::model_names()) s += (s.empty() ? "" : ", ") + n;
+    return s;
+  }())->required();
+  train_cmd->add_option("--arch-options", tr.arch_options, "Architecture options as a JSON object");
+  add_train_options(train_cmd, tr.train, hflip, crop, epochs, batch, seed);
+  train_cmd->add_option("--out", tr.out, "Output model directory (must not exist)")->required();
+  train_cmd->add_flag("--force", force, "Replace --out if it exists");
+
+  // xfer eval
+  auto* eval_cmd = app.add_subcommand("eval", "Accuracy, per-class accuracy and confusion matrix");
+  xfer::eval::EvalRunOptions ev;
+  eval_cmd->add_option("--model", ev.model, "Model directory")->required();
+  eval_cmd->add_option("--data", ev.data, "Data SPEC")->required();
+  eval_cmd->add_option("--json", ev.json, "Also write the full result to this JSON file");
+  eval_cmd->add_option("--batch-size", ev.batch_size, "Batch size")->capture_default_str();
+  eval_cmd->add_option("--device", ev.device, "cpu (default), cuda, cuda:N or auto");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::string msg = e.what();
+    std::replace(msg.begin(), msg.end(), '\n', ' ');
+    std::fprintf(stderr, "xfer: error: %s (see xfer --help)\n", msg.c_str());
+    return 2;
+  }
+
+  xfer::set_quiet(g.quiet);
+  xfer::set_threads(g.threads);
+
+  if (info_cmd->parsed()) {
+    auto info = xfer::data::describe(xfer::data::load(info_spec));
+    std::cout << (info_json ? info.dump(2) + "\n" : xfer::data::describe_text(info));
+    return 0;
+  }
+  if (train_cmd->parsed()) {
+    tr.train.epochs(epochs).batch_size(batch).seed(seed);
+    xfer::data::AugmentOptions aug;
+    aug.crop_padding = crop;
+    aug.hflip = hflip;
+    tr.train.augment(aug);
+    tr.overwrite = force ? xfer::Overwrite::kYes : xfer::Overwrite::kNo;
+    if (!g.quiet) {
+      tr.on_epoch = [](const xfer::train::EpochRecord& r) {
+        std::fprintf(stderr, "epoch %lld: train loss %.4f acc %.4f", static_cast<long long>(r.epoch),
+                     r.train_loss, r.train_accuracy);
+        if (r.val_accuracy >= 0) std::fprintf(stderr, " | val loss %.4f acc %.4f", r.val_loss, r.val_accuracy);
+        std::fprintf(stderr, " | %.0f img/s, %.1fs\n", r.images_per_second, r.seconds);
+      };
+    }
+    auto r = xfer::train::run_train(tr);
+    std::printf("wrote %s (id %s)\n", tr.out.c_str(), r.card.id.substr(0, 16).c_str());
+    if (r.train.best_val_accuracy >= 0) {
+      std::printf("best val accuracy %.4f at epoch %lld\n", r.train.best_val_accuracy,
+                  static_cast<long long>(r.train.best_epoch));
+    }
+    std::printf("trained %lld samples, %lld trainable parameters, %.1f s, %.0f images/s\n",
+                static_cast<long long>(r.train_samples),
+                static_cast<long long>(r.train.trainable_parameters), r.train.wall_seconds,
+                r.train.images_per_second);
+    return 0;
+  }
+  if (eval_cmd->parsed()) {
+    auto r = xfer::eval::run_eval(ev);
+    std::cout << xfer::eval::evaluation_text(r.evaluation);
+    return 0;
+  }
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const xfer::Error& e) {
+    std::fprintf(stderr, "xfer: error: %s\n", e.what());
+    return e.kind() == xfer::ErrorKind::kUsage ? 2 : 1;
+  } catch (const c10::Error& e) {
+    std::string msg = e.what_without_backtrace();
+    auto nl = msg.find('\n');
+    if (nl != std::string::npos) msg.resize(nl);
+    std::fprintf(stderr, "xfer: error: torch: %s\n", msg.c_str());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "xfer: error: %s\n", e.what());
+    return 1;
+  }
+}

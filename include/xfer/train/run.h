@@ -1,0 +1,39 @@
+#pragma once
+/// \file
+/// `xfer train`: train a model from scratch on a data SPEC and write a model
+/// directory. The CLI fills TrainRunOptions and calls run_train.
+
+#include <functional>
+#include <string>
+
+#include "xfer/core/fs.h"
+#include "xfer/io/model_dir.h"
+#include "xfer/train/trainer.h"
+
+namespace xfer::train {
+
+struct TrainRunOptions {
+  std::string data;           ///< training data SPEC
+  std::string val_data;       ///< validation SPEC; empty = stratified split of `data`
+  double val_fraction = 0.1;  ///< used when val_data is empty (0 = no validation)
+  std::string arch = "cnn";
+  std::string arch_options = "{}";  ///< JSON object
+  bool normalize = true;            ///< store the training data's mean/std in the model
+  TrainOptions train;
+  std::string out;
+  Overwrite overwrite = Overwrite::kNo;
+  std::function<void(const EpochRecord&)> on_epoch;
+
+  /// Throws xfer::UsageError on bad values (before any data is read).
+  void validate() const;
+};
+
+struct TrainRunResult {
+  io::ModelCard card;
+  TrainResult train;
+  int64_t train_samples = 0, val_samples = 0;
+};
+
+TrainRunResult run_train(const TrainRunOptions& options);
+
+}  // namespace xfer::train

@@ -1,0 +1,70 @@
+#include "xfer/data/loader.h"
+
+#include <algorithm>
+
+#include <torch/torch.h>
+
+#include "xfer/core/error.h"
+
+namespace xfer::data {
+namespace {
+
+/// splitmix64 finaliser: decorrelates seeds that differ in a few bits.
+uint64_t mix(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+Loader::Loader(const Dataset& ds, LoaderOptions options)
+    : ds_(ds), options_(options), gen_(at::detail::createCPUGenerator(options.seed)) {
+  XFER_CHECK(options_.batch_size >= 1, "loader: batch size must be at least 1, got ",
+             options_.batch_size);
+  XFER_CHECK(options_.augment.crop_padding >= 0, "loader: crop padding must be >= 0, got ",
+             options_.augment.crop_padding);
+  start_epoch(0);
+}
+
+int64_t Loader::num_batches() const {
+  const int64_t n = ds_.size();
+  const int64_t bs = options_.batch_size;
+  return options_.drop_last ? n / bs : (n + bs - 1) / bs;
+}
+
+void Loader::start_epoch(int64_t epoch) {
+  XFER_CHECK(epoch >= 0, "loader: epoch must be >= 0, got ", epoch);
+  epoch_ = epoch;
+  const uint64_t seed = options_.seed + static_cast<uint64_t>(epoch);
+  const int64_t n = ds_.size();
+  if (options_.shuffle) {
+    auto g = at::detail::createCPUGenerator(seed);
+    order_ = torch::randperm(n, g, torch::TensorOptions().dtype(torch::kLong));
+  } else {
+    order_ = torch::arange(n, torch::kLong);
+  }
+  gen_.set_current_seed(mix(seed));
+}
+
+Batch Loader::batch(int64_t i) {
+  XFER_CHECK(i >= 0 && i < num_batches(), "loader: batch ", i, " out of range (epoch has ",
+             num_batches(), " batches)");
+  const int64_t bs = options_.batch_size;
+  const int64_t start = i * bs;
+  const int64_t len = std::min(bs, ds_.size() - start);
+  auto idx = order_.narrow(0, start, len);
+  Batch b;
+  b.images = ds_.images.index_select(0, idx).to(torch::kFloat).div_(255.0f);
+  if (options_.augment.enabled()) {
+    gen_.set_current_seed(mix(mix(options_.seed + static_cast<uint64_t>(epoch_)) +
+                              static_cast<uint64_t>(i)));
+    b.images = augment(b.images, options_.augment, gen_);
+  }
+  b.labels = ds_.labels.index_select(0, idx);
+  b.index = ds_.index.index_select(0, idx);
+  return b;
+}
+
+}  // namespace xfer::data

@@ -1,0 +1,120 @@
+#include "xfer/train/run.h"
+
+#include "xfer/core/error.h"
+#include "xfer/core/runtime.h"
+#include "xfer/data/spec.h"
+#include "xfer/models/registry.h"
+
+namespace xfer::train {
+
+void TrainRunOptions::validate() const {
+  XFER_CHECK_USAGE(!data.empty(), "--data is required");
+  XFER_CHECK_USAGE(!out.empty(), "--out is required");
+  XFER_CHECK_USAGE(val_fraction >= 0 && val_fraction < 1, "--val-fraction must be in [0, 1), got ",
+                   val_fraction);
+  train.validate();
+  auto names = models::model_names();
+  if (std::find(names.begin(), names.end(), arch) == names.end()) {
+    models::create_model(arch, {});  // throws the usage error listing known names
+  }
+  try {
+    auto j = Json::parse(arch_options);
+    XFER_CHECK_USAGE(j.is_object(), "--arch-options must be a JSON object, got ", arch_options);
+  } catch (const nlohmann::json::parse_error&) {
+    throw UsageError(str_cat("--arch-options: not valid JSON: ", arch_options));
+  }
+}
+
+TrainRunResult run_train(const TrainRunOptions& o) {
+  o.validate();
+  check_output_path(o.out, o.overwrite);
+  auto spec = data::DataSpec::parse(o.data);
+  data::Dataset all = data::load(spec);
+  data::Dataset train_ds, val_ds;
+  if (!o.val_data.empty()) {
+    train_ds = all;
+    val_ds = data::load(o.val_data);
+    XFER_CHECK(val_ds.images.sizes().slice(1) == train_ds.images.sizes().slice(1), o.val_data,
+               ": image shape ", val_ds.images.sizes().slice(1), " differs from the training data's ",
+               train_ds.images.sizes().slice(1));
+  } else if (o.val_fraction > 0) {
+    std::tie(train_ds, val_ds) = data::stratified_split(all, o.val_fraction, o.train.seed());
+  } else {
+    train_ds = all;
+  }
+  XFER_CHECK(train_ds.height() == train_ds.width(), o.data, ": images are ", train_ds.height(), "x",
+             train_ds.width(), "; models expect square images (use folder:...:size=N)");
+
+  io::ModelConfig config;
+  config.arch = o.arch;
+  config.arch_options = Json::parse(o.arch_options);
+  config.num_classes = all.num_classes();
+  config.input_shape = {train_ds.channels(), train_ds.height(), train_ds.width()};
+  config.class_names = all.class_names;
+  if (o.normalize) {
+    auto stats = data::compute_stats(train_ds);
+    config.mean = stats.mean;
+    config.std = stats.std;
+    for (auto& s : config.std) s = std::max(s, 1e-3);
+  }
+  seed_everything(o.train.seed());
+  auto model = io::build_model(config);
+
+  Trainer trainer(o.train);
+  if (o.on_epoch) trainer.on_epoch(o.on_epoch);
+  TrainRunResult r;
+  r.train_samples = train_ds.size();
+  r.val_samples = val_ds.size();
+  r.train = trainer.fit(*model, train_ds, val_ds);
+  model->to(torch::kCPU);
+
+  io::ModelCard card;
+  const auto& t = o.train;
+  card.recipe = {{"command", "train"},
+                 {"strategy", "scratch"},
+                 {"arch", o.arch},
+                 {"arch_options", config.arch_options},
+                 {"epochs", t.epochs()},
+                 {"batch_size", t.batch_size()},
+                 {"optimizer", t.optimizer()},
+                 {"lr", t.lr()},
+                 {"weight_decay", t.weight_decay()},
+                 {"momentum", t.momentum()},
+                 {"schedule", t.schedule()},
+                 {"warmup_epochs", t.warmup_epochs()},
+                 {"label_smoothing", t.label_smoothing()},
+                 {"crop_padding", t.augment().crop_padding},
+                 {"hflip", t.augment().hflip},
+                 {"seed", t.seed()},
+                 {"shots", spec.shots ? Json(*spec.shots) : Json(nullptr)}};
+  card.data = {{"spec", o.data},
+               {"sha256", all.content_hash()},
+               {"samples", all.size()},
+               {"train_samples", train_ds.size()},
+               {"val_spec", o.val_data.empty() ? Json(nullptr) : Json(o.val_data)},
+               {"val_fraction", o.val_data.empty() ? Json(o.val_fraction) : Json(nullptr)},
+               {"val_samples", val_ds.size()}};
+  Json history = Json::array();
+  for (const auto& h : r.train.history) {
+    history.push_back({{"epoch", h.epoch},
+                       {"train_loss", h.train_loss},
+                       {"train_accuracy", h.train_accuracy},
+                       {"val_loss", val_ds.size() ? Json(h.val_loss) : Json(nullptr)},
+                       {"val_accuracy", val_ds.size() ? Json(h.val_accuracy) : Json(nullptr)},
+                       {"lr", h.lr},
+                       {"seconds", h.seconds},
+                       {"images_per_second", h.images_per_second}});
+  }
+  card.metrics = {{"val_accuracy", val_ds.size() ? Json(r.train.best_val_accuracy) : Json(nullptr)},
+                  {"best_epoch", r.train.best_epoch},
+                  {"wall_seconds", r.train.wall_seconds},
+                  {"images_per_second", r.train.images_per_second},
+                  {"trainable_parameters", r.train.trainable_parameters},
+                  {"parameters", models::count_parameters(*model)},
+                  {"threads", torch::get_num_threads()},
+                  {"history", history}};
+  r.card = io::save_model_dir(o.out, *model, config, card, o.overwrite);
+  return r;
+}
+
+}  // namespace xfer::train

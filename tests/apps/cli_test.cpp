@@ -1,0 +1,244 @@
+// End-to-end tests of the xfer binary: flags, exit codes, the one-line error
+// contract and "no partial output" for the bad inputs of the foundation issue.
+
+#include <filesystem>
+#include <fstream>
+
+#include "support/support.h"
+#include "xfer/core/json.h"
+#include "xfer/core/sha256.h"
+#include "xfer/data/idx.h"
+
+namespace xfer {
+namespace {
+
+using xfer::testing::RunResult;
+using xfer::testing::run_xfer;
+using xfer::testing::TempDir;
+namespace fs = std::filesystem;
+
+// Exactly one line on stderr, starting with "xfer: error:" and mentioning `needle`.
+::testing::AssertionResult one_error_line(const RunResult& r, const std::string& needle) {
+  if (r.err.rfind("xfer: error: ", 0) != 0) {
+    return ::testing::AssertionFailure() << "stderr does not start with 'xfer: error: ': " << r.err;
+  }
+  if (r.err.find('\n') != r.err.size() - 1) {
+    return ::testing::AssertionFailure() << "stderr is not exactly one line: " << r.err;
+  }
+  if (r.err.find(needle) == std::string::npos) {
+    return ::testing::AssertionFailure() << "stderr does not mention '" << needle << "': " << r.err;
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// Nothing named like the output (final or temporary) exists in the folder.
+::testing::AssertionResult no_output(const std::string& dir, const std::string& name) {
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().filename().string().rfind(name, 0) == 0) {
+      return ::testing::AssertionFailure() << "left behind: " << e.path();
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    spec_ = xfer::testing::write_synthetic_idx(tmp_.path(), 60, 3, 10, 10, 3);
+  }
+  std::string train_args(const std::string& data, const std::string& arch = "mlp") {
+    return "--quiet train --data '" + data + "' --arch " + arch +
+           " --arch-options '{\"hidden\":[8]}' --epochs 1 --batch-size 16 --out '" + out() + "'";
+  }
+  std::string out() const { return tmp_.file("model"); }
+  TempDir tmp_;
+  std::string spec_;
+};
+
+TEST_F(CliTest, HelpAndVersion) {
+  auto h = run_xfer("--help");
+  EXPECT_EQ(h.exit_code, 0);
+  for (const char* cmd : {"data", "train", "eval"}) EXPECT_NE(h.out.find(cmd), std::string::npos);
+  // Only working commands are listed.
+  for (const char* cmd : {"finetune", "attack", "study"}) EXPECT_EQ(h.out.find(cmd), std::string::npos);
+  auto v = run_xfer("--version");
+  EXPECT_EQ(v.exit_code, 0);
+  EXPECT_NE(v.out.find("xfer 0."), std::string::npos) << v.out;
+  EXPECT_NE(v.out.find("LibTorch"), std::string::npos) << v.out;
+}
+
+TEST_F(CliTest, UsageErrorsExitTwo) {
+  auto r = run_xfer("frobnicate");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(one_error_line(r, "frobnicate"));
+  r = run_xfer("train --data x");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(one_error_line(r, "--arch"));
+  r = run_xfer("train --data '" + spec_ + "' --arch nonesuch --out '" + out() + "'");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(one_error_line(r, "nonesuch"));
+  EXPECT_TRUE(no_output(tmp_.path(), "model"));
+  r = run_xfer("train --data '" + spec_ + "' --arch mlp --epochs 0 --out '" + out() + "'");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(one_error_line(r, "--epochs"));
+  r = run_xfer("data info 'fashion-mnist:classes=3-1'");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(one_error_line(r, "classes"));
+  r = run_xfer("data info 'fashion-mnist:valid'");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(one_error_line(r, "valid"));
+}
+
+TEST_F(CliTest, TrainThenEvalRoundTrip) {
+  auto t = run_xfer(train_args(spec_));
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  EXPECT_TRUE(fs::exists(out() + "/config.json"));
+  EXPECT_TRUE(fs::exists(out() + "/model.safetensors"));
+  EXPECT_TRUE(fs::exists(out() + "/card.json"));
+  auto e = run_xfer("eval --model '" + out() + "' --data '" + spec_ + "' --json '" +
+                    tmp_.file("eval.json") + "'");
+  ASSERT_EQ(e.exit_code, 0) << e.err;
+  EXPECT_NE(e.out.find("accuracy:"), std::string::npos);
+  auto j = read_json(tmp_.file("eval.json"));
+  EXPECT_EQ(j["evaluation"]["n"], 60);
+  EXPECT_EQ(j["model"]["id"], read_json(out() + "/card.json")["id"]);
+  // A second train into the same folder is refused, and the first is untouched.
+  auto before = sha256_file(out() + "/model.safetensors");
+  auto again = run_xfer(train_args(spec_));
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_TRUE(one_error_line(again, "already exists"));
+  EXPECT_EQ(sha256_file(out() + "/model.safetensors"), before);
+}
+
+TEST_F(CliTest, DataInfoPrintsCounts) {
+  auto r = run_xfer("data info '" + spec_ + ":classes=0,2'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("samples:  40"), std::string::npos) << r.out;
+  auto j = run_xfer("data info --json '" + spec_ + "'");
+  ASSERT_EQ(j.exit_code, 0);
+  EXPECT_EQ(Json::parse(j.out)["samples"], 60);
+}
+
+// --- The bad inputs of the foundation issue: exit 1, one line naming the file, no output. ---
+
+TEST_F(CliTest, TruncatedGzip) {
+  std::ifstream in(tmp_.file("images.gz"), std::ios::binary);
+  std::string gz((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::ofstream(tmp_.file("trunc.gz"), std::ios::binary) << gz.substr(0, gz.size() / 2);
+  auto r = run_xfer(train_args("idx:" + tmp_.file("trunc.gz") + "," + tmp_.file("labels.gz")));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(one_error_line(r, "trunc.gz"));
+  EXPECT_TRUE(no_output(tmp_.path(), "model"));
+}
+
+TEST_F(CliTest, CorruptGzip) {
+  std::ifstream in(tmp_.file("images.gz"), std::ios::binary);
+  std::string gz((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (size_t i = 20; i < gz.size() - 8; i += 7) gz[i] = static_cast<char>(gz[i] ^ 0x5a);
+  std::ofstream(tmp_.file("corrupt.gz"), std::ios::binary) << gz;
+  auto r = run_xfer(train_args("idx:" + tmp_.file("corrupt.gz") + "," + tmp_.file("labels.gz")));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(one_error_line(r, "corrupt.gz"));
+  EXPECT_TRUE(no_output(tmp_.path(), "model"));
+}
+
+TEST_F(CliTest, WrongIdxMagic) {
+  std::string raw(16 + 4, '\0');
+  raw[2] = 0x0d;  // float element type: not uint8
+  raw[3] = 1;
+  std::ofstream(tmp_.file("magic.idx"), std::ios::binary) << raw;
+  auto r = run_xfer(train_args("idx:" + tmp_.file("images.gz") + "," + tmp_.file("magic.idx")));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(one_error_line(r, "magic.idx"));
+  EXPECT_TRUE(no_output(tmp_.path(), "model"));
+}
+
+TEST_F(CliTest, LabelImageCountMismatch) {
+  data::write_idx(tmp_.file("few-labels.gz"), torch::zeros({59}, torch::kUInt8));
+  auto r = run_xfer(train_args("idx:" + tmp_.file("images.gz") + "," + tmp_.file("few-labels.gz")));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(one_error_line(r, "few-labels.gz"));
+  EXPECT_TRUE(no_output(tmp_.path(), "model"));
+}
+
+TEST_F(CliTest, MissingAndEmptyFolder) {
+  auto r = run_xfer(train_args("folder:" + tmp_.file("nope")));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(one_error_line(r, "nope"));
+  fs::create_directory(tmp_.file("empty"));
+  r = run_xfer(train_args("folder:" + tmp_.file("empty")));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(one_error_line(r, "empty"));
+  EXPECT_TRUE(no_output(tmp_.path(), "model"));
+}
+
+TEST_F(CliTest, UnreadableImage) {
+  fs::create_directories(tmp_.file("imgs/cat"));
+  std::ofstream(tmp_.file("imgs/cat/broken.png"), std::ios::binary) << "\x89PNG\r\n\x1a\nnot really";
+  auto r = run_xfer(train_args("folder:" + tmp_.file("imgs")));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(one_error_line(r, "broken.png"));
+  EXPECT_TRUE(no_output(tmp_.path(), "model"));
+}
+
+TEST_F(CliTest, SpecAskingForMissingClassOrTooManyShots) {
+  auto r = run_xfer(train_args(spec_ + ":classes=0,5"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(one_error_line(r, "5"));
+  r = run_xfer(train_args(spec_ + ":shots=21"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(one_error_line(r, "21"));
+  EXPECT_TRUE(no_output(tmp_.path(), "model"));
+}
+
+// A model directory whose card matches its (corrupt) weights, so the
+// safetensors parser is what must refuse them.
+void write_model_with_weights(const std::string& dir, const std::string& weights) {
+  fs::create_directories(dir);
+  std::ofstream(dir + "/model.safetensors", std::ios::binary) << weights;
+  write_json(dir + "/config.json", Json{{"arch", "mlp"},
+                                        {"arch_options", {{"hidden", {8}}}},
+                                        {"num_classes", 3},
+                                        {"input_shape", {1, 10, 10}}});
+  write_json(dir + "/card.json", Json{{"id", sha256_hex(weights)}, {"parent", nullptr}});
+}
+
+std::string le64(uint64_t n) {
+  std::string s(8, '\0');
+  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+  return s;
+}
+
+TEST_F(CliTest, SafetensorsOffsetPastEnd) {
+  std::string header = R"({"fc.weight":{"dtype":"F32","shape":[2],"data_offsets":[0,4000]}})";
+  write_model_with_weights(tmp_.file("badoffset"), le64(header.size()) + header + std::string(8, '\0'));
+  auto r = run_xfer("eval --model '" + tmp_.file("badoffset") + "' --data '" + spec_ + "' --json '" +
+                    tmp_.file("e.json") + "'");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(one_error_line(r, "model.safetensors"));
+  EXPECT_TRUE(one_error_line(r, "past the end"));
+  EXPECT_FALSE(fs::exists(tmp_.file("e.json")));
+}
+
+TEST_F(CliTest, SafetensorsHeaderOverLimit) {
+  write_model_with_weights(tmp_.file("bighead"), le64(200'000'000) + "{}");
+  auto r = run_xfer("eval --model '" + tmp_.file("bighead") + "' --data '" + spec_ + "'");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(one_error_line(r, "model.safetensors"));
+  EXPECT_TRUE(one_error_line(r, "limit"));
+}
+
+TEST_F(CliTest, TamperedWeightsAreRefused) {
+  ASSERT_EQ(run_xfer(train_args(spec_)).exit_code, 0);
+  {
+    std::fstream f(out() + "/model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-1, std::ios::end);
+    f.put('\x7f');
+  }
+  auto r = run_xfer("eval --model '" + out() + "' --data '" + spec_ + "'");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(one_error_line(r, "sha256"));
+}
+
+}  // namespace
+}  // namespace xfer

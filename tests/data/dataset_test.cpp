@@ -1,0 +1,226 @@
+#include "xfer/data/dataset.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "support/support.h"
+#include "xfer/core/error.h"
+
+namespace xfer::data {
+namespace {
+
+using xfer::testing::SeededTest;
+
+/// n samples, label i % k, image i filled with value i (so samples are identifiable).
+Dataset make(int64_t n, int64_t k, int64_t c = 1, int64_t h = 4, int64_t w = 4) {
+  Dataset ds;
+  ds.images = torch::arange(n, torch::kLong)
+                  .remainder(256)
+                  .view({n, 1, 1, 1})
+                  .expand({n, c, h, w})
+                  .to(torch::kUInt8)
+                  .contiguous();
+  ds.labels = torch::arange(n, torch::kLong).remainder(k);
+  ds.index = torch::arange(n, torch::kLong);
+  for (int64_t i = 0; i < k; ++i) ds.class_names.push_back("c" + std::to_string(i));
+  ds.source = "synthetic";
+  return ds;
+}
+
+std::vector<int64_t> to_vec(const torch::Tensor& t) {
+  auto c = t.to(torch::kLong).contiguous();
+  return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+}
+
+class DatasetTest : public SeededTest {};
+
+TEST_F(DatasetTest, ValidateAcceptsGoodAndRejectsBad) {
+  auto ds = make(10, 3);
+  EXPECT_NO_THROW(ds.validate());
+  auto bad = ds;
+  bad.labels = bad.labels.clone();
+  bad.labels[0] = 3;
+  EXPECT_THROW(bad.validate(), Error);
+  try {
+    bad.validate();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("synthetic"), std::string::npos) << e.what();
+  }
+  bad = ds;
+  bad.images = bad.images.to(torch::kFloat);
+  EXPECT_THROW(bad.validate(), Error);
+  bad = ds;
+  bad.index = bad.index.narrow(0, 0, 9);
+  EXPECT_THROW(bad.validate(), Error);
+}
+
+TEST_F(DatasetTest, SelectKeepsOrderAndIndex) {
+  auto ds = make(10, 3);
+  auto sub = ds.select(torch::tensor({7, 2, 5}, torch::kLong));
+  EXPECT_EQ(to_vec(sub.index), (std::vector<int64_t>{7, 2, 5}));
+  EXPECT_EQ(to_vec(sub.labels), (std::vector<int64_t>{1, 2, 2}));
+  EXPECT_EQ(sub.images[0][0][0][0].item<int64_t>(), 7);
+  EXPECT_EQ(sub.class_names, ds.class_names);
+  // Index survives a second selection: it points at the original source.
+  auto sub2 = sub.select(torch::tensor({2}, torch::kLong));
+  EXPECT_EQ(to_vec(sub2.index), (std::vector<int64_t>{5}));
+  EXPECT_THROW(ds.select(torch::tensor({10}, torch::kLong)), Error);
+}
+
+TEST_F(DatasetTest, FloatImagesInUnitRange) {
+  auto ds = make(256, 2);
+  auto f = ds.float_images();
+  EXPECT_EQ(f.scalar_type(), torch::kFloat);
+  EXPECT_FLOAT_EQ(f.max().item<float>(), 1.0f);
+  EXPECT_FLOAT_EQ(f.min().item<float>(), 0.0f);
+  EXPECT_NEAR(f[51][0][0][0].item<float>(), 51.0f / 255.0f, 1e-7);
+}
+
+TEST_F(DatasetTest, ClassCounts) {
+  auto ds = make(10, 4);  // labels 0,1,2,3,0,1,2,3,0,1
+  EXPECT_EQ(ds.class_counts(), (std::vector<int64_t>{3, 3, 2, 2}));
+  ds.class_names.push_back("empty");
+  EXPECT_EQ(ds.class_counts(), (std::vector<int64_t>{3, 3, 2, 2, 0}));
+}
+
+TEST_F(DatasetTest, ContentHashTracksSamples) {
+  auto a = make(10, 3);
+  auto b = make(10, 3);
+  EXPECT_EQ(a.content_hash(), b.content_hash());
+  EXPECT_EQ(a.content_hash().size(), 64u);
+  b.labels = b.labels.clone();
+  b.labels[4] = 0;
+  EXPECT_NE(a.content_hash(), b.content_hash());
+  auto c = make(10, 3);
+  c.images = c.images.clone();
+  c.images[3][0][1][1] = 99;
+  EXPECT_NE(a.content_hash(), c.content_hash());
+  // Same bytes, different shape.
+  auto d = make(10, 3);
+  d.images = d.images.reshape({10, 1, 2, 8});
+  EXPECT_NE(a.content_hash(), d.content_hash());
+}
+
+TEST_F(DatasetTest, SelectClassesRelabelsInGivenOrder) {
+  auto ds = make(20, 10);
+  auto sub = select_classes(ds, {7, 5, 9});
+  EXPECT_EQ(sub.class_names, (std::vector<std::string>{"c7", "c5", "c9"}));
+  EXPECT_EQ(sub.size(), 6);
+  auto labels = to_vec(sub.labels);
+  auto index = to_vec(sub.index);
+  for (size_t i = 0; i < labels.size(); ++i) {
+    int64_t original = index[i] % 10;
+    int64_t expected = original == 7 ? 0 : original == 5 ? 1 : 2;
+    EXPECT_EQ(labels[i], expected) << "sample " << index[i];
+  }
+  sub.validate();
+}
+
+TEST_F(DatasetTest, SelectClassesRejectsUnknownAndRepeated) {
+  auto ds = make(20, 10);
+  EXPECT_THROW(select_classes(ds, {3, 10}), Error);
+  EXPECT_THROW(select_classes(ds, {-1}), Error);
+  EXPECT_THROW(select_classes(ds, {3, 3}), Error);
+  EXPECT_THROW(select_classes(ds, {}), Error);
+}
+
+TEST_F(DatasetTest, SampleShotsGivesKPerClassDeterministically) {
+  auto ds = make(300, 5);
+  auto a = sample_shots(ds, 7, 11);
+  EXPECT_EQ(a.size(), 35);
+  EXPECT_EQ(a.class_counts(), (std::vector<int64_t>(5, 7)));
+  // Every chosen sample is a real, distinct sample with its original label.
+  auto index = to_vec(a.index);
+  EXPECT_EQ(std::set<int64_t>(index.begin(), index.end()).size(), 35u);
+  auto labels = to_vec(a.labels);
+  for (size_t i = 0; i < index.size(); ++i) EXPECT_EQ(labels[i], index[i] % 5);
+  auto b = sample_shots(ds, 7, 11);
+  EXPECT_TENSOR_EQ(a.index, b.index);
+  EXPECT_EQ(a.content_hash(), b.content_hash());
+  auto c = sample_shots(ds, 7, 12);
+  EXPECT_FALSE(torch::equal(a.index, c.index));
+}
+
+TEST_F(DatasetTest, SampleShotsRejectsTooFew) {
+  auto ds = make(12, 5);  // classes 0,1 have 3; classes 2,3,4 have 2
+  EXPECT_NO_THROW(sample_shots(ds, 2, 0));
+  try {
+    sample_shots(ds, 3, 0);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("class 2"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("c2"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("has 2"), std::string::npos) << msg;
+  }
+  EXPECT_THROW(sample_shots(ds, 0, 0), Error);
+}
+
+TEST_F(DatasetTest, StratifiedSplitKeepsProportions) {
+  auto ds = make(100, 4);  // 25 per class
+  auto [train, val] = stratified_split(ds, 0.2, 3);
+  EXPECT_EQ(val.class_counts(), (std::vector<int64_t>(4, 5)));
+  EXPECT_EQ(train.class_counts(), (std::vector<int64_t>(4, 20)));
+  // Disjoint and covering.
+  auto ti = to_vec(train.index), vi = to_vec(val.index);
+  std::set<int64_t> all(ti.begin(), ti.end());
+  for (auto v : vi) EXPECT_TRUE(all.insert(v).second) << "sample " << v << " in both";
+  EXPECT_EQ(all.size(), 100u);
+  // Deterministic under the seed, different under another.
+  auto again = stratified_split(ds, 0.2, 3);
+  EXPECT_TENSOR_EQ(again.second.index, val.index);
+  auto other = stratified_split(ds, 0.2, 4);
+  EXPECT_FALSE(torch::equal(other.second.index, val.index));
+}
+
+TEST_F(DatasetTest, StratifiedSplitSmallClassesGetOneValSample) {
+  auto ds = make(6, 3);  // 2 per class
+  auto [train, val] = stratified_split(ds, 0.1, 0);
+  EXPECT_EQ(val.class_counts(), (std::vector<int64_t>(3, 1)));
+  EXPECT_EQ(train.class_counts(), (std::vector<int64_t>(3, 1)));
+  auto none = stratified_split(ds, 0.0, 0);
+  EXPECT_EQ(none.second.size(), 0);
+  EXPECT_EQ(none.first.size(), 6);
+  EXPECT_THROW(stratified_split(ds, 1.5, 0), Error);
+}
+
+TEST_F(DatasetTest, StatsOnKnownData) {
+  Dataset ds;
+  // Channel 0: half the pixels 0, half 255 -> mean 0.5, std 0.5.
+  // Channel 1: all 51 -> mean 0.2, std 0.
+  auto img = torch::zeros({2, 2, 2, 2}, torch::kUInt8);
+  img.select(1, 0).select(1, 0).fill_(255);
+  img.select(1, 1).fill_(51);
+  ds.images = img;
+  ds.labels = torch::zeros({2}, torch::kLong);
+  ds.index = torch::arange(2, torch::kLong);
+  ds.class_names = {"a"};
+  auto s = compute_stats(ds);
+  ASSERT_EQ(s.mean.size(), 2u);
+  EXPECT_NEAR(s.mean[0], 0.5, 1e-9);
+  EXPECT_NEAR(s.std[0], 0.5, 1e-9);
+  EXPECT_NEAR(s.mean[1], 0.2, 1e-9);
+  EXPECT_NEAR(s.std[1], 0.0, 1e-6);
+  auto [lo, hi] = value_range(ds);
+  EXPECT_DOUBLE_EQ(lo, 0.0);
+  EXPECT_DOUBLE_EQ(hi, 1.0);
+}
+
+TEST_F(DatasetTest, StatsMatchTorchOnRandomData) {
+  auto ds = make(10, 2, 3, 5, 5);
+  ds.images = torch::randint(0, 256, {10, 3, 5, 5}, torch::kLong).to(torch::kUInt8);
+  auto s = compute_stats(ds);
+  auto f = ds.images.to(torch::kDouble) / 255.0;
+  for (int64_t c = 0; c < 3; ++c) {
+    auto ch = f.select(1, c);
+    EXPECT_NEAR(s.mean[c], ch.mean().item<double>(), 1e-9);
+    EXPECT_NEAR(s.std[c], ch.std(/*unbiased=*/false).item<double>(), 1e-9);
+  }
+  auto [lo, hi] = value_range(ds);
+  EXPECT_DOUBLE_EQ(lo, ds.images.min().item<int64_t>() / 255.0);
+  EXPECT_DOUBLE_EQ(hi, ds.images.max().item<int64_t>() / 255.0);
+}
+
+}  // namespace
+}  // namespace xfer::data

@@ -1,0 +1,82 @@
+#include "xfer/train/run.h"
+
+#include <filesystem>
+
+#include "support/support.h"
+#include "xfer/core/error.h"
+#include "xfer/core/sha256.h"
+
+namespace xfer::train {
+namespace {
+
+using xfer::testing::SeededTest;
+using xfer::testing::TempDir;
+namespace fs = std::filesystem;
+
+class TrainRunTest : public SeededTest {
+ protected:
+  TrainRunOptions options() {
+    TrainRunOptions o;
+    o.data = xfer::testing::write_synthetic_idx(tmp_.path(), 120, 3, 12, 12, 5);
+    o.arch = "mlp";
+    o.arch_options = R"({"hidden": [16]})";
+    o.train.epochs(2).batch_size(16);
+    o.out = tmp_.file("model");
+    return o;
+  }
+  TempDir tmp_;
+};
+
+TEST_F(TrainRunTest, WritesACompleteModelDirectory) {
+  auto o = options();
+  int epochs_seen = 0;
+  o.on_epoch = [&](const EpochRecord&) { ++epochs_seen; };
+  auto r = run_train(o);
+  EXPECT_EQ(epochs_seen, 2);
+  auto lm = io::load_model_dir(o.out);
+  EXPECT_EQ(lm.card.id, sha256_file(o.out + "/model.safetensors"));
+  EXPECT_EQ(lm.card.id, r.card.id);
+  EXPECT_FALSE(lm.card.parent.has_value());
+  EXPECT_EQ(lm.card.recipe["arch"], "mlp");
+  EXPECT_EQ(lm.card.recipe["epochs"], 2);
+  EXPECT_EQ(lm.card.data["spec"], o.data);
+  EXPECT_EQ(lm.card.data["sha256"].get<std::string>().size(), 64u);
+  EXPECT_EQ(lm.card.metrics["history"].size(), 2u);
+  EXPECT_EQ(lm.config.num_classes, 3);
+  EXPECT_EQ(lm.config.input_shape, (std::vector<int64_t>{1, 12, 12}));
+  ASSERT_EQ(lm.config.mean.size(), 1u);
+  EXPECT_GT(lm.config.mean[0], 0.0);
+  EXPECT_EQ(r.train_samples + r.val_samples, 120);
+  // Nothing but the directory itself is left in the parent.
+  int entries = 0;
+  for (const auto& e : fs::directory_iterator(tmp_.path())) entries += e.path().filename() == "model";
+  EXPECT_EQ(entries, 1);
+}
+
+TEST_F(TrainRunTest, RefusesAnExistingOutputBeforeTraining) {
+  auto o = options();
+  fs::create_directory(o.out);
+  EXPECT_THROW(run_train(o), Error);
+  o.overwrite = Overwrite::kYes;
+  EXPECT_NO_THROW(run_train(o));
+  EXPECT_TRUE(fs::exists(o.out + "/card.json"));
+}
+
+TEST_F(TrainRunTest, BadInputLeavesNoOutput) {
+  auto o = options();
+  o.arch = "nonesuch";
+  EXPECT_THROW(run_train(o), UsageError);
+  o = options();
+  o.arch_options = "{not json";
+  EXPECT_THROW(run_train(o), UsageError);
+  o = options();
+  o.data += ":classes=7";
+  EXPECT_THROW(run_train(o), Error);
+  EXPECT_FALSE(fs::exists(o.out));
+  for (const auto& e : fs::directory_iterator(tmp_.path())) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
+  }
+}
+
+}  // namespace
+}  // namespace xfer::train

@@ -1,0 +1,127 @@
+#include "xfer/train/trainer.h"
+
+#include <cmath>
+
+#include "support/support.h"
+#include "xfer/core/error.h"
+#include "xfer/data/spec.h"
+#include "xfer/models/registry.h"
+
+namespace xfer::train {
+namespace {
+
+using xfer::testing::SeededTest;
+using xfer::testing::TempDir;
+
+class TrainerTest : public SeededTest {
+ protected:
+  void SetUp() override {
+    SeededTest::SetUp();
+    spec_ = xfer::testing::write_synthetic_idx(tmp_.path(), 300, 3, 12, 12, 7);
+    auto all = data::load(spec_);
+    std::tie(train_, val_) = data::stratified_split(all, 0.2, 1);
+  }
+  models::Classifier mlp() {
+    models::ModelOptions o;
+    o.image_size = 12;
+    o.num_classes = 3;
+    o.arch_options = {{"hidden", {32}}, {"dropout", 0.0}};
+    return models::create_model("mlp", o);
+  }
+  TempDir tmp_;
+  std::string spec_;
+  data::Dataset train_, val_;
+};
+
+TEST_F(TrainerTest, LearnsASeparableTask) {
+  auto m = mlp();
+  double before = evaluate_loss(*m, val_).accuracy;
+  Trainer t(TrainOptions().epochs(5).batch_size(32).lr(3e-3));
+  auto r = t.fit(*m, train_, val_);
+  ASSERT_EQ(r.history.size(), 5u);
+  EXPECT_LT(r.history.back().train_loss, r.history.front().train_loss);
+  EXPECT_GT(r.best_val_accuracy, 0.9);
+  EXPECT_GT(r.best_val_accuracy, before);
+  EXPECT_NEAR(evaluate_loss(*m, val_).accuracy, r.best_val_accuracy, 1e-12);  // best kept
+  EXPECT_GT(r.images_per_second, 0);
+  EXPECT_EQ(r.trainable_parameters, models::count_parameters(*m));
+}
+
+TEST_F(TrainerTest, SameSeedSameWeights) {
+  auto run = [&](uint64_t seed) {
+    xfer::seed_everything(99);
+    auto m = mlp();
+    Trainer(TrainOptions().epochs(2).batch_size(16).seed(seed)).fit(*m, train_, val_);
+    return m->head()->weight.clone();
+  };
+  auto a = run(3), b = run(3), c = run(4);
+  EXPECT_TENSOR_EQ(a, b);
+  EXPECT_FALSE(torch::equal(a, c));
+}
+
+TEST_F(TrainerTest, FrozenParametersStayBitIdentical) {
+  auto m = mlp();
+  std::map<std::string, torch::Tensor> frozen;
+  for (auto& p : m->named_parameters()) {
+    if (!m->is_head_parameter(p.key())) {
+      p.value().set_requires_grad(false);
+      frozen[p.key()] = p.value().clone();
+    }
+  }
+  auto r = Trainer(TrainOptions().epochs(2).batch_size(32).weight_decay(0.1)).fit(*m, train_, val_);
+  for (auto& p : m->named_parameters()) {
+    if (frozen.count(p.key())) EXPECT_TENSOR_EQ(p.value(), frozen[p.key()]);
+  }
+  EXPECT_EQ(r.trainable_parameters, m->head()->weight.numel() + m->head()->bias.numel());
+}
+
+TEST_F(TrainerTest, NoWeightDecayOnBiasesAndNorms) {
+  models::ModelOptions o;
+  o.num_classes = 3;
+  auto cnn = models::create_model("cnn", o);
+  auto g = split_weight_decay(*cnn);
+  for (const auto& n : g.no_decay_names) {
+    bool is_bias_or_norm = n.find("bias") != std::string::npos || n.find(".1.weight") != std::string::npos;
+    EXPECT_TRUE(is_bias_or_norm) << n;
+  }
+  for (const auto& n : g.decay_names) EXPECT_EQ(n.find("bias"), std::string::npos) << n;
+  EXPECT_EQ(g.decay.size() + g.no_decay.size(), cnn->parameters().size());
+}
+
+TEST_F(TrainerTest, DivergenceStopsWithClearErrorAndRestoresWeights) {
+  auto m = mlp();
+  // A learning rate this large overflows the loss to inf/NaN within a few steps.
+  Trainer t(TrainOptions().epochs(3).batch_size(16).lr(1e30).optimizer("sgd").momentum(0.9)
+                .warmup_epochs(0));
+  auto initial = m->head()->weight.clone();
+  try {
+    t.fit(*m, train_, val_);
+    FAIL() << "training did not diverge";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("diverged"), std::string::npos) << e.what();
+  }
+  for (const auto& p : m->parameters()) EXPECT_TRUE(torch::isfinite(p).all().item<bool>());
+  // It diverges within the first epoch, so the last good weights are the initial ones.
+  EXPECT_TENSOR_EQ(m->head()->weight, initial);
+}
+
+TEST_F(TrainerTest, OptionsAreValidated) {
+  EXPECT_THROW(Trainer(TrainOptions().epochs(0)), UsageError);
+  EXPECT_THROW(Trainer(TrainOptions().lr(-1)), UsageError);
+  EXPECT_THROW(Trainer(TrainOptions().lr(std::nan(""))), UsageError);
+  EXPECT_THROW(Trainer(TrainOptions().optimizer("adam2")), UsageError);
+  EXPECT_THROW(Trainer(TrainOptions().batch_size(0)), UsageError);
+  EXPECT_THROW(Trainer(TrainOptions().warmup_epochs(20).epochs(2)), UsageError);
+}
+
+TEST_F(TrainerTest, SgdWithAugmentationAlsoLearns) {
+  auto m = mlp();
+  data::AugmentOptions aug;
+  aug.crop_padding = 1;
+  auto r = Trainer(TrainOptions().epochs(6).batch_size(32).optimizer("sgd").lr(0.05).augment(aug))
+               .fit(*m, train_, val_);
+  EXPECT_GT(r.best_val_accuracy, 0.8);
+}
+
+}  // namespace
+}  // namespace xfer::train
