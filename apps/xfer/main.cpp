@@ -96,6 +96,27 @@ int run(int argc, char** argv) {
   eval_cmd->add_option("--batch-size", ev.batch_size, "Batch size")->capture_default_str();
   eval_cmd->add_option("--device", ev.device, "cpu (default), cuda, cuda:N or auto");
 
+  // CLI11 reports a misspelt command as "a subcommand is required"; name it instead.
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--threads") {
+      ++i;
+      continue;
+    }
+    if (!a.empty() && a[0] == '-') continue;
+    std::string known;
+    bool found = false;
+    for (const auto* sc : app.get_subcommands({})) {
+      known += (known.empty() ? "" : ", ") + sc->get_name();
+      found = found || sc->get_name() == a;
+    }
+    if (!found) {
+      std::fprintf(stderr, "xfer: error: unknown command '%s' (commands: %s)\n", a.c_str(), known.c_str());
+      return 2;
+    }
+    break;
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -63,7 +63,7 @@ SmallResNetImpl::SmallResNetImpl(const SmallResNetOptions& o) {
 torch::Tensor SmallResNetImpl::forward_features(torch::Tensor x) {
   x = torch::relu(bn1_->forward(conv1_->forward(x)));
   for (auto& layer : layers_) x = layer->forward(x);
-  return torch::adaptive_avg_pool2d(x, 1).flatten(1);
+  return x.mean({2, 3});  // global average pool
 }
 
 Classifier make_small_resnet(const ModelOptions& options) {

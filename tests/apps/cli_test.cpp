@@ -242,3 +242,25 @@ TEST_F(CliTest, TamperedWeightsAreRefused) {
 
 }  // namespace
 }  // namespace xfer
+
+namespace xfer {
+namespace {
+
+// The README's end-to-end path on real data, at a tenth of the size: 1000
+// training images per class, 2 epochs, evaluated on the full test split.
+TEST(CliSlowTest, SlowFashionMnistCnnEndToEnd) {
+  if (!xfer::testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  TempDir tmp;
+  auto t = run_xfer("--quiet train --data fashion-mnist:train:shots=1000:seed=1 --arch cnn --epochs 2 "
+                    "--out '" + tmp.file("m") + "'");
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  auto e = run_xfer("eval --model '" + tmp.file("m") + "' --data fashion-mnist:test --json '" +
+                    tmp.file("e.json") + "'");
+  ASSERT_EQ(e.exit_code, 0) << e.err;
+  auto j = read_json(tmp.file("e.json"));
+  EXPECT_EQ(j["evaluation"]["n"], 10000);
+  EXPECT_GT(j["evaluation"]["accuracy"].get<double>(), 0.83) << e.out;
+}
+
+}  // namespace
+}  // namespace xfer

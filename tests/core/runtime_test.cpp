@@ -138,7 +138,7 @@ TEST(RngTest, DeterministicPerSeed) {
 
 TEST(RngTest, UniformStaysInRange) {
   Rng rng(7);
-  for (uint64_t n : {1ULL, 2ULL, 3ULL, 7ULL, 1000ULL, (1ULL << 63) + 12345ULL, UINT64_MAX}) {
+  for (uint64_t n : std::initializer_list<uint64_t>{1, 2, 3, 7, 1000, (uint64_t(1) << 63) + 12345, UINT64_MAX}) {
     for (int i = 0; i < 200; ++i) {
       uint64_t x = rng.uniform(n);
       ASSERT_LT(x, n) << "n = " << n;

@@ -161,5 +161,10 @@ TEST(Sha256Test, MissingFileThrowsNamingPath) {
   }
 }
 
+TEST(Sha256Test, DirectoryThrows) {
+  testing::TempDir dir;
+  EXPECT_THROW(sha256_file(dir.path()), Error);
+}
+
 }  // namespace
 }  // namespace xfer

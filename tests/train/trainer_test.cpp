@@ -4,6 +4,7 @@
 
 #include "support/support.h"
 #include "xfer/core/error.h"
+#include "xfer/core/runtime.h"
 #include "xfer/data/spec.h"
 #include "xfer/models/registry.h"
 
@@ -49,7 +50,7 @@ TEST_F(TrainerTest, LearnsASeparableTask) {
 
 TEST_F(TrainerTest, SameSeedSameWeights) {
   auto run = [&](uint64_t seed) {
-    xfer::seed_everything(99);
+    ::xfer::seed_everything(99);
     auto m = mlp();
     Trainer(TrainOptions().epochs(2).batch_size(16).seed(seed)).fit(*m, train_, val_);
     return m->head()->weight.clone();
