@@ -54,7 +54,10 @@ int run(int argc, char** argv) {
   app.set_version_flag("--version",
                        "xfer " + xfer::version() + " (LibTorch " + xfer::torch_version() + ")");
   Globals g;
+  int64_t image_size = 0;
   app.add_option("--threads", g.threads, "Intra-op threads (default: one per core)");
+  app.add_option("--image-size", image_size,
+                 "Resize folder: images to N x N (same as :size=N in the SPEC)");
   app.add_flag("--quiet,-q", g.quiet, "No progress bars or per-epoch lines");
   app.fallthrough();
 
@@ -99,7 +102,7 @@ int run(int argc, char** argv) {
   // CLI11 reports a misspelt command as "a subcommand is required"; name it instead.
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--threads") {
+    if (a == "--threads" || a == "--image-size") {
       ++i;
       continue;
     }
@@ -135,12 +138,17 @@ int run(int argc, char** argv) {
   xfer::set_quiet(g.quiet);
   xfer::set_threads(g.threads);
 
+  auto sized = [&](const std::string& spec) {
+    return spec.empty() ? spec : xfer::data::with_image_size(spec, image_size);
+  };
   if (info_cmd->parsed()) {
-    auto info = xfer::data::describe(xfer::data::load(info_spec));
+    auto info = xfer::data::describe(xfer::data::load(sized(info_spec)));
     std::cout << (info_json ? info.dump(2) + "\n" : xfer::data::describe_text(info));
     return 0;
   }
   if (train_cmd->parsed()) {
+    tr.data = sized(tr.data);
+    tr.val_data = sized(tr.val_data);
     tr.train.epochs(epochs).batch_size(batch).seed(seed);
     xfer::data::AugmentOptions aug;
     aug.crop_padding = crop;
@@ -168,6 +176,7 @@ int run(int argc, char** argv) {
     return 0;
   }
   if (eval_cmd->parsed()) {
+    ev.data = sized(ev.data);
     auto r = xfer::eval::run_eval(ev);
     std::cout << xfer::eval::evaluation_text(r.evaluation);
     return 0;

@@ -213,6 +213,16 @@ std::string DataSpec::str() const {
   return out;
 }
 
+std::string with_image_size(const std::string& text, int64_t size) {
+  if (size == 0) return text;
+  XFER_CHECK_USAGE(size > 0 && size <= 4096, "--image-size must be in [1, 4096], got ", size);
+  DataSpec spec = DataSpec::parse(text);
+  XFER_CHECK_USAGE(spec.kind == DataSpec::Kind::kFolder,
+                   "--image-size applies to folder: specs only, not '", text, "'");
+  spec.image_size = size;
+  return spec.str();
+}
+
 Dataset load(const DataSpec& spec) {
   const std::string text = spec.str();
   Dataset ds;

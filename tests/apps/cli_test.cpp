@@ -8,6 +8,7 @@
 #include "xfer/core/json.h"
 #include "xfer/core/sha256.h"
 #include "xfer/data/idx.h"
+#include "xfer/data/image_folder.h"
 
 namespace xfer {
 namespace {
@@ -179,6 +180,22 @@ TEST_F(CliTest, UnreadableImage) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(one_error_line(r, "broken.png"));
   EXPECT_TRUE(no_output(tmp_.path(), "model"));
+}
+
+TEST_F(CliTest, ImageSizeResizesFoldersOfMixedSizes) {
+  fs::create_directories(tmp_.file("mixed/a"));
+  fs::create_directories(tmp_.file("mixed/b"));
+  data::write_png(tmp_.file("mixed/a/1.png"), torch::rand({1, 10, 10}));
+  data::write_png(tmp_.file("mixed/b/2.png"), torch::rand({1, 12, 12}));
+  auto r = run_xfer("data info 'folder:" + tmp_.file("mixed") + "'");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(one_error_line(r, "mixed"));
+  r = run_xfer("--image-size 8 data info 'folder:" + tmp_.file("mixed") + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("1x8x8"), std::string::npos) << r.out;
+  r = run_xfer("--image-size 8 data info '" + spec_ + "'");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(one_error_line(r, "--image-size"));
 }
 
 TEST_F(CliTest, SpecAskingForMissingClassOrTooManyShots) {

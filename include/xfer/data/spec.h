@@ -39,6 +39,10 @@ struct DataSpec {
   std::string str() const;
 };
 
+/// The spec with its folder resize set to size x size (the CLI's --image-size);
+/// size 0 returns the spec unchanged. Throws xfer::UsageError for non-folder specs.
+std::string with_image_size(const std::string& text, int64_t size);
+
 /// Loads the data a spec names, applying class selection then k-shot sampling.
 Dataset load(const DataSpec& spec);
 /// Shorthand for load(DataSpec::parse(text)).
