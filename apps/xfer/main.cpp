@@ -120,6 +120,35 @@ int run(int argc, char** argv) {
     break;
   }
 
+  // xfer predict
+  auto* predict_cmd = app.add_subcommand(
+      "predict",
+      "Logits and probabilities of a model on images (safetensors 'images', a PNG/JPEG, or a folder).\n"
+      "Model from --model DIR, --weights FILE.safetensors --arch NAME, or --torchscript FILE.pt.\n"
+      "A TorchScript file runs code written by its author: load only files you trust.\n"
+      "xfer never loads pickle files.");
+  xfer::eval::PredictOptions pr;
+  predict_cmd->add_option("--model", pr.source.dir, "Model directory");
+  predict_cmd->add_option("--weights", pr.source.weights, "Safetensors state dict (with --arch)");
+  predict_cmd->add_option("--arch", pr.source.arch, "Architecture of --weights");
+  predict_cmd->add_option("--arch-options", pr.source.arch_options, "Architecture options (JSON)");
+  predict_cmd->add_option("--weights-sha256", pr.source.weights_sha256,
+                          "Refuse --weights/--torchscript unless its sha256 is this");
+  predict_cmd->add_option("--torchscript", pr.source.torchscript, "TorchScript archive (.pt)");
+  predict_cmd->add_option("--torchscript-mode", pr.source.torchscript_mode,
+                          "classifier (output = logits, default) or backbone (new head)");
+  predict_cmd->add_option("--num-classes", pr.source.num_classes,
+                          "Classes (default: from the weights' head)");
+  predict_cmd->add_option("--mean", pr.source.mean, "Normalisation mean per channel (weights/torchscript)")
+      ->delimiter(',');
+  predict_cmd->add_option("--std", pr.source.std, "Normalisation std per channel (weights/torchscript)")
+      ->delimiter(',');
+  predict_cmd->add_option("--input", pr.input, "Images: .safetensors, .png/.jpg, or a folder")->required();
+  predict_cmd->add_option("--out", pr.out, "Output .safetensors (logits, probabilities, predictions)")
+      ->required();
+  predict_cmd->add_option("--batch-size", pr.batch_size, "Batch size")->capture_default_str();
+  predict_cmd->add_option("--device", pr.device, "cpu (default), cuda, cuda:N or auto");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -173,6 +202,12 @@ int run(int argc, char** argv) {
                 static_cast<long long>(r.train_samples),
                 static_cast<long long>(r.train.trainable_parameters), r.train.wall_seconds,
                 r.train.images_per_second);
+    return 0;
+  }
+  if (predict_cmd->parsed()) {
+    auto r = xfer::eval::run_predict(pr);
+    std::printf("wrote %s: %lld predictions from model %s\n", pr.out.c_str(),
+                static_cast<long long>(r.predictions.size(0)), r.model_id.substr(0, 16).c_str());
     return 0;
   }
   if (eval_cmd->parsed()) {

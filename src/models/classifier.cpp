@@ -10,9 +10,11 @@ torch::Tensor ClassifierImpl::forward(torch::Tensor x) {
 
 torch::Tensor ClassifierImpl::features(torch::Tensor x) { return forward_features(normalize(x)); }
 
-torch::Tensor ClassifierImpl::forward_head(torch::Tensor f) { return head_->forward(f); }
+torch::Tensor ClassifierImpl::forward_head(torch::Tensor f) { return head_ ? head_->forward(f) : f; }
 
-int64_t ClassifierImpl::num_classes() const { return head_->options.out_features(); }
+int64_t ClassifierImpl::num_classes() const {
+  return head_ ? head_->options.out_features() : num_features();
+}
 
 void ClassifierImpl::init_head(int64_t num_features, int64_t num_classes) {
   XFER_CHECK(num_classes >= 1, "model: num_classes must be >= 1, got ", num_classes);
@@ -21,8 +23,16 @@ void ClassifierImpl::init_head(int64_t num_features, int64_t num_classes) {
 
 void ClassifierImpl::reset_classifier(int64_t num_classes) {
   XFER_CHECK(num_classes >= 1, "model: num_classes must be >= 1, got ", num_classes);
-  auto device = head_->weight.device();
-  head_ = replace_module(head_name(), torch::nn::Linear(num_features(), num_classes));
+  torch::Device device = torch::kCPU;
+  for (const auto& p : parameters()) {
+    device = p.device();
+    break;
+  }
+  if (head_) {
+    head_ = replace_module(head_name(), torch::nn::Linear(num_features(), num_classes));
+  } else {
+    head_ = register_module(head_name(), torch::nn::Linear(num_features(), num_classes));
+  }
   head_->to(device);
 }
 

@@ -6,6 +6,7 @@
 #include "xfer/models/cnn.h"
 #include "xfer/models/mlp.h"
 #include "xfer/models/resnet.h"
+#include "xfer/models/vit.h"
 
 namespace xfer::models {
 namespace {
@@ -35,6 +36,15 @@ void register_builtins_locked() {
   table()["cnn"] = {make_cnn, "conv net for small images (options: widths, convs, hidden, dropout)"};
   table()["resnet"] = {make_small_resnet,
                        "small ResNet for 28x28 inputs, torchvision key names (options: widths, blocks)"};
+  table()["resnet18"] = {make_resnet18,
+                         "torchvision ResNet-18, loads torchvision weights (options: small_input)"};
+  table()["resnet34"] = {make_resnet34,
+                         "torchvision ResNet-34, loads torchvision weights (options: small_input)"};
+  table()["resnet50"] = {make_resnet50,
+                         "torchvision ResNet-50 (v1.5), loads torchvision weights (options: small_input)"};
+  table()["vit"] = {make_vit,
+                    "Vision Transformer, timm key names (options: patch_size, dim, depth, heads, "
+                    "mlp_ratio, dropout)"};
 }
 
 }  // namespace

@@ -10,6 +10,29 @@ torch::nn::Conv2d conv3x3(int64_t in, int64_t out, int64_t stride) {
       torch::nn::Conv2dOptions(in, out, 3).stride(stride).padding(1).bias(false));
 }
 
+torch::nn::Conv2d conv1x1(int64_t in, int64_t out, int64_t stride) {
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1).stride(stride).bias(false));
+}
+
+/// torchvision's shortcut: downsample.0 (1x1 conv), downsample.1 (BatchNorm).
+torch::nn::Sequential make_downsample(int64_t in, int64_t out, int64_t stride) {
+  return torch::nn::Sequential(conv1x1(in, out, stride), torch::nn::BatchNorm2d(out));
+}
+
+/// torchvision's initialisation: Kaiming normal (fan_out, relu) for every
+/// conv, BatchNorm weight 1 and bias 0 (LibTorch's default already).
+void init_convs(torch::nn::Module& root) {
+  torch::NoGradGuard no_grad;
+  for (auto& m : root.modules(false)) {
+    if (auto* conv = m->as<torch::nn::Conv2d>()) {
+      torch::nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
+    } else if (auto* bn = m->as<torch::nn::BatchNorm2d>()) {
+      torch::nn::init::ones_(bn->weight);
+      torch::nn::init::zeros_(bn->bias);
+    }
+  }
+}
+
 }  // namespace
 
 BasicBlockImpl::BasicBlockImpl(int64_t in_planes, int64_t planes, int64_t stride) {
@@ -18,11 +41,7 @@ BasicBlockImpl::BasicBlockImpl(int64_t in_planes, int64_t planes, int64_t stride
   conv2_ = register_module("conv2", conv3x3(planes, planes, 1));
   bn2_ = register_module("bn2", torch::nn::BatchNorm2d(planes));
   if (stride != 1 || in_planes != planes) {
-    downsample_ = register_module(
-        "downsample",
-        torch::nn::Sequential(
-            torch::nn::Conv2d(torch::nn::Conv2dOptions(in_planes, planes, 1).stride(stride).bias(false)),
-            torch::nn::BatchNorm2d(planes)));
+    downsample_ = register_module("downsample", make_downsample(in_planes, planes, stride));
   }
 }
 
@@ -30,6 +49,27 @@ torch::Tensor BasicBlockImpl::forward(torch::Tensor x) {
   auto identity = downsample_ ? downsample_->forward(x) : x;
   auto out = torch::relu(bn1_->forward(conv1_->forward(x)));
   out = bn2_->forward(conv2_->forward(out));
+  return torch::relu(out + identity);
+}
+
+BottleneckImpl::BottleneckImpl(int64_t in_planes, int64_t planes, int64_t stride) {
+  const int64_t out_planes = planes * kExpansion;
+  conv1_ = register_module("conv1", conv1x1(in_planes, planes, 1));
+  bn1_ = register_module("bn1", torch::nn::BatchNorm2d(planes));
+  conv2_ = register_module("conv2", conv3x3(planes, planes, stride));  // v1.5: stride here
+  bn2_ = register_module("bn2", torch::nn::BatchNorm2d(planes));
+  conv3_ = register_module("conv3", conv1x1(planes, out_planes, 1));
+  bn3_ = register_module("bn3", torch::nn::BatchNorm2d(out_planes));
+  if (stride != 1 || in_planes != out_planes) {
+    downsample_ = register_module("downsample", make_downsample(in_planes, out_planes, stride));
+  }
+}
+
+torch::Tensor BottleneckImpl::forward(torch::Tensor x) {
+  auto identity = downsample_ ? downsample_->forward(x) : x;
+  auto out = torch::relu(bn1_->forward(conv1_->forward(x)));
+  out = torch::relu(bn2_->forward(conv2_->forward(out)));
+  out = bn3_->forward(conv3_->forward(out));
   return torch::relu(out + identity);
 }
 
@@ -52,12 +92,7 @@ SmallResNetImpl::SmallResNetImpl(const SmallResNetOptions& o) {
   }
   num_features_ = in;
   init_head(num_features_, o.num_classes());
-  // torchvision's initialisation: Kaiming normal (fan_out) for convs, BN gamma 1, beta 0.
-  for (auto& m : modules(false)) {
-    if (auto* conv = m->as<torch::nn::Conv2d>()) {
-      torch::nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
-    }
-  }
+  init_convs(*this);
 }
 
 torch::Tensor SmallResNetImpl::forward_features(torch::Tensor x) {
@@ -73,6 +108,80 @@ Classifier make_small_resnet(const ModelOptions& options) {
   o.widths(json_get_or<std::vector<int64_t>>(a, "widths", o.widths(), "resnet arch options"));
   o.blocks(json_get_or<std::vector<int64_t>>(a, "blocks", o.blocks(), "resnet arch options"));
   return SmallResNet(o).ptr();
+}
+
+ResNetImpl::ResNetImpl(const ResNetOptions& o) : options_(o) {
+  XFER_CHECK(o.layers().size() == 4, "resnet: layers must list 4 stages, got ", o.layers().size());
+  for (int64_t n : o.layers()) XFER_CHECK(n >= 1, "resnet: blocks per stage must be >= 1");
+  XFER_CHECK(o.in_channels() >= 1, "resnet: in_channels must be >= 1");
+  const int64_t expansion = o.bottleneck() ? BottleneckImpl::kExpansion : 1;
+  int64_t in = 64;
+  if (o.small_input()) {
+    conv1_ = register_module("conv1", conv3x3(o.in_channels(), in, 1));
+  } else {
+    conv1_ = register_module(
+        "conv1", torch::nn::Conv2d(
+                     torch::nn::Conv2dOptions(o.in_channels(), in, 7).stride(2).padding(3).bias(false)));
+  }
+  bn1_ = register_module("bn1", torch::nn::BatchNorm2d(in));
+  register_module("relu", torch::nn::ReLU(torch::nn::ReLUOptions().inplace(true)));
+  if (!o.small_input()) {
+    maxpool_ = register_module(
+        "maxpool", torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(3).stride(2).padding(1)));
+  }
+  const int64_t widths[4] = {64, 128, 256, 512};
+  for (size_t s = 0; s < 4; ++s) {
+    torch::nn::Sequential layer;
+    for (int64_t b = 0; b < o.layers()[s]; ++b) {
+      const int64_t stride = (b == 0 && s > 0) ? 2 : 1;
+      if (o.bottleneck()) {
+        layer->push_back(Bottleneck(in, widths[s], stride));
+      } else {
+        layer->push_back(BasicBlock(in, widths[s], stride));
+      }
+      in = widths[s] * expansion;
+    }
+    layers_.push_back(register_module("layer" + std::to_string(s + 1), layer));
+  }
+  num_features_ = in;
+  init_head(num_features_, o.num_classes());
+  init_convs(*this);
+}
+
+torch::Tensor ResNetImpl::forward_features(torch::Tensor x) {
+  XFER_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels(), "resnet input: expected [N, ",
+             options_.in_channels(), ", H, W], got ", x.sizes());
+  x = torch::relu(bn1_->forward(conv1_->forward(x)));
+  if (maxpool_) x = maxpool_->forward(x);
+  for (auto& layer : layers_) x = layer->forward(x);
+  return x.mean({2, 3});  // adaptive average pool to 1x1, flattened
+}
+
+namespace {
+
+Classifier make_torchvision_resnet(const std::string& arch, const ModelOptions& options,
+                                   std::vector<int64_t> layers, bool bottleneck) {
+  const Json& a = options.arch_options;
+  check_arch_options(arch, a, {"small_input"});
+  ResNetOptions o(options.in_channels, options.num_classes);
+  o.layers(std::move(layers));
+  o.bottleneck(bottleneck);
+  o.small_input(json_get_or<bool>(a, "small_input", false, arch + " arch options"));
+  return ResNet(o).ptr();
+}
+
+}  // namespace
+
+Classifier make_resnet18(const ModelOptions& options) {
+  return make_torchvision_resnet("resnet18", options, {2, 2, 2, 2}, false);
+}
+
+Classifier make_resnet34(const ModelOptions& options) {
+  return make_torchvision_resnet("resnet34", options, {3, 4, 6, 3}, false);
+}
+
+Classifier make_resnet50(const ModelOptions& options) {
+  return make_torchvision_resnet("resnet50", options, {3, 4, 6, 3}, true);
 }
 
 }  // namespace xfer::models

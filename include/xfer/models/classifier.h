@@ -26,7 +26,8 @@ class ClassifierImpl : public torch::nn::Module {
 
   /// Backbone on an already normalised input.
   virtual torch::Tensor forward_features(torch::Tensor x) = 0;
-  /// Head on features.
+  /// Head on features (identity when the model has no head: a TorchScript
+  /// module used as a whole classifier).
   virtual torch::Tensor forward_head(torch::Tensor f);
   /// Width of the feature vector.
   virtual int64_t num_features() const = 0;
@@ -34,8 +35,9 @@ class ClassifierImpl : public torch::nn::Module {
   virtual std::string head_name() const { return "head"; }
 
   torch::nn::Linear& head() { return head_; }
+  bool has_head() const { return !head_.is_empty(); }
   int64_t num_classes() const;
-  /// Replaces the head with a fresh Linear(num_features, num_classes).
+  /// Replaces (or adds) the head: a fresh Linear(num_features, num_classes).
   void reset_classifier(int64_t num_classes);
 
   /// Input normalisation (per-channel); empty = none.

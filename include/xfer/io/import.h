@@ -1,0 +1,69 @@
+#pragma once
+/// \file
+/// Taking in weights trained elsewhere: safetensors state dicts (torchvision,
+/// timm, DDP or torch.compile checkpoints) and TorchScript exports, with a
+/// report of what matched. Also the one place that turns a "model source"
+/// (model directory | weights + arch | TorchScript file) into a model.
+
+#include <string>
+#include <vector>
+
+#include "xfer/io/model_dir.h"
+
+namespace xfer::io {
+
+struct ImportOptions {
+  /// Every key must match (after the head rule below).
+  TORCH_ARG(bool, strict) = true;
+  /// Accept a file without head weights (the head stays freshly initialised).
+  TORCH_ARG(bool, allow_missing_head) = false;
+  /// Refuse the file unless its sha256 equals this (empty = no check).
+  TORCH_ARG(std::string, expected_sha256) = "";
+};
+
+struct ImportReport {
+  std::string sha256;
+  LoadReport load;
+  std::vector<std::string> stripped_prefixes;  ///< e.g. "module."
+  bool head_dropped = false;   ///< the file's head had another class count
+  bool input_conv_adapted = false;
+  std::string input_conv_key;  ///< the adapted tensor
+  std::string summary() const;
+};
+
+/// Removes DataParallel ("module.") and torch.compile ("_orig_mod.") prefixes
+/// from every key; returns the prefixes removed.
+std::vector<std::string> strip_prefixes(TensorFile& file);
+
+/// timm's adapt_input_conv: a first-conv weight [O, C', k, k] for C channels:
+/// C == 1 sums over C'; otherwise repeats the C' channels and rescales by C'/C.
+torch::Tensor adapt_input_conv(const torch::Tensor& weight, int64_t in_channels);
+
+/// Loads a safetensors file into the model with the rules above: prefixes
+/// stripped, the head dropped when its class count differs (allowed as
+/// missing), the first convolution adapted when the channel count differs.
+/// Throws xfer::Error naming the file and the keys/shapes on mismatch.
+ImportReport import_weights(models::ClassifierImpl& model, const std::string& path,
+                            const ImportOptions& options = {});
+
+/// Where a model comes from (exactly one of dir, weights, torchscript).
+struct ModelSource {
+  std::string dir;          ///< model directory
+  std::string weights;      ///< safetensors state dict (needs arch)
+  std::string arch;
+  std::string arch_options = "{}";
+  int64_t num_classes = 0;  ///< 0 = from the file's head
+  std::vector<int64_t> input_shape;  ///< C,H,W for weights/torchscript sources
+  std::vector<double> mean, std;     ///< normalisation for weights/torchscript sources
+  std::string weights_sha256;
+  std::string torchscript;  ///< TorchScript archive (.pt)
+  std::string torchscript_mode = "classifier";  ///< classifier | backbone
+  /// Throws xfer::UsageError unless exactly one source is given, with what it needs.
+  void validate() const;
+};
+
+/// Loads any model source into a LoadedModel (config/card synthesised for
+/// weights and TorchScript sources; card.id = sha256 of the file).
+LoadedModel load_model_source(const ModelSource& source, ImportReport* report = nullptr);
+
+}  // namespace xfer::io

@@ -1,0 +1,42 @@
+#pragma once
+/// \file
+/// A TorchScript module (torch.jit.script / torch.jit.trace export) used as an
+/// xfer classifier: either the whole classifier (its output are the logits) or
+/// a backbone under a new linear head. Its parameters are registered with this
+/// module (aliased, not copied), so optimisers train them and gradients flow
+/// through the scripted code. Loading a TorchScript file runs code written by
+/// its author: load only files you trust.
+
+#include <string>
+
+#include <torch/script.h>
+
+#include "xfer/models/classifier.h"
+
+namespace xfer::models {
+
+class TorchScriptClassifierImpl : public ClassifierImpl {
+ public:
+  /// mode "classifier": logits = module(x); mode "backbone": features =
+  /// flatten(module(x)), head = Linear(width, num_classes). The output width
+  /// is found by one forward pass on zeros of `input_shape` (C,H,W).
+  TorchScriptClassifierImpl(torch::jit::Module module, std::string mode,
+                            std::vector<int64_t> input_shape, int64_t num_classes);
+  torch::Tensor forward_features(torch::Tensor x) override;
+  int64_t num_features() const override { return num_features_; }
+  const std::string& mode() const { return mode_; }
+  torch::jit::Module& module() { return module_; }
+  /// Propagates train/eval to the scripted module (dropout, BatchNorm).
+  void train(bool on = true) override;
+
+ private:
+  torch::jit::Module module_;
+  std::string mode_;
+  int64_t num_features_ = 0;
+};
+TORCH_MODULE(TorchScriptClassifier);
+
+/// torch::jit::load with errors as xfer::Error naming the file.
+torch::jit::Module load_torchscript(const std::string& path);
+
+}  // namespace xfer::models

@@ -1,0 +1,211 @@
+#include "xfer/io/import.h"
+
+#include <filesystem>
+#include <map>
+
+#include "xfer/core/error.h"
+#include "xfer/core/sha256.h"
+#include "xfer/models/registry.h"
+#include "xfer/models/torchscript.h"
+
+namespace xfer::io {
+
+std::string ImportReport::summary() const {
+  std::string s = load.summary();
+  if (!stripped_prefixes.empty()) {
+    s += "; stripped prefixes";
+    for (const auto& p : stripped_prefixes) s += " '" + p + "'";
+  }
+  if (head_dropped) s += "; head dropped (class count differs)";
+  if (input_conv_adapted) s += "; " + input_conv_key + " adapted to the input channels";
+  return s;
+}
+
+std::vector<std::string> strip_prefixes(TensorFile& file) {
+  static const std::vector<std::string> kPrefixes = {"module.", "_orig_mod."};
+  std::vector<std::string> removed;
+  for (auto& [name, t] : file.tensors) {
+    // Strip at the start only, repeatedly ("module._orig_mod.x" -> "x").
+    for (bool again = true; again;) {
+      again = false;
+      for (const auto& prefix : kPrefixes) {
+        if (name.compare(0, prefix.size(), prefix) == 0) {
+          name = name.substr(prefix.size());
+          again = true;
+          if (std::find(removed.begin(), removed.end(), prefix) == removed.end()) {
+            removed.push_back(prefix);
+          }
+        }
+      }
+    }
+  }
+  std::map<std::string, int> seen;
+  for (const auto& [name, t] : file.tensors) {
+    XFER_CHECK(++seen[name] == 1, "weights: two tensors map to '", name, "' after stripping prefixes");
+  }
+  return removed;
+}
+
+torch::Tensor adapt_input_conv(const torch::Tensor& weight, int64_t in_channels) {
+  XFER_CHECK(weight.dim() == 4, "adapt_input_conv: expected a 4-d conv weight, got ", weight.sizes());
+  XFER_CHECK(in_channels >= 1, "adapt_input_conv: in_channels must be >= 1");
+  const int64_t c = weight.size(1);
+  if (c == in_channels) return weight;
+  auto w = weight.to(torch::kFloat);
+  torch::Tensor out;
+  if (in_channels == 1) {
+    out = w.sum(1, /*keepdim=*/true);
+  } else {
+    int64_t repeat = (in_channels + c - 1) / c;
+    out = w.repeat({1, repeat, 1, 1}).slice(1, 0, in_channels) * (double(c) / double(in_channels));
+  }
+  return out.to(weight.scalar_type());
+}
+
+ImportReport import_weights(models::ClassifierImpl& model, const std::string& path,
+                            const ImportOptions& options) {
+  ImportReport report;
+  report.sha256 = sha256_file(path);
+  if (!options.expected_sha256().empty()) {
+    XFER_CHECK(report.sha256 == options.expected_sha256(), path, ": sha256 ", report.sha256,
+               " differs from the expected ", options.expected_sha256());
+  }
+  TensorFile file = read_safetensors(path);
+  report.stripped_prefixes = strip_prefixes(file);
+
+  std::map<std::string, torch::Tensor> own;
+  for (const auto& p : model.named_parameters(true)) own[p.key()] = p.value();
+  const std::string hw = model.head_name() + ".weight", hb = model.head_name() + ".bias";
+
+  // Drop the file's head when its class count differs from the model's.
+  if (model.has_head() && file.contains(hw) &&
+      file.at(hw).sizes() != own.at(hw).sizes() && file.at(hw).dim() == 2 &&
+      file.at(hw).size(1) == own.at(hw).size(1)) {
+    std::vector<std::pair<std::string, torch::Tensor>> kept;
+    for (auto& kv : file.tensors) {
+      if (kv.first != hw && kv.first != hb) kept.push_back(kv);
+    }
+    file.tensors = std::move(kept);
+    report.head_dropped = true;
+  }
+  // Adapt the first convolution to the model's input channels.
+  for (const auto& p : model.named_parameters(true)) {
+    if (p.value().dim() != 4) continue;
+    const auto& key = p.key();
+    if (file.contains(key)) {
+      const auto& fw = file.at(key);
+      const auto& mw = p.value();
+      if (fw.dim() == 4 && fw.size(0) == mw.size(0) && fw.size(2) == mw.size(2) &&
+          fw.size(3) == mw.size(3) && fw.size(1) != mw.size(1)) {
+        auto adapted = adapt_input_conv(fw, mw.size(1));
+        for (auto& kv : file.tensors) {
+          if (kv.first == key) kv.second = adapted;
+        }
+        report.input_conv_adapted = true;
+        report.input_conv_key = key;
+      }
+    }
+    break;  // only the first convolution
+  }
+  // A floating-point parameter must come from floating-point data.
+  std::map<std::string, torch::Tensor> targets = own;
+  for (const auto& b : model.named_buffers(true)) targets[b.key()] = b.value();
+  for (const auto& [name, t] : file.tensors) {
+    auto it = targets.find(name);
+    if (it == targets.end()) continue;
+    XFER_CHECK(t.is_floating_point() == it->second.is_floating_point(), path, ": tensor '", name,
+               "' has dtype ", t.scalar_type(), " but the model expects ", it->second.scalar_type());
+  }
+  bool head_may_miss = options.allow_missing_head() || report.head_dropped;
+  report.load = load_state_dict(model, file, /*strict=*/false, path);
+  if (head_may_miss) {
+    std::vector<std::string> missing;
+    for (const auto& k : report.load.missing) {
+      if (k != hw && k != hb) missing.push_back(k);
+    }
+    report.load.missing = missing;
+  }
+  XFER_CHECK(!options.strict() || report.load.ok(), path,
+             ": weights do not match the model: ", report.load.summary());
+  return report;
+}
+
+void ModelSource::validate() const {
+  int n = !dir.empty() + !weights.empty() + !torchscript.empty();
+  XFER_CHECK_USAGE(n == 1, "give exactly one of --model, --weights or --torchscript");
+  if (!weights.empty()) {
+    XFER_CHECK_USAGE(!arch.empty(), "--weights needs --arch");
+  }
+  if (!torchscript.empty()) {
+    XFER_CHECK_USAGE(torchscript_mode == "classifier" || torchscript_mode == "backbone",
+                     "--torchscript-mode must be classifier or backbone, got '", torchscript_mode, "'");
+    XFER_CHECK_USAGE(torchscript_mode == "classifier" || num_classes > 0,
+                     "--torchscript-mode backbone needs --num-classes");
+  }
+  if (dir.empty()) {
+    XFER_CHECK_USAGE(input_shape.size() == 3, "--input-shape must be C,H,W");
+    XFER_CHECK_USAGE(mean.size() == std.size(), "--mean and --std must have the same length");
+    XFER_CHECK_USAGE(mean.empty() || static_cast<int64_t>(mean.size()) == input_shape[0],
+                     "--mean/--std need one value per input channel");
+  }
+}
+
+LoadedModel load_model_source(const ModelSource& s, ImportReport* report) {
+  s.validate();
+  if (!s.dir.empty()) return load_model_dir(s.dir);
+  LoadedModel lm;
+  lm.config.input_shape = s.input_shape;
+  lm.config.mean = s.mean;
+  lm.config.std = s.std;
+  if (!s.weights.empty()) {
+    lm.path = s.weights;
+    lm.config.arch = s.arch;
+    try {
+      lm.config.arch_options = Json::parse(s.arch_options);
+    } catch (const nlohmann::json::parse_error&) {
+      throw UsageError(str_cat("--arch-options: not valid JSON: ", s.arch_options));
+    }
+    int64_t k = s.num_classes;
+    if (k <= 0) {
+      // The class count comes from the file's head; build once to learn its name.
+      models::ModelOptions probe;
+      probe.in_channels = s.input_shape[0];
+      probe.image_size = s.input_shape[1];
+      probe.num_classes = 1;
+      probe.arch_options = lm.config.arch_options;
+      auto m = models::create_model(s.arch, probe);
+      TensorFile f = read_safetensors(s.weights);
+      strip_prefixes(f);
+      const std::string hw = m->head_name() + ".weight";
+      XFER_CHECK(f.contains(hw) && f.at(hw).dim() == 2, s.weights, ": no head tensor '", hw,
+                 "' to take the class count from; pass --num-classes");
+      k = f.at(hw).size(0);
+    }
+    lm.config.num_classes = k;
+    lm.model = build_model(lm.config);
+    auto r = import_weights(*lm.model,
+                            s.weights, ImportOptions().expected_sha256(s.weights_sha256));
+    lm.card.id = r.sha256;
+    lm.card.recipe = {{"source", "weights"}, {"arch", s.arch}};
+    if (report) *report = r;
+  } else {
+    lm.path = s.torchscript;
+    auto module = models::load_torchscript(s.torchscript);
+    auto ts = models::TorchScriptClassifier(module, s.torchscript_mode, s.input_shape,
+                                            s.num_classes);
+    lm.model = ts.ptr();
+    if (!s.mean.empty()) lm.model->set_normalization(s.mean, s.std);
+    lm.config.arch = "torchscript";
+    lm.config.arch_options = {{"mode", s.torchscript_mode}};
+    lm.config.num_classes = lm.model->num_classes();
+    lm.card.id = sha256_file(s.torchscript);
+    XFER_CHECK(s.weights_sha256.empty() || s.weights_sha256 == lm.card.id, s.torchscript,
+               ": sha256 ", lm.card.id, " differs from the expected ", s.weights_sha256);
+    lm.card.recipe = {{"source", "torchscript"}, {"mode", s.torchscript_mode}};
+  }
+  for (int64_t c = 0; c < lm.config.num_classes; ++c) lm.config.class_names.push_back(std::to_string(c));
+  lm.model->eval();
+  return lm;
+}
+
+}  // namespace xfer::io

@@ -1,0 +1,74 @@
+#include "xfer/models/torchscript.h"
+
+#include <filesystem>
+
+#include "xfer/core/error.h"
+
+namespace xfer::models {
+
+torch::jit::Module load_torchscript(const std::string& path) {
+  std::error_code ec;
+  XFER_CHECK(std::filesystem::is_regular_file(path, ec), path, ": no such file");
+  try {
+    return torch::jit::load(path, torch::kCPU);
+  } catch (const c10::Error& e) {
+    std::string msg = e.what_without_backtrace();
+    auto nl = msg.find('\n');
+    if (nl != std::string::npos) msg.resize(nl);
+    throw Error(str_cat(path, ": not a readable TorchScript archive (", msg,
+                        "); export with torch.jit.script(model).save(path) or torch.jit.trace"));
+  }
+}
+
+TorchScriptClassifierImpl::TorchScriptClassifierImpl(torch::jit::Module module, std::string mode,
+                                                     std::vector<int64_t> input_shape,
+                                                     int64_t num_classes)
+    : module_(std::move(module)), mode_(std::move(mode)) {
+  XFER_CHECK(mode_ == "classifier" || mode_ == "backbone",
+             "torchscript mode must be classifier or backbone, got '", mode_, "'");
+  XFER_CHECK(input_shape.size() == 3, "torchscript: input shape must be C,H,W");
+  // Alias the scripted parameters so optimisers, freezing and state dicts see
+  // them; "." is not allowed in a parameter name, so it becomes "__".
+  for (const auto& p : module_.named_parameters(/*recurse=*/true)) {
+    std::string name = p.name;
+    for (size_t i; (i = name.find('.')) != std::string::npos;) name.replace(i, 1, "__");
+    register_parameter("ts__" + name, p.value, p.value.requires_grad());
+  }
+  module_.eval();
+  torch::Tensor out;
+  {
+    torch::NoGradGuard no_grad;
+    auto probe = torch::zeros({2, input_shape[0], input_shape[1], input_shape[2]});
+    try {
+      auto iv = module_.forward({probe});
+      XFER_CHECK(iv.isTensor(), "torchscript: forward must return one tensor");
+      out = iv.toTensor();
+    } catch (const c10::Error& e) {
+      std::string msg = e.what_without_backtrace();
+      auto nl = msg.find('\n');
+      if (nl != std::string::npos) msg.resize(nl);
+      throw Error(str_cat("torchscript: forward on a [2,", input_shape[0], ",", input_shape[1], ",",
+                          input_shape[2], "] input failed: ", msg));
+    }
+  }
+  XFER_CHECK(out.dim() >= 2 && out.size(0) == 2, "torchscript: output shape ", out.sizes(),
+             " is not [batch, ...]");
+  num_features_ = out.flatten(1).size(1);
+  if (mode_ == "backbone") {
+    init_head(num_features_, num_classes);
+  } else {
+    XFER_CHECK(num_classes <= 0 || num_classes == num_features_, "torchscript: the module outputs ",
+               num_features_, " logits but ", num_classes, " classes were asked for");
+  }
+}
+
+torch::Tensor TorchScriptClassifierImpl::forward_features(torch::Tensor x) {
+  return module_.forward({x}).toTensor().flatten(1);
+}
+
+void TorchScriptClassifierImpl::train(bool on) {
+  ClassifierImpl::train(on);
+  module_.train(on);
+}
+
+}  // namespace xfer::models
