@@ -99,27 +99,6 @@ int run(int argc, char** argv) {
   eval_cmd->add_option("--batch-size", ev.batch_size, "Batch size")->capture_default_str();
   eval_cmd->add_option("--device", ev.device, "cpu (default), cuda, cuda:N or auto");
 
-  // CLI11 reports a misspelt command as "a subcommand is required"; name it instead.
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--threads" || a == "--image-size") {
-      ++i;
-      continue;
-    }
-    if (!a.empty() && a[0] == '-') continue;
-    std::string known;
-    bool found = false;
-    for (const auto* sc : app.get_subcommands({})) {
-      known += (known.empty() ? "" : ", ") + sc->get_name();
-      found = found || sc->get_name() == a;
-    }
-    if (!found) {
-      std::fprintf(stderr, "xfer: error: unknown command '%s' (commands: %s)\n", a.c_str(), known.c_str());
-      return 2;
-    }
-    break;
-  }
-
   // xfer predict
   auto* predict_cmd = app.add_subcommand(
       "predict",
@@ -148,6 +127,27 @@ int run(int argc, char** argv) {
       ->required();
   predict_cmd->add_option("--batch-size", pr.batch_size, "Batch size")->capture_default_str();
   predict_cmd->add_option("--device", pr.device, "cpu (default), cuda, cuda:N or auto");
+
+  // CLI11 reports a misspelt command as "a subcommand is required"; name it instead.
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--threads" || a == "--image-size") {
+      ++i;
+      continue;
+    }
+    if (!a.empty() && a[0] == '-') continue;
+    std::string known;
+    bool found = false;
+    for (const auto* sc : app.get_subcommands({})) {
+      known += (known.empty() ? "" : ", ") + sc->get_name();
+      found = found || sc->get_name() == a;
+    }
+    if (!found) {
+      std::fprintf(stderr, "xfer: error: unknown command '%s' (commands: %s)\n", a.c_str(), known.c_str());
+      return 2;
+    }
+    break;
+  }
 
   try {
     app.parse(argc, argv);

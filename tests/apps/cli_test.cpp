@@ -5,7 +5,9 @@
 #include <fstream>
 
 #include "support/support.h"
+#include "xfer/core/fs.h"
 #include "xfer/core/json.h"
+#include "xfer/io/safetensors.h"
 #include "xfer/core/sha256.h"
 #include "xfer/data/idx.h"
 #include "xfer/data/image_folder.h"
@@ -277,6 +279,78 @@ TEST(CliSlowTest, SlowFashionMnistCnnEndToEnd) {
   auto j = read_json(tmp.file("e.json"));
   EXPECT_EQ(j["evaluation"]["n"], 10000);
   EXPECT_GT(j["evaluation"]["accuracy"].get<double>(), 0.83) << e.out;
+}
+
+}  // namespace
+}  // namespace xfer
+
+namespace xfer {
+namespace {
+
+class CliPredictTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    spec_ = xfer::testing::write_synthetic_idx(tmp_.path(), 30, 3, 10, 10, 4);
+    auto t = run_xfer("--quiet train --data '" + spec_ + "' --arch mlp --arch-options "
+                      "'{\"hidden\":[8]}' --epochs 1 --out '" + tmp_.file("m") + "'");
+    ASSERT_EQ(t.exit_code, 0) << t.err;
+    io::TensorFile in;
+    in.add("images", torch::rand({4, 1, 10, 10}));
+    io::write_safetensors(tmp_.file("in.safetensors"), in);
+  }
+  TempDir tmp_;
+  std::string spec_;
+};
+
+TEST_F(CliPredictTest, ModelDirectoryAndImportedWeightsAgree) {
+  auto a = run_xfer("predict --model '" + tmp_.file("m") + "' --input '" + tmp_.file("in.safetensors") +
+                    "' --out '" + tmp_.file("a.safetensors") + "'");
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  auto cfg = read_json(tmp_.file("m/config.json"));
+  std::string mean = std::to_string(cfg["mean"][0].get<double>());
+  std::string stdv = std::to_string(cfg["std"][0].get<double>());
+  auto b = run_xfer("predict --weights '" + tmp_.file("m/model.safetensors") +
+                    "' --arch mlp --arch-options '{\"hidden\":[8]}' --mean " + mean + " --std " + stdv +
+                    " --weights-sha256 " + sha256_file(tmp_.file("m/model.safetensors")) + " --input '" +
+                    tmp_.file("in.safetensors") + "' --out '" + tmp_.file("b.safetensors") + "'");
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  auto fa = io::read_safetensors(tmp_.file("a.safetensors"));
+  auto fb = io::read_safetensors(tmp_.file("b.safetensors"));
+  EXPECT_EQ(fa.at("logits").sizes(), (std::vector<int64_t>{4, 3}));
+  // mean/std pass through decimal text (6 digits), hence the tolerance.
+  EXPECT_TENSOR_CLOSE(fa.at("logits"), fb.at("logits"), 1e-3);
+  EXPECT_TENSOR_EQ(fa.at("predictions"), fb.at("predictions"));
+}
+
+TEST_F(CliPredictTest, BadSourcesGiveOneLineAndNoOutput) {
+  const std::string io_args =
+      " --input '" + tmp_.file("in.safetensors") + "' --out '" + tmp_.file("o.safetensors") + "'";
+  auto r = run_xfer("predict --weights '" + tmp_.file("m/model.safetensors") + "' --arch mlp" +
+                    " --weights-sha256 " + std::string(64, 'a') + io_args);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(one_error_line(r, "sha256"));
+  r = run_xfer("predict --weights '" + tmp_.file("m/model.safetensors") + "' --arch mlp" + io_args);
+  EXPECT_EQ(r.exit_code, 1);  // default hidden widths: shapes differ
+  EXPECT_TRUE(one_error_line(r, "shape mismatch"));
+  r = run_xfer("predict --weights '" + tmp_.file("m/model.safetensors") + "' --arch cnn" + io_args);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(one_error_line(r, "missing"));
+  write_file_atomic(tmp_.file("junk.pt"), "PK\x03\x04 definitely not a torchscript archive");
+  r = run_xfer("predict --torchscript '" + tmp_.file("junk.pt") + "'" + io_args);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(one_error_line(r, "junk.pt"));
+  r = run_xfer("predict --model '" + tmp_.file("m") + "' --torchscript '" + tmp_.file("junk.pt") + "'" +
+               io_args);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(one_error_line(r, "exactly one"));
+  EXPECT_FALSE(fs::exists(tmp_.file("o.safetensors")));
+}
+
+TEST_F(CliPredictTest, HelpWarnsAboutTorchScript) {
+  auto h = run_xfer("predict --help");
+  EXPECT_EQ(h.exit_code, 0);
+  EXPECT_NE(h.out.find("runs code written by its author"), std::string::npos) << h.out;
+  EXPECT_NE(h.out.find("never loads pickle"), std::string::npos) << h.out;
 }
 
 }  // namespace
