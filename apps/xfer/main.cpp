@@ -46,6 +46,23 @@ void add_train_options(CLI::App* cmd, xfer::train::TrainOptions& t, bool& hflip,
                                         "cpu (default), cuda, cuda:N or auto");
 }
 
+void add_model_source_options(CLI::App* cmd, xfer::io::ModelSource& src) {
+  cmd->add_option("--model", src.dir, "Model directory");
+  cmd->add_option("--weights", src.weights, "Safetensors state dict (with --arch)");
+  cmd->add_option("--arch", src.arch, "Architecture of --weights");
+  cmd->add_option("--arch-options", src.arch_options, "Architecture options (JSON)");
+  cmd->add_option("--weights-sha256", src.weights_sha256,
+                  "Refuse --weights/--torchscript unless its sha256 is this");
+  cmd->add_option("--torchscript", src.torchscript, "TorchScript archive (.pt)");
+  cmd->add_option("--torchscript-mode", src.torchscript_mode,
+                  "classifier (output = logits, default) or backbone (new head)");
+  cmd->add_option("--num-classes", src.num_classes, "Classes (default: from the weights' head)");
+  cmd->add_option("--mean", src.mean, "Normalisation mean per channel (weights/torchscript)")
+      ->delimiter(',');
+  cmd->add_option("--std", src.std, "Normalisation std per channel (weights/torchscript)")
+      ->delimiter(',');
+}
+
 int run(int argc, char** argv) {
   CLI::App app{"xfer: transfer learning and adversarial-transferability auditing on LibTorch.\n" +
                std::string(kDataSpecHelp)};
@@ -91,9 +108,12 @@ int run(int argc, char** argv) {
   train_cmd->add_flag("--force", force, "Replace --out if it exists");
 
   // xfer eval
-  auto* eval_cmd = app.add_subcommand("eval", "Accuracy, per-class accuracy and confusion matrix");
+  auto* eval_cmd = app.add_subcommand(
+      "eval",
+      "Accuracy, per-class accuracy and confusion matrix of --model DIR, --weights FILE --arch NAME\n"
+      "or --torchscript FILE.pt (a TorchScript file runs code written by its author).");
   xfer::eval::EvalRunOptions ev;
-  eval_cmd->add_option("--model", ev.model, "Model directory")->required();
+  add_model_source_options(eval_cmd, ev.source);
   eval_cmd->add_option("--data", ev.data, "Data SPEC")->required();
   eval_cmd->add_option("--json", ev.json, "Also write the full result to this JSON file");
   eval_cmd->add_option("--batch-size", ev.batch_size, "Batch size")->capture_default_str();
@@ -107,21 +127,7 @@ int run(int argc, char** argv) {
       "A TorchScript file runs code written by its author: load only files you trust.\n"
       "xfer never loads pickle files.");
   xfer::eval::PredictOptions pr;
-  predict_cmd->add_option("--model", pr.source.dir, "Model directory");
-  predict_cmd->add_option("--weights", pr.source.weights, "Safetensors state dict (with --arch)");
-  predict_cmd->add_option("--arch", pr.source.arch, "Architecture of --weights");
-  predict_cmd->add_option("--arch-options", pr.source.arch_options, "Architecture options (JSON)");
-  predict_cmd->add_option("--weights-sha256", pr.source.weights_sha256,
-                          "Refuse --weights/--torchscript unless its sha256 is this");
-  predict_cmd->add_option("--torchscript", pr.source.torchscript, "TorchScript archive (.pt)");
-  predict_cmd->add_option("--torchscript-mode", pr.source.torchscript_mode,
-                          "classifier (output = logits, default) or backbone (new head)");
-  predict_cmd->add_option("--num-classes", pr.source.num_classes,
-                          "Classes (default: from the weights' head)");
-  predict_cmd->add_option("--mean", pr.source.mean, "Normalisation mean per channel (weights/torchscript)")
-      ->delimiter(',');
-  predict_cmd->add_option("--std", pr.source.std, "Normalisation std per channel (weights/torchscript)")
-      ->delimiter(',');
+  add_model_source_options(predict_cmd, pr.source);
   predict_cmd->add_option("--input", pr.input, "Images: .safetensors, .png/.jpg, or a folder")->required();
   predict_cmd->add_option("--out", pr.out, "Output .safetensors (logits, probabilities, predictions)")
       ->required();

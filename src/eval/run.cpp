@@ -11,23 +11,28 @@
 namespace xfer::eval {
 
 EvalRunResult run_eval(const EvalRunOptions& o) {
-  XFER_CHECK_USAGE(!o.model.empty(), "--model is required");
   XFER_CHECK_USAGE(!o.data.empty(), "--data is required");
   XFER_CHECK_USAGE(o.batch_size >= 1, "--batch-size must be >= 1");
   torch::Device device = parse_device(o.device);
   if (!o.json.empty()) check_output_path_file(o.json);
-  auto lm = io::load_model_dir(o.model);
   auto ds = data::load(o.data);
+  io::ModelSource source = o.source;
+  // Weights and TorchScript sources take their input shape from the data.
+  if (source.dir.empty() && source.input_shape.empty()) {
+    source.input_shape = {ds.channels(), ds.height(), ds.width()};
+  }
+  auto lm = io::load_model_source(source);
+  const std::string model_name = lm.path;
   const auto& shape = lm.config.input_shape;
   XFER_CHECK(ds.channels() == shape[0] && ds.height() == shape[1] && ds.width() == shape[2], o.data,
-             ": images are ", ds.channels(), "x", ds.height(), "x", ds.width(), " but ", o.model,
+             ": images are ", ds.channels(), "x", ds.height(), "x", ds.width(), " but ", model_name,
              " expects ", shape[0], "x", shape[1], "x", shape[2]);
   XFER_CHECK(ds.num_classes() <= lm.config.num_classes, o.data, ": has ", ds.num_classes(),
-             " classes but ", o.model, " predicts ", lm.config.num_classes);
+             " classes but ", model_name, " predicts ", lm.config.num_classes);
   lm.model->to(device);
   EvalRunResult r;
   r.evaluation = evaluate(*lm.model, ds, o.batch_size, device);
-  r.json = Json{{"model", {{"path", o.model}, {"id", lm.card.id}, {"arch", lm.config.arch}}},
+  r.json = Json{{"model", {{"path", model_name}, {"id", lm.card.id}, {"arch", lm.config.arch}}},
                 {"data", {{"spec", o.data}, {"sha256", ds.content_hash()}}},
                 {"evaluation", r.evaluation.to_json()},
                 {"xfer_version", version()}};

@@ -355,3 +355,35 @@ TEST_F(CliPredictTest, HelpWarnsAboutTorchScript) {
 
 }  // namespace
 }  // namespace xfer
+
+namespace xfer {
+namespace {
+
+TEST(CliTorchScriptTest, EvalAndPredictOnATorchScriptFile) {
+  TempDir tmp;
+  std::string cmd = "/usr/bin/python3 '" XFER_SOURCE_DIR "/tests/python/make_torchscript_golden.py' '" +
+                    tmp.path() + "' >/dev/null 2>&1";
+  if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "python3-torch not available";
+  std::string spec = xfer::testing::write_synthetic_idx(tmp.path(), 20, 10, 28, 28, 2);
+  auto e = run_xfer("eval --torchscript '" + tmp.file("classifier.pt") + "' --data '" + spec +
+                    "' --json '" + tmp.file("e.json") + "'");
+  ASSERT_EQ(e.exit_code, 0) << e.err;
+  EXPECT_EQ(read_json(tmp.file("e.json"))["evaluation"]["n"], 20);
+  io::TensorFile golden = io::read_safetensors(tmp.file("io.safetensors"));
+  io::TensorFile in;
+  in.add("images", golden.at("input"));
+  io::write_safetensors(tmp.file("in.safetensors"), in);
+  auto p = run_xfer("predict --torchscript '" + tmp.file("classifier.pt") + "' --input '" +
+                    tmp.file("in.safetensors") + "' --out '" + tmp.file("p.safetensors") + "'");
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  EXPECT_TENSOR_CLOSE(io::read_safetensors(tmp.file("p.safetensors")).at("logits"), golden.at("logits"),
+                      1e-5);
+  auto b = run_xfer("predict --torchscript '" + tmp.file("backbone.pt") +
+                    "' --torchscript-mode backbone --num-classes 3 --input '" + tmp.file("in.safetensors") +
+                    "' --out '" + tmp.file("b.safetensors") + "'");
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_EQ(io::read_safetensors(tmp.file("b.safetensors")).at("logits").size(1), 3);
+}
+
+}  // namespace
+}  // namespace xfer

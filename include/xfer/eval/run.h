@@ -1,15 +1,16 @@
 #pragma once
 /// \file
-/// `xfer eval`: evaluate a model directory on a data SPEC.
+/// `xfer eval`: evaluate a model (directory, imported weights or TorchScript) on a data SPEC.
 
 #include <string>
 
 #include "xfer/eval/metrics.h"
+#include "xfer/io/import.h"
 
 namespace xfer::eval {
 
 struct EvalRunOptions {
-  std::string model;  ///< model directory
+  io::ModelSource source;  ///< model directory, imported weights or TorchScript
   std::string data;   ///< data SPEC
   std::string json;   ///< optional output file for the full result
   int64_t batch_size = 256;
