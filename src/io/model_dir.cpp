@@ -175,7 +175,12 @@ LoadedModel load_model_dir(const std::string& dir) {
   XFER_CHECK(hash == lm.card.id, weights_path, ": sha256 ", hash.substr(0, 12),
              "... does not match the id in card.json (", lm.card.id.substr(0, 12),
              "...): the weights were changed after the card was written");
-  lm.model = build_model(lm.config);
+  try {
+    lm.model = build_model(lm.config);
+  } catch (const Error& e) {
+    // A bad arch in a file is the file's fault, not a flag's: name the file, exit 1.
+    throw Error(str_cat(config_path, ": ", e.what()));
+  }
   load_state_dict(*lm.model, read_safetensors(weights_path), true, weights_path);
   lm.model->eval();
   return lm;
