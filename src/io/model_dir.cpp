@@ -171,7 +171,9 @@ LoadedModel load_model_dir(const std::string& dir) {
   const std::string weights_path = (fs::path(dir) / "model.safetensors").string();
   lm.config = ModelConfig::from_json(read_json(config_path), config_path);
   lm.card = ModelCard::from_json(read_json(card_path), card_path);
-  std::string hash = sha256_file(weights_path);
+  // One read serves both the hash check and the parse.
+  const std::string weights = read_file(weights_path);
+  std::string hash = sha256_hex(weights);
   XFER_CHECK(hash == lm.card.id, weights_path, ": sha256 ", hash.substr(0, 12),
              "... does not match the id in card.json (", lm.card.id.substr(0, 12),
              "...): the weights were changed after the card was written");
@@ -181,7 +183,7 @@ LoadedModel load_model_dir(const std::string& dir) {
     // A bad arch in a file is the file's fault, not a flag's: name the file, exit 1.
     throw Error(str_cat(config_path, ": ", e.what()));
   }
-  load_state_dict(*lm.model, read_safetensors(weights_path), true, weights_path);
+  load_state_dict(*lm.model, parse_safetensors(weights, weights_path), true, weights_path);
   lm.model->eval();
   return lm;
 }

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <set>
 
+#include "support/errors.h"
 #include "support/support.h"
 #include "xfer/core/error.h"
 
@@ -14,6 +15,8 @@ namespace fs = std::filesystem;
 
 namespace xfer {
 namespace {
+
+using xfer::testing::expect_error_containing;
 
 std::set<std::string> list_dir(const std::string& dir) {
   std::set<std::string> names;
@@ -31,17 +34,6 @@ void write_raw(const std::string& path, const std::string& bytes) {
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
-// Expects `fn` to throw xfer::Error whose message contains every one of `parts`.
-template <typename Fn>
-void expect_error_containing(Fn fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected xfer::Error";
-  } catch (const Error& e) {
-    std::string msg = e.what();
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-  }
-}
 
 std::string binary_payload() {
   std::string s;

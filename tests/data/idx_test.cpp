@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "support/errors.h"
 #include "support/support.h"
 #include "xfer/core/error.h"
 #include "xfer/core/fs.h"
@@ -11,18 +12,8 @@ namespace {
 
 using xfer::testing::SeededTest;
 using xfer::testing::TempDir;
+using xfer::testing::expect_error_naming;
 
-/// Checks that fn throws xfer::Error whose message contains `needle`.
-template <typename Fn>
-void expect_error_naming(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected xfer::Error naming " << needle;
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
-        << "message '" << e.what() << "' does not name " << needle;
-  }
-}
 
 std::string idx_bytes(uint8_t type, const std::vector<uint32_t>& dims, size_t payload) {
   std::string b = {0, 0, static_cast<char>(type), static_cast<char>(dims.size())};

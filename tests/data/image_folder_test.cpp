@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <map>
 
+#include "support/errors.h"
 #include "support/support.h"
 #include "xfer/core/error.h"
 #include "xfer/core/fs.h"
@@ -14,17 +15,8 @@ namespace {
 
 using xfer::testing::SeededTest;
 using xfer::testing::TempDir;
+using xfer::testing::expect_error_naming;
 
-template <typename Fn>
-void expect_error_naming(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected xfer::Error naming " << needle;
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
-        << "message '" << e.what() << "' does not name " << needle;
-  }
-}
 
 torch::Tensor random_image(int64_t c, int64_t h, int64_t w) {
   return torch::randint(0, 256, {c, h, w}, torch::kLong).to(torch::kUInt8);
