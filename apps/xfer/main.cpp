@@ -103,9 +103,75 @@ int run(int argc, char** argv) {
     return s;
   }())->required();
   train_cmd->add_option("--arch-options", tr.arch_options, "Architecture options as a JSON object");
+  int64_t train_shots = 0;
+  train_cmd->add_option("--shots", train_shots,
+                        "K labelled samples per class (seeded by --seed unless the SPEC names a seed)");
   add_train_options(train_cmd, tr.train, hflip, crop, epochs, batch, seed);
   train_cmd->add_option("--out", tr.out, "Output model directory (must not exist)")->required();
   train_cmd->add_flag("--force", force, "Replace --out if it exists");
+
+  // xfer finetune
+  auto* ft_cmd = app.add_subcommand(
+      "finetune",
+      "Fine-tune a pre-trained model (--from DIR, --weights FILE --arch NAME, or --torchscript FILE.pt)\n"
+      "on --data with --strategy linear-probe | full | partial:N | lp-ft | lora:R | l2-sp:ALPHA.\n"
+      "Checkpoints go to OUT.ckpt (each epoch, and every --checkpoint-every steps); after a crash,\n"
+      "the same command with --resume OUT.ckpt continues to the same final weights.");
+  xfer::train::FinetuneRunOptions ft;
+  ft.source.torchscript_mode = "backbone";
+  bool ft_hflip = false, ft_force = false, ft_lora_separate = false;
+  int64_t ft_crop = 0, ft_epochs = 10, ft_batch = 32;
+  uint64_t ft_seed = 0;
+  ft_cmd->add_option("--from", ft.source.dir, "Pre-trained model directory");
+  ft_cmd->add_option("--weights", ft.source.weights, "Pre-trained safetensors state dict (with --arch)");
+  ft_cmd->add_option("--arch", ft.source.arch, "Architecture of --weights");
+  ft_cmd->add_option("--arch-options", ft.source.arch_options, "Architecture options (JSON)");
+  ft_cmd->add_option("--weights-sha256", ft.source.weights_sha256,
+                     "Refuse --weights/--torchscript unless its sha256 is this");
+  ft_cmd->add_option("--torchscript", ft.source.torchscript, "Pre-trained TorchScript archive (.pt)");
+  ft_cmd->add_option("--torchscript-mode", ft.source.torchscript_mode,
+                     "backbone (default: module output = features, new head) or classifier");
+  ft_cmd->add_option("--mean", ft.source.mean, "Normalisation mean per channel (weights/torchscript)")
+      ->delimiter(',');
+  ft_cmd->add_option("--std", ft.source.std, "Normalisation std per channel (weights/torchscript)")
+      ->delimiter(',');
+  ft_cmd->add_option("--data", ft.data, "Target data SPEC")->required();
+  ft_cmd->add_option("--shots", ft.shots,
+                     "K labelled samples per class (seeded by --seed unless the SPEC names a seed)");
+  ft_cmd->add_option("--val-data", ft.val_data, "Validation SPEC (default: none, last epoch kept)");
+  ft_cmd->add_option("--val-fraction", ft.val_fraction, "Fraction of --data held out for validation")
+      ->capture_default_str();
+  ft_cmd->add_option("--strategy", ft.strategy,
+                     "linear-probe | full | partial:N | lp-ft | lora:R | l2-sp:ALPHA")
+      ->capture_default_str();
+  ft_cmd->add_option("--head", ft.head, "new (fresh head for the data's classes) or keep")
+      ->capture_default_str();
+  ft_cmd->add_option_function<std::string>(
+      "--bn-mode", [&ft](const std::string& v) { ft.freeze.bn_mode(v); },
+      "BatchNorm: auto (frozen layers stay in eval mode, default), eval (all), train (none)");
+  ft_cmd->add_option_function<double>(
+      "--layer-decay", [&ft](double v) { ft.freeze.layer_decay(v); },
+      "Layer-wise lr decay: stage i of n gets lr * D^(n-i) (default 1)");
+  ft_cmd->add_option_function<double>("--head-lr-scale", [&ft](double v) { ft.freeze.head_lr_scale(v); },
+                                      "Multiplies the head's learning rate (default 1)");
+  ft_cmd->add_option("--lp-epochs", ft.lp_epochs, "lp-ft: linear-probe epochs (default: half)");
+  ft_cmd->add_option("--ft-lr-scale", ft.ft_lr_scale, "lp-ft: fine-tuning lr relative to --lr")
+      ->capture_default_str();
+  ft_cmd->add_option("--lora-alpha", ft.lora_alpha, "lora: scaling alpha (default: the rank)");
+  ft_cmd->add_flag("--lora-separate", ft_lora_separate,
+                   "lora: save the adapters beside the base weights instead of merging them");
+  add_train_options(ft_cmd, ft.train, ft_hflip, ft_crop, ft_epochs, ft_batch, ft_seed);
+  ft_cmd->add_option("--checkpoint-dir", ft.checkpoint_dir, "Checkpoint directory (default OUT.ckpt)");
+  ft_cmd->add_option("--checkpoint-every", ft.checkpoint_every,
+                     "Also checkpoint every N optimizer steps (default: each epoch only)");
+  ft_cmd->add_option("--resume", ft.resume, "Continue an interrupted run from this checkpoint directory");
+  ft_cmd->add_flag("--keep-checkpoint", ft.keep_checkpoint, "Keep the checkpoint directory after success");
+  bool ft_no_checkpoint = false;
+  ft_cmd->add_flag("--no-checkpoint", ft_no_checkpoint, "Write no checkpoints (short runs, sweeps)");
+  ft_cmd->add_flag("--dry-run", ft.dry_run,
+                   "Print the parameter groups (trainable counts, lr, weight decay, BN mode); train nothing");
+  ft_cmd->add_option("--out", ft.out, "Output model directory (must not exist)");
+  ft_cmd->add_flag("--force", ft_force, "Replace --out (and a stale checkpoint) if they exist");
 
   // xfer eval
   auto* eval_cmd = app.add_subcommand(
@@ -181,8 +247,48 @@ int run(int argc, char** argv) {
     std::cout << (info_json ? info.dump(2) + "\n" : xfer::data::describe_text(info));
     return 0;
   }
+  auto print_epoch = [](const xfer::train::EpochRecord& r) {
+    std::fprintf(stderr, "epoch %lld: train loss %.4f acc %.4f", static_cast<long long>(r.epoch),
+                 r.train_loss, r.train_accuracy);
+    if (r.val_accuracy >= 0) std::fprintf(stderr, " | val loss %.4f acc %.4f", r.val_loss, r.val_accuracy);
+    std::fprintf(stderr, " | %.0f img/s, %.1fs\n", r.images_per_second, r.seconds);
+  };
+  if (ft_cmd->parsed()) {
+    ft.data = sized(ft.data);
+    ft.val_data = sized(ft.val_data);
+    ft.train.epochs(ft_epochs).batch_size(ft_batch).seed(ft_seed);
+    xfer::data::AugmentOptions aug;
+    aug.crop_padding = ft_crop;
+    aug.hflip = ft_hflip;
+    ft.train.augment(aug);
+    ft.lora_merge = !ft_lora_separate;
+    ft.checkpoints = !ft_no_checkpoint;
+    ft.overwrite = ft_force ? xfer::Overwrite::kYes : xfer::Overwrite::kNo;
+    if (!g.quiet) {
+      ft.on_epoch = print_epoch;
+      ft.on_message = [](const std::string& m) { std::fprintf(stderr, "%s\n", m.c_str()); };
+    }
+    auto r = xfer::train::run_finetune(ft);
+    if (ft.dry_run) {
+      std::cout << r.plan_text;
+      std::printf("dry run: %lld training samples; nothing trained, nothing written\n",
+                  static_cast<long long>(r.train_samples));
+      return 0;
+    }
+    if (r.already_done) {
+      std::printf("%s is already complete (id %s); checkpoint removed\n", ft.out.c_str(),
+                  r.card.id.substr(0, 16).c_str());
+      return 0;
+    }
+    std::printf("wrote %s (id %s, parent %s)\n", ft.out.c_str(), r.card.id.substr(0, 16).c_str(),
+                r.card.parent ? r.card.parent->id.substr(0, 16).c_str() : "-");
+    std::printf("%s on %lld samples: %lld trainable parameters, %.1f s\n", ft.strategy.c_str(),
+                static_cast<long long>(r.train_samples),
+                static_cast<long long>(r.trainable_parameters), r.wall_seconds);
+    return 0;
+  }
   if (train_cmd->parsed()) {
-    tr.data = sized(tr.data);
+    tr.data = xfer::train::with_shots(sized(tr.data), train_shots, seed);
     tr.val_data = sized(tr.val_data);
     tr.train.epochs(epochs).batch_size(batch).seed(seed);
     xfer::data::AugmentOptions aug;
@@ -190,14 +296,7 @@ int run(int argc, char** argv) {
     aug.hflip = hflip;
     tr.train.augment(aug);
     tr.overwrite = force ? xfer::Overwrite::kYes : xfer::Overwrite::kNo;
-    if (!g.quiet) {
-      tr.on_epoch = [](const xfer::train::EpochRecord& r) {
-        std::fprintf(stderr, "epoch %lld: train loss %.4f acc %.4f", static_cast<long long>(r.epoch),
-                     r.train_loss, r.train_accuracy);
-        if (r.val_accuracy >= 0) std::fprintf(stderr, " | val loss %.4f acc %.4f", r.val_loss, r.val_accuracy);
-        std::fprintf(stderr, " | %.0f img/s, %.1fs\n", r.images_per_second, r.seconds);
-      };
-    }
+    if (!g.quiet) tr.on_epoch = print_epoch;
     auto r = xfer::train::run_train(tr);
     std::printf("wrote %s (id %s)\n", tr.out.c_str(), r.card.id.substr(0, 16).c_str());
     if (r.train.best_val_accuracy >= 0) {

@@ -6,14 +6,16 @@
 #include "xfer/core/error.h"
 #include "xfer/core/runtime.h"
 #include "xfer/core/sha256.h"
+#include "xfer/models/lora.h"
 #include "xfer/models/registry.h"
+#include "xfer/models/torchscript.h"
 
 namespace fs = std::filesystem;
 
 namespace xfer::io {
 
 Json ModelConfig::to_json() const {
-  return Json{{"format", "xfer-model/1"},
+  Json j{{"format", "xfer-model/1"},
               {"arch", arch},
               {"arch_options", arch_options},
               {"num_classes", num_classes},
@@ -21,6 +23,11 @@ Json ModelConfig::to_json() const {
               {"mean", mean},
               {"std", std},
               {"class_names", class_names}};
+  if (!lora_targets.empty()) {
+    j["adapters"] = {{"lora", lora.to_json()}};
+    j["adapters"]["lora"]["targets"] = lora_targets;
+  }
+  return j;
 }
 
 ModelConfig ModelConfig::from_json(const Json& j, const std::string& what) {
@@ -47,6 +54,14 @@ ModelConfig ModelConfig::from_json(const Json& j, const std::string& what) {
   XFER_CHECK(c.class_names.empty() || static_cast<int64_t>(c.class_names.size()) == c.num_classes,
              what, ": class_names has ", c.class_names.size(), " names but num_classes is ",
              c.num_classes);
+  if (j.contains("adapters") && !j["adapters"].is_null()) {
+    const Json& a = j["adapters"];
+    XFER_CHECK(a.is_object() && a.size() == 1 && a.contains("lora"), what,
+               ": adapters must be {\"lora\": {...}}");
+    c.lora = models::LoraOptions::from_json(a["lora"], what + " adapters.lora");
+    c.lora_targets = json_get<std::vector<std::string>>(a["lora"], "targets", what + " adapters.lora");
+    XFER_CHECK(!c.lora_targets.empty(), what, ": adapters.lora.targets is empty");
+  }
   return c;
 }
 
@@ -127,7 +142,25 @@ LoadReport load_state_dict(torch::nn::Module& m, const TensorFile& file, bool st
   return report;
 }
 
-models::Classifier build_model(const ModelConfig& config) {
+models::Classifier build_model(const ModelConfig& config, const std::string& dir) {
+  if (config.arch == "torchscript") {
+    const Json& a = config.arch_options;
+    const std::string what = (fs::path(dir) / "config.json").string();
+    auto file = json_get<std::string>(a, "file", what + " arch_options");
+    XFER_CHECK(!dir.empty() && file.find('/') == std::string::npos && file != ".." && !file.empty(),
+               what, ": arch_options.file must name a file inside the model directory");
+    const std::string path = (fs::path(dir) / file).string();
+    const std::string expected = json_get<std::string>(a, "sha256", what + " arch_options");
+    const std::string hash = sha256_file(path);
+    XFER_CHECK(hash == expected, path, ": sha256 ", hash.substr(0, 12), "... differs from config.json (",
+               expected.substr(0, 12), "...)");
+    auto ts = models::TorchScriptClassifier(models::load_torchscript(path),
+                                            json_get<std::string>(a, "mode", what + " arch_options"),
+                                            config.input_shape, config.num_classes);
+    models::Classifier model = ts.ptr();
+    if (!config.mean.empty()) model->set_normalization(config.mean, config.std);
+    return model;
+  }
   models::ModelOptions o;
   o.in_channels = config.input_shape.at(0);
   o.image_size = config.input_shape.at(1);
@@ -135,11 +168,13 @@ models::Classifier build_model(const ModelConfig& config) {
   o.arch_options = config.arch_options;
   auto model = models::create_model(config.arch, o);
   if (!config.mean.empty()) model->set_normalization(config.mean, config.std);
+  if (!config.lora_targets.empty()) models::add_lora(*model, config.lora, config.lora_targets);
   return model;
 }
 
 ModelCard save_model_dir(const std::string& dir, models::ClassifierImpl& model,
-                         const ModelConfig& config, ModelCard card, Overwrite overwrite) {
+                         const ModelConfig& config, ModelCard card, Overwrite overwrite,
+                         const std::vector<std::pair<std::string, std::string>>& extra_files) {
   XFER_CHECK(model.num_classes() == config.num_classes, dir, ": model has ", model.num_classes(),
              " classes but config says ", config.num_classes);
   StagedDir staged(dir, overwrite);
@@ -151,6 +186,7 @@ ModelCard save_model_dir(const std::string& dir, models::ClassifierImpl& model,
   card.id = sha256_hex(bytes);
   card.xfer_version = version();
   if (card.created.empty()) card.created = utc_timestamp();
+  for (const auto& [name, content] : extra_files) write_file_atomic(staged.file(name), content);
   write_json(staged.file("config.json"), config.to_json());
   write_json(staged.file("card.json"), card.to_json());
   staged.commit();
@@ -178,7 +214,7 @@ LoadedModel load_model_dir(const std::string& dir) {
              "... does not match the id in card.json (", lm.card.id.substr(0, 12),
              "...): the weights were changed after the card was written");
   try {
-    lm.model = build_model(lm.config);
+    lm.model = build_model(lm.config, dir);
   } catch (const Error& e) {
     // A bad arch in a file is the file's fault, not a flag's: name the file, exit 1.
     throw Error(str_cat(config_path, ": ", e.what()));

@@ -1,14 +1,26 @@
 #include "xfer/models/classifier.h"
 
+#include <algorithm>
+#include <map>
+
 #include "xfer/core/error.h"
+#include "xfer/models/lora.h"
 
 namespace xfer::models {
 
 torch::Tensor ClassifierImpl::forward(torch::Tensor x) {
+  before_forward();
   return forward_head(forward_features(normalize(x)));
 }
 
-torch::Tensor ClassifierImpl::features(torch::Tensor x) { return forward_features(normalize(x)); }
+torch::Tensor ClassifierImpl::features(torch::Tensor x) {
+  before_forward();
+  return forward_features(normalize(x));
+}
+
+void ClassifierImpl::before_forward() {
+  if (lora_) lora_->refresh();
+}
 
 torch::Tensor ClassifierImpl::forward_head(torch::Tensor f) { return head_ ? head_->forward(f) : f; }
 
@@ -57,6 +69,114 @@ torch::Tensor ClassifierImpl::normalize(const torch::Tensor& x) const {
 bool ClassifierImpl::is_head_parameter(const std::string& name) const {
   const std::string prefix = head_name() + ".";
   return name.compare(0, prefix.size(), prefix) == 0;
+}
+
+namespace {
+
+bool owns(const std::string& prefix, const std::string& name) {
+  if (name.compare(0, prefix.size(), prefix) != 0) return false;
+  if (name.size() == prefix.size()) return true;
+  // "." separates native names; "__" the aliased names of TorchScript modules.
+  return name[prefix.size()] == '.' || name.compare(prefix.size(), 2, "__") == 0;
+}
+
+bool has_tensors(const torch::nn::Module& m) {
+  return !m.parameters(true).empty();
+}
+
+}  // namespace
+
+std::vector<ParamStage> ClassifierImpl::backbone_stages() const {
+  std::vector<ParamStage> stages;
+  const std::string head = head_name();
+  for (const auto& child : named_children()) {
+    if (child.key() == head || child.key() == "lora") continue;
+    const auto& m = child.value();
+    bool container = m->as<torch::nn::ModuleList>() != nullptr || m->as<torch::nn::Sequential>() != nullptr;
+    if (container) {
+      for (const auto& sub : m->named_children()) {
+        if (!has_tensors(*sub.value())) continue;
+        std::string name = child.key() + "." + sub.key();
+        stages.push_back({name, {name}});
+      }
+    } else if (has_tensors(*m)) {
+      stages.push_back({child.key(), {child.key()}});
+    }
+  }
+  std::vector<std::string> direct;
+  for (const auto& p : named_parameters(/*recurse=*/false)) direct.push_back(p.key());
+  if (!direct.empty()) {
+    if (stages.empty()) stages.push_back({"stem", {}});
+    stages.front().prefixes.insert(stages.front().prefixes.begin(), direct.begin(), direct.end());
+  }
+  return stages;
+}
+
+std::vector<ParamStage> ClassifierImpl::param_stages() const {
+  auto stages = backbone_stages();
+  if (has_head()) {
+    stages.push_back({"head", {head_name()}});
+  } else if (!stages.empty()) {
+    stages.back().name = "head";
+  }
+  return stages;
+}
+
+int64_t ClassifierImpl::stage_of(const std::vector<ParamStage>& stages, const std::string& name) {
+  std::string key = name;
+  // lora.<layer with "__" for ".">.A adapts <layer>.weight.
+  if (key.compare(0, 5, "lora.") == 0) {
+    auto dot = key.find('.', 5);
+    std::string layer = key.substr(5, dot == std::string::npos ? std::string::npos : dot - 5);
+    for (size_t i; (i = layer.find("__")) != std::string::npos;) layer.replace(i, 2, ".");
+    key = layer + ".weight";
+  }
+  for (size_t s = 0; s < stages.size(); ++s) {
+    for (const auto& prefix : stages[s].prefixes) {
+      if (owns(prefix, key)) return static_cast<int64_t>(s);
+    }
+  }
+  return -1;
+}
+
+std::vector<std::string> ClassifierImpl::batch_norm_layers() const {
+  std::vector<std::string> names;
+  for (const auto& item : named_modules("", /*include_self=*/false)) {
+    const auto& m = item.value();
+    if (m->as<torch::nn::BatchNorm1d>() || m->as<torch::nn::BatchNorm2d>() ||
+        m->as<torch::nn::BatchNorm3d>()) {
+      names.push_back(item.key());
+    }
+  }
+  return names;
+}
+
+void ClassifierImpl::pin_eval(std::vector<std::string> layers) {
+  auto known = batch_norm_layers();
+  for (const auto& l : layers) {
+    XFER_CHECK(std::find(known.begin(), known.end(), l) != known.end(), "pin_eval: '", l,
+               "' is not a BatchNorm layer of this model");
+  }
+  pinned_eval_ = std::move(layers);
+  train(is_training());
+}
+
+bool ClassifierImpl::layer_is_training(const std::string& name) const {
+  for (const auto& item : named_modules("", false)) {
+    if (item.key() == name) return item.value()->is_training();
+  }
+  XFER_CHECK(false, "model has no layer '", name, "'");
+  return false;
+}
+
+void ClassifierImpl::train(bool on) {
+  torch::nn::Module::train(on);
+  if (!on || pinned_eval_.empty()) return;
+  for (const auto& item : named_modules("", false)) {
+    if (std::find(pinned_eval_.begin(), pinned_eval_.end(), item.key()) != pinned_eval_.end()) {
+      item.value()->eval();
+    }
+  }
 }
 
 int64_t count_parameters(const torch::nn::Module& m, bool trainable_only) {

@@ -101,6 +101,20 @@ torch::Tensor SmallResNetImpl::forward_features(torch::Tensor x) {
   return x.mean({2, 3});  // global average pool
 }
 
+namespace {
+std::vector<ParamStage> resnet_stages(size_t layers) {
+  std::vector<ParamStage> stages{{"stem", {"conv1", "bn1"}}};
+  for (size_t i = 1; i <= layers; ++i) {
+    std::string name = "layer" + std::to_string(i);
+    stages.push_back({name, {name}});
+  }
+  return stages;
+}
+}  // namespace
+
+std::vector<ParamStage> SmallResNetImpl::backbone_stages() const { return resnet_stages(layers_.size()); }
+std::vector<ParamStage> ResNetImpl::backbone_stages() const { return resnet_stages(layers_.size()); }
+
 Classifier make_small_resnet(const ModelOptions& options) {
   const Json& a = options.arch_options;
   check_arch_options("resnet", a, {"widths", "blocks"});

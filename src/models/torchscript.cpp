@@ -1,10 +1,18 @@
 #include "xfer/models/torchscript.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "xfer/core/error.h"
 
 namespace xfer::models {
+namespace {
+std::string alias(const std::string& dotted) {
+  std::string name = dotted;
+  for (size_t i; (i = name.find('.')) != std::string::npos;) name.replace(i, 1, "__");
+  return "ts__" + name;
+}
+}  // namespace
 
 torch::jit::Module load_torchscript(const std::string& path) {
   std::error_code ec;
@@ -33,6 +41,10 @@ TorchScriptClassifierImpl::TorchScriptClassifierImpl(torch::jit::Module module, 
     std::string name = p.name;
     for (size_t i; (i = name.find('.')) != std::string::npos;) name.replace(i, 1, "__");
     register_parameter("ts__" + name, p.value, p.value.requires_grad());
+  }
+  // Buffers too (BatchNorm running statistics), so state dicts are complete.
+  for (const auto& b : module_.named_buffers(/*recurse=*/true)) {
+    register_buffer(alias(b.name), b.value);
   }
   module_.eval();
   torch::Tensor out;
@@ -66,9 +78,56 @@ torch::Tensor TorchScriptClassifierImpl::forward_features(torch::Tensor x) {
   return module_.forward({x}).toTensor().flatten(1);
 }
 
+namespace {
+
+bool is_batch_norm(const torch::jit::Module& m) {
+  auto type = m.type()->name();
+  return type && type->qualifiedName().find("BatchNorm") != std::string::npos;
+}
+
+}  // namespace
+
 void TorchScriptClassifierImpl::train(bool on) {
   ClassifierImpl::train(on);
   module_.train(on);
+  if (!on || pinned_eval().empty()) return;
+  const auto& pinned = pinned_eval();
+  for (const auto& item : module_.named_modules()) {
+    if (std::find(pinned.begin(), pinned.end(), alias(item.name)) != pinned.end()) {
+      torch::jit::Module m = item.value;
+      m.eval();
+    }
+  }
+}
+
+std::vector<ParamStage> TorchScriptClassifierImpl::backbone_stages() const {
+  std::vector<ParamStage> stages;
+  for (const auto& child : module_.named_children()) {
+    if (child.value.parameters(true).size() == 0) continue;
+    stages.push_back({child.name, {alias(child.name)}});
+  }
+  std::vector<std::string> direct;
+  for (const auto& p : module_.named_parameters(/*recurse=*/false)) direct.push_back(alias(p.name));
+  if (!direct.empty()) {
+    if (stages.empty()) stages.push_back({"stem", {}});
+    stages.front().prefixes.insert(stages.front().prefixes.begin(), direct.begin(), direct.end());
+  }
+  return stages;
+}
+
+std::vector<std::string> TorchScriptClassifierImpl::batch_norm_layers() const {
+  std::vector<std::string> names = ClassifierImpl::batch_norm_layers();
+  for (const auto& item : module_.named_modules()) {
+    if (!item.name.empty() && is_batch_norm(item.value)) names.push_back(alias(item.name));
+  }
+  return names;
+}
+
+bool TorchScriptClassifierImpl::layer_is_training(const std::string& name) const {
+  for (const auto& item : module_.named_modules()) {
+    if (alias(item.name) == name) return item.value.is_training();
+  }
+  return ClassifierImpl::layer_is_training(name);
 }
 
 }  // namespace xfer::models

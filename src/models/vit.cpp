@@ -147,6 +147,16 @@ torch::Tensor VitImpl::forward_features(torch::Tensor x) {
   return forward_tokens(x).select(1, 0);  // class token
 }
 
+std::vector<ParamStage> VitImpl::backbone_stages() const {
+  std::vector<ParamStage> stages{{"embed", {"patch_embed", "cls_token", "pos_embed"}}};
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    std::string name = "blocks." + std::to_string(i);
+    stages.push_back({name, {name}});
+  }
+  stages.back().prefixes.push_back("norm");
+  return stages;
+}
+
 Classifier make_vit(const ModelOptions& options) {
   const Json& a = options.arch_options;
   check_arch_options("vit", a, {"patch_size", "dim", "depth", "heads", "mlp_ratio", "dropout"});

@@ -1,7 +1,11 @@
 #include "xfer/train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <mutex>
+#include <sstream>
+#include <type_traits>
 
 #include "xfer/core/error.h"
 #include "xfer/core/progress.h"
@@ -98,6 +102,128 @@ ParamGroups split_weight_decay(torch::nn::Module& model) {
   return g;
 }
 
+namespace {
+
+// The optimizer's state map is keyed by std::string in LibTorch 1.x and by
+// void* in 2.x; this builds the key either way.
+template <typename Map>
+typename Map::key_type state_key(const torch::Tensor& p) {
+  using Key = typename Map::key_type;
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream os;
+    os << p.unsafeGetTensorImpl();
+    return os.str();
+  } else {
+    return static_cast<Key>(p.unsafeGetTensorImpl());
+  }
+}
+
+std::string tensor_key(const char* kind, size_t g, size_t j, const char* what) {
+  return str_cat("optim.", g, ".", j, ".", kind, what);
+}
+
+// Optimizer moments and step counts into the checkpoint.
+void save_optimizer(torch::optim::Optimizer& opt, const std::string& kind, io::Checkpoint& c) {
+  auto& state = opt.state();
+  using Map = std::decay_t<decltype(state)>;
+  Json steps = Json::array();
+  for (size_t g = 0; g < opt.param_groups().size(); ++g) {
+    const auto& params = opt.param_groups()[g].params();
+    for (size_t j = 0; j < params.size(); ++j) {
+      auto it = state.find(state_key<Map>(params[j]));
+      if (it == state.end()) {
+        steps.push_back(-1);
+        continue;
+      }
+      if (kind == "adamw") {
+        auto& st = static_cast<torch::optim::AdamWParamState&>(*it->second);
+        steps.push_back(st.step());
+        c.tensors.add(tensor_key("", g, j, "exp_avg"), st.exp_avg().detach().cpu().contiguous());
+        c.tensors.add(tensor_key("", g, j, "exp_avg_sq"), st.exp_avg_sq().detach().cpu().contiguous());
+      } else {
+        auto& st = static_cast<torch::optim::SGDParamState&>(*it->second);
+        steps.push_back(0);
+        c.tensors.add(tensor_key("", g, j, "momentum_buffer"), st.momentum_buffer().detach().cpu().contiguous());
+      }
+    }
+  }
+  c.state["optimizer_steps"] = steps;
+}
+
+void load_optimizer(torch::optim::Optimizer& opt, const std::string& kind, const io::Checkpoint& c,
+                    const std::string& what) {
+  auto& state = opt.state();
+  using Map = std::decay_t<decltype(state)>;
+  const Json& steps = c.state.at("optimizer_steps");
+  size_t k = 0;
+  auto get = [&](const std::string& key, const torch::Tensor& like) {
+    XFER_CHECK(c.tensors.contains(key), what, ": checkpoint lacks ", key);
+    const auto& t = c.tensors.at(key);
+    XFER_CHECK(t.sizes() == like.sizes(), what, ": checkpoint tensor ", key, " has shape ", t.sizes(),
+               ", expected ", like.sizes());
+    return t.to(like.device(), like.scalar_type()).clone();
+  };
+  for (size_t g = 0; g < opt.param_groups().size(); ++g) {
+    const auto& params = opt.param_groups()[g].params();
+    for (size_t j = 0; j < params.size(); ++j, ++k) {
+      XFER_CHECK(k < steps.size(), what, ": checkpoint has state for fewer parameters than the model trains");
+      int64_t step = steps[k].get<int64_t>();
+      if (step < 0) continue;
+      const auto& p = params[j];
+      if (kind == "adamw") {
+        auto st = std::make_unique<torch::optim::AdamWParamState>();
+        st->step(step);
+        st->exp_avg(get(tensor_key("", g, j, "exp_avg"), p));
+        st->exp_avg_sq(get(tensor_key("", g, j, "exp_avg_sq"), p));
+        state[state_key<Map>(p)] = std::move(st);
+      } else {
+        auto st = std::make_unique<torch::optim::SGDParamState>();
+        st->momentum_buffer(get(tensor_key("", g, j, "momentum_buffer"), p));
+        state[state_key<Map>(p)] = std::move(st);
+      }
+    }
+  }
+  XFER_CHECK(k == steps.size(), what, ": checkpoint has state for ", steps.size(),
+             " parameters but the model trains ", k, " (a different strategy or model?)");
+}
+
+void put_snapshot(const std::vector<torch::Tensor>& s, const std::string& prefix, io::Checkpoint& c) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    c.tensors.add(str_cat(prefix, ".", i), s[i].detach().cpu().contiguous());
+  }
+}
+
+void get_snapshot(std::vector<torch::Tensor>& s, const std::string& prefix, const io::Checkpoint& c,
+                  const std::string& what) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const std::string key = str_cat(prefix, ".", i);
+    XFER_CHECK(c.tensors.contains(key) && c.tensors.at(key).sizes() == s[i].sizes(), what,
+               ": checkpoint does not match the model (", key, ")");
+    s[i] = c.tensors.at(key).to(s[i].device(), s[i].scalar_type()).clone();
+  }
+}
+
+Json record_json(const EpochRecord& r) {
+  return {{"epoch", r.epoch},       {"train_loss", r.train_loss}, {"train_accuracy", r.train_accuracy},
+          {"val_loss", r.val_loss}, {"val_accuracy", r.val_accuracy}, {"lr", r.lr},
+          {"seconds", r.seconds},   {"images_per_second", r.images_per_second}};
+}
+
+EpochRecord record_from(const Json& j) {
+  EpochRecord r;
+  r.epoch = j.at("epoch").get<int64_t>();
+  r.train_loss = j.at("train_loss").get<double>();
+  r.train_accuracy = j.at("train_accuracy").get<double>();
+  r.val_loss = j.at("val_loss").get<double>();
+  r.val_accuracy = j.at("val_accuracy").get<double>();
+  r.lr = j.at("lr").get<double>();
+  r.seconds = j.at("seconds").get<double>();
+  r.images_per_second = j.at("images_per_second").get<double>();
+  return r;
+}
+
+}  // namespace
+
 Trainer::Trainer(TrainOptions options) : options_(std::move(options)) { options_.validate(); }
 
 TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& train,
@@ -110,31 +236,35 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
   model.to(device);
   seed_everything(o.seed());
 
-  auto groups = split_weight_decay(model);
-  XFER_CHECK(!groups.decay.empty() || !groups.no_decay.empty(),
-             "training: the model has no trainable parameters");
+  std::vector<OptimGroup> groups = groups_;
+  if (groups.empty()) {
+    auto split = split_weight_decay(model);
+    if (!split.decay.empty()) groups.push_back({"decay", split.decay, 1.0, o.weight_decay()});
+    if (!split.no_decay.empty()) groups.push_back({"no_decay", split.no_decay, 1.0, 0.0});
+  }
+  groups.erase(std::remove_if(groups.begin(), groups.end(),
+                              [](const OptimGroup& g) { return g.params.empty(); }),
+               groups.end());
+  XFER_CHECK(!groups.empty(), "training: the model has no trainable parameters");
   std::vector<torch::optim::OptimizerParamGroup> param_groups;
   std::unique_ptr<torch::optim::Optimizer> optimizer;
+  for (const auto& g : groups) {
+    if (o.optimizer() == "adamw") {
+      param_groups.emplace_back(g.params, std::make_unique<torch::optim::AdamWOptions>(
+                                              torch::optim::AdamWOptions(o.lr() * g.lr_scale)
+                                                  .weight_decay(g.weight_decay)));
+    } else {
+      param_groups.emplace_back(
+          g.params, std::make_unique<torch::optim::SGDOptions>(
+                        torch::optim::SGDOptions(o.lr() * g.lr_scale)
+                            .momentum(o.momentum())
+                            .nesterov(o.nesterov() && o.momentum() > 0)
+                            .weight_decay(g.weight_decay)));
+    }
+  }
   if (o.optimizer() == "adamw") {
-    if (!groups.decay.empty()) {
-      param_groups.emplace_back(groups.decay, std::make_unique<torch::optim::AdamWOptions>(
-                                                  torch::optim::AdamWOptions(o.lr()).weight_decay(
-                                                      o.weight_decay())));
-    }
-    if (!groups.no_decay.empty()) {
-      param_groups.emplace_back(groups.no_decay, std::make_unique<torch::optim::AdamWOptions>(
-                                                     torch::optim::AdamWOptions(o.lr()).weight_decay(0)));
-    }
-    optimizer = std::make_unique<torch::optim::AdamW>(param_groups,
-                                                      torch::optim::AdamWOptions(o.lr()));
+    optimizer = std::make_unique<torch::optim::AdamW>(param_groups, torch::optim::AdamWOptions(o.lr()));
   } else {
-    auto sgd = [&](double wd) {
-      return std::make_unique<torch::optim::SGDOptions>(
-          torch::optim::SGDOptions(o.lr()).momentum(o.momentum()).nesterov(
-              o.nesterov() && o.momentum() > 0).weight_decay(wd));
-    };
-    if (!groups.decay.empty()) param_groups.emplace_back(groups.decay, sgd(o.weight_decay()));
-    if (!groups.no_decay.empty()) param_groups.emplace_back(groups.no_decay, sgd(0));
     optimizer = std::make_unique<torch::optim::SGD>(param_groups, torch::optim::SGDOptions(o.lr()));
   }
 
@@ -156,23 +286,107 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
   result.trainable_parameters = models::count_parameters(model, true);
   auto best = snapshot(model);
   auto last_good = best;
-  const auto t_start = Clock::now();
-  double train_seconds = 0;
-  int64_t images_seen = 0;
-  int64_t step = 0;
+  auto t_start = Clock::now();
+  double train_seconds = 0, prior_wall = 0, prior_epoch_seconds = 0;
+  int64_t images_seen = 0, step = 0, first_epoch = 0, first_batch = 0;
+  double loss_sum = 0;
+  int64_t correct = 0, seen = 0;
   auto ce_options = torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(o.label_smoothing());
 
-  for (int64_t epoch = 0; epoch < o.epochs(); ++epoch) {
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  auto save = [&](int64_t epoch, int64_t batch, int64_t next_step, double epoch_seconds) {
+    if (checkpoint_.dir.empty()) return;
+    io::Checkpoint c;
+    c.state["context"] = checkpoint_.context;
+    c.state["epoch"] = epoch;
+    c.state["batch"] = batch;
+    c.state["step"] = next_step;
+    c.state["steps_per_epoch"] = steps_per_epoch;
+    c.state["loss_sum"] = loss_sum;
+    c.state["correct"] = correct;
+    c.state["seen"] = seen;
+    c.state["epoch_seconds"] = epoch_seconds;
+    c.state["train_seconds"] = train_seconds;
+    c.state["wall_seconds"] = prior_wall + seconds_since(t_start);
+    c.state["images_seen"] = images_seen;
+    c.state["best_epoch"] = result.best_epoch;
+    c.state["best_score"] = result.best_val_accuracy;
+    c.state["optimizer"] = o.optimizer();
+    Json h = Json::array();
+    for (const auto& r : result.history) h.push_back(record_json(r));
+    c.state["history"] = h;
+    put_snapshot(snapshot(model), "model", c);
+    put_snapshot(best, "best", c);
+    put_snapshot(last_good, "last_good", c);
+    save_optimizer(*optimizer, o.optimizer(), c);
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      c.tensors.add("rng.cpu", gen.get_state().contiguous());
+    }
+    io::write_checkpoint(checkpoint_.dir, c);
+  };
+
+  if (resume_) {
+    const auto& c = *resume_;
+    const std::string what = io::checkpoint_file(checkpoint_.dir.empty() ? "." : checkpoint_.dir);
+    try {
+      XFER_CHECK(c.state.at("optimizer").get<std::string>() == o.optimizer(), what,
+                 ": checkpoint was written with another optimizer");
+      XFER_CHECK(c.state.at("steps_per_epoch").get<int64_t>() == steps_per_epoch, what,
+                 ": checkpoint has ", c.state.at("steps_per_epoch").get<int64_t>(),
+                 " steps per epoch, this run ", steps_per_epoch, " (different data or batch size)");
+      auto current = snapshot(model);
+      get_snapshot(current, "model", c, what);
+      restore(model, current);
+      get_snapshot(best, "best", c, what);
+      get_snapshot(last_good, "last_good", c, what);
+      load_optimizer(*optimizer, o.optimizer(), c, what);
+      XFER_CHECK(c.tensors.contains("rng.cpu"), what, ": checkpoint lacks the RNG state");
+      {
+        std::lock_guard<std::mutex> lock(gen.mutex());
+        gen.set_state(c.tensors.at("rng.cpu"));
+      }
+      first_epoch = c.state.at("epoch").get<int64_t>();
+      first_batch = c.state.at("batch").get<int64_t>();
+      step = c.state.at("step").get<int64_t>();
+      loss_sum = c.state.at("loss_sum").get<double>();
+      correct = c.state.at("correct").get<int64_t>();
+      seen = c.state.at("seen").get<int64_t>();
+      prior_epoch_seconds = c.state.at("epoch_seconds").get<double>();
+      train_seconds = c.state.at("train_seconds").get<double>();
+      prior_wall = c.state.at("wall_seconds").get<double>();
+      images_seen = c.state.at("images_seen").get<int64_t>();
+      result.best_epoch = c.state.at("best_epoch").get<int64_t>();
+      result.best_val_accuracy = c.state.at("best_score").get<double>();
+      for (const auto& r : c.state.at("history")) result.history.push_back(record_from(r));
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(str_cat(what, ": malformed checkpoint state (", e.what(), ")"));
+    }
+    XFER_CHECK(first_epoch >= 0 && first_epoch <= o.epochs() && first_batch >= 0 &&
+                   first_batch < std::max<int64_t>(steps_per_epoch, 1),
+               what, ": checkpoint position (epoch ", first_epoch, ", batch ", first_batch,
+               ") is outside this run's ", o.epochs(), " epochs");
+  }
+
+  for (int64_t epoch = first_epoch; epoch < o.epochs(); ++epoch) {
     model.train();
     loader.start_epoch(epoch);
+    const int64_t begin = epoch == first_epoch ? first_batch : 0;
+    if (begin == 0) {
+      loss_sum = 0;
+      correct = seen = 0;
+      prior_epoch_seconds = 0;
+    }
     Progress progress(str_cat("epoch ", epoch + 1, "/", o.epochs()), steps_per_epoch);
+    progress.advance(begin);
     const auto t_epoch = Clock::now();
-    double loss_sum = 0;
-    int64_t correct = 0, seen = 0;
+    const double epoch_seconds_before = prior_epoch_seconds;
     double lr_now = o.lr();
-    for (int64_t i = 0; i < steps_per_epoch; ++i, ++step) {
+    for (int64_t i = begin; i < steps_per_epoch; ++i, ++step) {
       lr_now = o.lr() * lr_factor(so, step);
-      for (auto& g : optimizer->param_groups()) g.options().set_lr(lr_now);
+      for (size_t g = 0; g < optimizer->param_groups().size(); ++g) {
+        optimizer->param_groups()[g].options().set_lr(lr_now * groups[g].lr_scale);
+      }
       auto batch = loader.batch(i);
       auto x = batch.images.to(device);
       auto y = batch.labels.to(device);
@@ -180,21 +394,27 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
       auto logits = model.forward(x);
       auto loss = torch::nn::functional::cross_entropy(logits, y, ce_options);
       double loss_value = loss.item<double>();
-      if (!std::isfinite(loss_value)) {
+      torch::Tensor total = penalty_ ? loss + penalty_() : loss;
+      double total_value = penalty_ ? total.item<double>() : loss_value;
+      if (!std::isfinite(total_value)) {
         restore(model, last_good);
-        throw Error(str_cat("training diverged: loss is ", loss_value, " at epoch ", epoch + 1,
+        throw Error(str_cat("training diverged: loss is ", total_value, " at epoch ", epoch + 1,
                             " step ", i + 1, " (try a lower --lr); weights restored to the end of epoch ",
                             epoch));
       }
-      loss.backward();
+      total.backward();
       optimizer->step();
       loss_sum += loss_value * double(x.size(0));
       correct += logits.detach().argmax(1).eq(y).sum().item<int64_t>();
       seen += x.size(0);
       progress.advance(1, str_cat("loss ", std::round(loss_value * 1000) / 1000));
+      if (checkpoint_.every_steps > 0 && (step + 1) % checkpoint_.every_steps == 0 &&
+          i + 1 < steps_per_epoch) {
+        save(epoch, i + 1, step + 1, epoch_seconds_before + seconds_since(t_epoch));
+      }
     }
     progress.done();
-    double epoch_train_seconds = seconds_since(t_epoch);
+    double epoch_train_seconds = epoch_seconds_before + seconds_since(t_epoch);
     train_seconds += epoch_train_seconds;
     images_seen += seen;
 
@@ -209,7 +429,7 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
       rec.val_loss = v.loss;
       rec.val_accuracy = v.accuracy;
     }
-    rec.seconds = seconds_since(t_epoch);
+    rec.seconds = epoch_seconds_before + seconds_since(t_epoch);
     result.history.push_back(rec);
     last_good = snapshot(model);
     // Without validation the last epoch is the one kept.
@@ -219,13 +439,16 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
       result.best_epoch = epoch + 1;
       best = last_good;
     }
+    loss_sum = 0;
+    correct = seen = 0;
+    save(epoch + 1, 0, step, 0.0);
     if (on_epoch_) on_epoch_(rec);
   }
   if (val.size() == 0) result.best_val_accuracy = -1;
   if (o.keep_best() && val.size() > 0) restore(model, best);
   if (!o.keep_best()) result.best_epoch = o.epochs();
   model.eval();
-  result.wall_seconds = seconds_since(t_start);
+  result.wall_seconds = prior_wall + seconds_since(t_start);
   result.images_per_second = double(images_seen) / std::max(train_seconds, 1e-9);
   return result;
 }

@@ -1,8 +1,15 @@
 // End-to-end tests of the xfer binary: flags, exit codes, the one-line error
 // contract and "no partial output" for the bad inputs of the foundation issue.
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <random>
+#include <thread>
 
 #include "support/support.h"
 #include "xfer/core/fs.h"
@@ -383,6 +390,128 @@ TEST(CliTorchScriptTest, EvalAndPredictOnATorchScriptFile) {
                     "' --out '" + tmp.file("b.safetensors") + "'");
   ASSERT_EQ(b.exit_code, 0) << b.err;
   EXPECT_EQ(io::read_safetensors(tmp.file("b.safetensors")).at("logits").size(1), 3);
+}
+
+
+// xfer finetune: dry run, bad combinations, and resume after SIGKILL.
+class CliFinetuneTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    tmp_ = new TempDir();
+    fs::create_directories(tmp_->file("src"));
+    fs::create_directories(tmp_->file("dst"));
+    src_ = xfer::testing::write_synthetic_idx(tmp_->file("src"), 120, 4, 12, 12, 1);
+    dst_ = xfer::testing::write_synthetic_idx(tmp_->file("dst"), 240, 3, 12, 12, 2);
+    auto r = run_xfer("--quiet train --data '" + src_ +
+                      "' --arch cnn --arch-options '{\"widths\":[8,16],\"hidden\":24}' --epochs 1 "
+                      "--val-fraction 0 --out '" + tmp_->file("base") + "'");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  static void TearDownTestSuite() { delete tmp_; }
+  std::string args(const std::string& strategy, const std::string& out) const {
+    return "--threads 1 --quiet finetune --from '" + tmp_->file("base") + "' --data '" + dst_ +
+           "' --strategy " + strategy + " --epochs 4 --batch-size 8 --crop-padding 1 --out '" + out + "'";
+  }
+  static TempDir* tmp_;
+  static std::string src_, dst_;
+  TempDir dir_;
+};
+TempDir* CliFinetuneTest::tmp_ = nullptr;
+std::string CliFinetuneTest::src_, CliFinetuneTest::dst_;
+
+TEST_F(CliFinetuneTest, DryRunPrintsGroupsAndWritesNothing) {
+  auto r = run_xfer(args("partial:1", dir_.file("m")) + " --dry-run");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* s : {"group", "trainable", "stages.1/no-decay", "neck", "head", "eval", "train"}) {
+    EXPECT_NE(r.out.find(s), std::string::npos) << s << " in\n" << r.out;
+  }
+  EXPECT_TRUE(no_output(dir_.path(), "m"));
+}
+
+TEST_F(CliFinetuneTest, BadCombinationsAreUsageErrors) {
+  struct Case {
+    std::string extra, needle;
+  };
+  for (const auto& c : std::vector<Case>{{"lp-ft --lp-epochs 4", "--lp-epochs must be in [1, 3]"},
+                                         {"wild", "unknown strategy 'wild'"},
+                                         {"lora:0", "lora:R needs R"},
+                                         {"l2-sp:-1", "ALPHA >= 0"},
+                                         {"partial:9", "backbone stages"},
+                                         {"full --bn-mode sometimes", "--bn-mode"},
+                                         {"full --layer-decay 2", "--layer-decay"},
+                                         {"full --resume '" + dir_.file("none") + "'", "no such checkpoint"},
+                                         {"full --no-checkpoint --checkpoint-every 3", "--no-checkpoint"},
+                                         {"linear-probe --lp-epochs 2", "--lp-epochs"},
+                                         {"full --head keep", "--head keep"}}) {
+    auto r = run_xfer(args(c.extra, dir_.file("m")));
+    EXPECT_EQ(r.exit_code, 2) << c.extra << ": " << r.err;
+    EXPECT_TRUE(one_error_line(r, c.needle)) << c.extra;
+    EXPECT_TRUE(no_output(dir_.path(), "m")) << c.extra;
+  }
+  // lora on a TorchScript source has no layers to adapt.
+  auto r = run_xfer("--quiet finetune --torchscript '" + dir_.file("x.pt") +
+                    "' --mean 0.5 --std 0.5 --data '" + dst_ + "' --strategy lora:4 --out '" + dir_.file("m") + "'");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(one_error_line(r, "TorchScript"));
+}
+
+TEST_F(CliFinetuneTest, ResumeOfADifferentRecipeIsRefused) {
+  auto r = run_xfer(args("full", dir_.file("m")) + " --keep-checkpoint");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  fs::remove_all(dir_.file("m"));
+  r = run_xfer(args("full", dir_.file("m")) + " --lr 0.01 --resume '" + dir_.file("m.ckpt") + "'");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(one_error_line(r, "different recipe: lr 0.01"));
+  EXPECT_FALSE(fs::exists(dir_.file("m")));
+  // Without --resume, the stale checkpoint is named.
+  r = run_xfer(args("full", dir_.file("m")));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(one_error_line(r, "--resume"));
+}
+
+// Runs xfer with the arguments (through sh) and SIGKILLs it after `delay_ms`.
+void run_and_kill(const std::string& args, int delay_ms) {
+  std::string cmd = std::string("exec '") + XFER_BINARY + "' " + args + " >/dev/null 2>&1";
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+}
+
+TEST_F(CliFinetuneTest, SigkillAtRandomMomentsThenResumeGivesTheSameWeights) {
+  for (const char* strategy : {"full", "lp-ft"}) {
+    const std::string ref = dir_.file(std::string("ref-") + strategy);
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = run_xfer(args(strategy, ref));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const int total_ms = static_cast<int>(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    const std::string expected = read_json(ref + "/card.json")["id"];
+    std::mt19937 rng(42);
+    for (int trial = 0; trial < 3; ++trial) {
+      const std::string out = dir_.file(std::string("kill-") + strategy + std::to_string(trial));
+      const int delay = 50 + static_cast<int>(rng() % std::max(total_ms, 100));
+      run_and_kill(args(strategy, out) + " --checkpoint-every 3", delay);
+      // Whatever the moment: no half-written output, and a resume (or a fresh
+      // start when no checkpoint was written yet) ends with the same weights.
+      if (fs::exists(out)) EXPECT_EQ(read_json(out + "/card.json")["id"], expected);
+      std::string again = args(strategy, out) + " --checkpoint-every 3";
+      if (fs::exists(out + ".ckpt/checkpoint.safetensors")) again += " --resume '" + out + ".ckpt'";
+      else fs::remove_all(out + ".ckpt");
+      if (fs::exists(out) && again.find("--resume") == std::string::npos) continue;
+      r = run_xfer(again);
+      ASSERT_EQ(r.exit_code, 0) << "killed after " << delay << " ms: " << r.err;
+      EXPECT_EQ(read_json(out + "/card.json")["id"], expected)
+          << strategy << " killed after " << delay << " of " << total_ms << " ms";
+      EXPECT_FALSE(fs::exists(out + ".ckpt"));
+    }
+  }
 }
 
 }  // namespace

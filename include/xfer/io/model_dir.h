@@ -10,6 +10,7 @@
 #include "xfer/core/json.h"
 #include "xfer/io/safetensors.h"
 #include "xfer/models/classifier.h"
+#include "xfer/models/lora.h"
 
 namespace xfer::io {
 
@@ -21,6 +22,10 @@ struct ModelConfig {
   std::vector<int64_t> input_shape;  ///< C, H, W
   std::vector<double> mean, std;     ///< normalisation inside the model
   std::vector<std::string> class_names;
+  /// Unmerged LoRA adapters (config "adapters": {"lora": {rank, alpha, ..., targets}});
+  /// empty targets = none. build_model adds them before the weights load.
+  models::LoraOptions lora;
+  std::vector<std::string> lora_targets;
 
   Json to_json() const;
   /// Parses and validates; `what` names the file in errors.
@@ -66,15 +71,18 @@ struct LoadReport {
 LoadReport load_state_dict(torch::nn::Module& m, const TensorFile& file, bool strict,
                            const std::string& what);
 
-/// Builds the module a config describes (random weights).
-models::Classifier build_model(const ModelConfig& config);
+/// Builds the module a config describes (random weights). Arch "torchscript"
+/// (a fine-tuned TorchScript model) loads arch_options.file from `dir` and
+/// checks its sha256 against arch_options.sha256.
+models::Classifier build_model(const ModelConfig& config, const std::string& dir = "");
 
 /// Writes a model directory atomically (staged, renamed into place). Fills
 /// card.id with the sha256 of model.safetensors, card.xfer_version and
 /// card.created; returns the card written.
 ModelCard save_model_dir(const std::string& dir, models::ClassifierImpl& model,
                          const ModelConfig& config, ModelCard card,
-                         Overwrite overwrite = Overwrite::kNo);
+                         Overwrite overwrite = Overwrite::kNo,
+                         const std::vector<std::pair<std::string, std::string>>& extra_files = {});
 
 /// Loads a model directory: parses config and card, checks the card's id
 /// against the sha256 of model.safetensors, builds and loads strictly.

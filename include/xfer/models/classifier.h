@@ -6,6 +6,7 @@
 /// forward_features / forward_head / reset_classifier split.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,6 +14,15 @@
 #include <torch/torch.h>
 
 namespace xfer::models {
+
+class LoraAdaptersImpl;
+
+/// A unit of the network that freezing (partial:N) and layer-wise learning
+/// rates treat as one: a name and the parameter-name prefixes it owns.
+struct ParamStage {
+  std::string name;
+  std::vector<std::string> prefixes;
+};
 
 /// Base of all classifiers. Subclasses register their own modules with the key
 /// names of their reference implementation (torchvision for resnets), and must
@@ -49,13 +59,45 @@ class ClassifierImpl : public torch::nn::Module {
   /// Whether a parameter name belongs to the head.
   bool is_head_parameter(const std::string& name) const;
 
+  /// Backbone stages from input to output (stem first), head excluded. The
+  /// default takes the top-level children in registration order, expanding
+  /// ModuleList/Sequential containers one level; direct parameters join the
+  /// first stage. Models override it where a stage spans several children.
+  virtual std::vector<ParamStage> backbone_stages() const;
+  /// backbone_stages() then the head (a stage named "head"; for a model
+  /// without a head, its last backbone stage is renamed "head").
+  std::vector<ParamStage> param_stages() const;
+  /// Index in `stages` of the stage owning a parameter (LoRA adapters belong
+  /// to the stage of the layer they adapt); -1 when none does.
+  static int64_t stage_of(const std::vector<ParamStage>& stages, const std::string& name);
+
+  /// BatchNorm layers, named as in parameter names (without ".weight").
+  virtual std::vector<std::string> batch_norm_layers() const;
+  /// BatchNorm layers that stay in eval mode whatever train() says: a frozen
+  /// BatchNorm must not update its running statistics when a parent module
+  /// calls train() (the LibTorch default would).
+  void pin_eval(std::vector<std::string> layers);
+  const std::vector<std::string>& pinned_eval() const { return pinned_eval_; }
+  /// Whether the named BatchNorm layer is in training mode now.
+  virtual bool layer_is_training(const std::string& name) const;
+  /// Module::train, then pinned layers back to eval.
+  void train(bool on = true) override;
+
+  /// LoRA adapters when added (models/lora.h), else null.
+  std::shared_ptr<LoraAdaptersImpl> lora() const { return lora_; }
+  void set_lora(std::shared_ptr<LoraAdaptersImpl> lora) { lora_ = std::move(lora); }
+
  protected:
   /// Creates and registers the head under head_name().
   void init_head(int64_t num_features, int64_t num_classes);
   torch::nn::Linear head_{nullptr};
+  /// Recomputes adapted weights before a forward pass (LoRA).
+  void before_forward();
 
  private:
   std::vector<double> mean_, std_;
+  std::vector<std::string> pinned_eval_;
+  std::shared_ptr<LoraAdaptersImpl> lora_;
 };
 
 /// Shared pointer to any classifier; what the registry returns.

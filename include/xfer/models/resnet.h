@@ -57,6 +57,8 @@ class SmallResNetImpl : public ClassifierImpl {
   torch::Tensor forward_features(torch::Tensor x) override;
   int64_t num_features() const override { return num_features_; }
   std::string head_name() const override { return "fc"; }
+  /// stem (conv1, bn1), layer1..layerN.
+  std::vector<ParamStage> backbone_stages() const override;
   /// Number of residual stages (layer1..layerN).
   int64_t num_stages() const { return static_cast<int64_t>(layers_.size()); }
 
@@ -95,6 +97,8 @@ class ResNetImpl : public ClassifierImpl {
   torch::Tensor forward_features(torch::Tensor x) override;
   int64_t num_features() const override { return num_features_; }
   std::string head_name() const override { return "fc"; }
+  /// stem (conv1, bn1), layer1..layer4.
+  std::vector<ParamStage> backbone_stages() const override;
   /// Number of residual stages (layer1..layer4).
   int64_t num_stages() const { return static_cast<int64_t>(layers_.size()); }
   /// Stage i (0-based), i.e. torchvision's layer{i+1}.

@@ -26,8 +26,15 @@ class TorchScriptClassifierImpl : public ClassifierImpl {
   int64_t num_features() const override { return num_features_; }
   const std::string& mode() const { return mode_; }
   torch::jit::Module& module() { return module_; }
-  /// Propagates train/eval to the scripted module (dropout, BatchNorm).
+  /// Propagates train/eval to the scripted module (dropout, BatchNorm),
+  /// keeping pinned BatchNorm layers in eval mode.
   void train(bool on = true) override;
+  /// The scripted module's top-level children with parameters, in order
+  /// (its direct parameters join the first); parameter prefixes "ts__<child>".
+  std::vector<ParamStage> backbone_stages() const override;
+  /// Scripted submodules whose type is a BatchNorm, as "ts__a__b".
+  std::vector<std::string> batch_norm_layers() const override;
+  bool layer_is_training(const std::string& name) const override;
 
  private:
   torch::jit::Module module_;

@@ -91,6 +91,9 @@ class VitImpl : public ClassifierImpl {
   /// All token outputs after the final norm, [B, 1 + num_patches, dim].
   torch::Tensor forward_tokens(torch::Tensor x);
   int64_t num_features() const override { return options_.dim(); }
+  /// embed (patch_embed, cls_token, pos_embed), blocks.0 .. blocks.N-1 (the
+  /// last one with the final norm).
+  std::vector<ParamStage> backbone_stages() const override;
   int64_t num_patches() const { return num_patches_; }
   int64_t depth() const { return static_cast<int64_t>(blocks_.size()); }
   VitBlock block(int64_t i) const { return blocks_.at(static_cast<size_t>(i)); }

@@ -7,13 +7,16 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <torch/torch.h>
 
+#include "xfer/core/json.h"
 #include "xfer/data/dataset.h"
 #include "xfer/data/transforms.h"
+#include "xfer/io/checkpoint.h"
 #include "xfer/models/classifier.h"
 
 namespace xfer::train {
@@ -76,6 +79,22 @@ struct ParamGroups {
 };
 ParamGroups split_weight_decay(torch::nn::Module& model);
 
+/// One optimizer parameter group: its learning rate is the scheduled rate
+/// times lr_scale (layer-wise / discriminative rates).
+struct OptimGroup {
+  std::string name;
+  std::vector<torch::Tensor> params;
+  double lr_scale = 1.0;
+  double weight_decay = 0.0;
+};
+
+/// Where and how often fit() writes checkpoints.
+struct CheckpointOptions {
+  std::string dir;          ///< empty = no checkpoints
+  int64_t every_steps = 0;  ///< also every N optimizer steps (0 = at epoch ends only)
+  Json context = Json::object();  ///< stored in each checkpoint (recipe, phase, ...)
+};
+
 class Trainer {
  public:
   explicit Trainer(TrainOptions options);
@@ -86,10 +105,25 @@ class Trainer {
   const TrainOptions& options() const { return options_; }
   /// Called after each epoch (the CLI prints it; the library does not print).
   void on_epoch(std::function<void(const EpochRecord&)> callback) { on_epoch_ = std::move(callback); }
+  /// Optimizer groups; default: split_weight_decay of the trainable parameters
+  /// with options().weight_decay().
+  void groups(std::vector<OptimGroup> groups) { groups_ = std::move(groups); }
+  /// A term added to the loss before backward (e.g. the L2-SP penalty).
+  void penalty(std::function<torch::Tensor()> penalty) { penalty_ = std::move(penalty); }
+  /// Writes checkpoints (atomically) at each epoch end and every N steps.
+  void checkpoint(CheckpointOptions options) { checkpoint_ = std::move(options); }
+  /// Continues from a checkpoint written by fit() with the same options, model
+  /// and groups: model, optimizer moments, RNG, position in the epoch, history
+  /// and best weights are restored, so the result equals an uninterrupted run.
+  void resume(io::Checkpoint checkpoint) { resume_ = std::move(checkpoint); }
 
  private:
   TrainOptions options_;
   std::function<void(const EpochRecord&)> on_epoch_;
+  std::vector<OptimGroup> groups_;
+  std::function<torch::Tensor()> penalty_;
+  CheckpointOptions checkpoint_;
+  std::optional<io::Checkpoint> resume_;
 };
 
 }  // namespace xfer::train

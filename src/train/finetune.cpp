@@ -1,0 +1,440 @@
+#include "xfer/train/finetune.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include "xfer/core/error.h"
+#include "xfer/core/runtime.h"
+#include "xfer/core/sha256.h"
+#include "xfer/data/spec.h"
+#include "xfer/io/checkpoint.h"
+#include "xfer/models/lora.h"
+
+namespace fs = std::filesystem;
+
+namespace xfer::train {
+namespace {
+
+using Kind = Strategy::Kind;
+
+struct Phase {
+  std::string name;
+  FreezeOptions freeze;
+  int64_t epochs = 0;
+  double lr = 0;
+};
+
+Json result_json(const TrainResult& r) {
+  Json h = Json::array();
+  for (const auto& e : r.history) {
+    h.push_back({{"epoch", e.epoch},
+                 {"train_loss", e.train_loss},
+                 {"train_accuracy", e.train_accuracy},
+                 {"val_loss", e.val_accuracy >= 0 ? Json(e.val_loss) : Json(nullptr)},
+                 {"val_accuracy", e.val_accuracy >= 0 ? Json(e.val_accuracy) : Json(nullptr)},
+                 {"lr", e.lr},
+                 {"seconds", e.seconds},
+                 {"images_per_second", e.images_per_second}});
+  }
+  return {{"history", h},
+          {"best_epoch", r.best_epoch},
+          {"best_val_accuracy", r.best_val_accuracy >= 0 ? Json(r.best_val_accuracy) : Json(nullptr)},
+          {"wall_seconds", r.wall_seconds},
+          {"images_per_second", r.images_per_second},
+          {"trainable_parameters", r.trainable_parameters}};
+}
+
+TrainResult result_from(const Json& j) {
+  TrainResult r;
+  for (const auto& e : j.at("history")) {
+    EpochRecord rec;
+    rec.epoch = e.at("epoch").get<int64_t>();
+    rec.train_loss = e.at("train_loss").get<double>();
+    rec.train_accuracy = e.at("train_accuracy").get<double>();
+    rec.val_loss = e.at("val_loss").is_null() ? 0 : e.at("val_loss").get<double>();
+    rec.val_accuracy = e.at("val_accuracy").is_null() ? -1 : e.at("val_accuracy").get<double>();
+    rec.lr = e.at("lr").get<double>();
+    rec.seconds = e.at("seconds").get<double>();
+    rec.images_per_second = e.at("images_per_second").get<double>();
+    r.history.push_back(rec);
+  }
+  r.best_epoch = j.at("best_epoch").get<int64_t>();
+  r.best_val_accuracy = j.at("best_val_accuracy").is_null() ? -1 : j.at("best_val_accuracy").get<double>();
+  r.wall_seconds = j.at("wall_seconds").get<double>();
+  r.images_per_second = j.at("images_per_second").get<double>();
+  r.trainable_parameters = j.at("trainable_parameters").get<int64_t>();
+  return r;
+}
+
+// The fields of two recipes that differ, for the --resume error.
+std::string recipe_diff(const Json& a, const Json& b) {
+  std::string out;
+  for (auto it = a.begin(); it != a.end(); ++it) {
+    Json other = b.contains(it.key()) ? b[it.key()] : Json(nullptr);
+    if (other != it.value()) {
+      out += str_cat(out.empty() ? "" : ", ", it.key(), " ", other.dump(), " (checkpoint ",
+                     it.value().dump(), ")");
+    }
+  }
+  for (auto it = b.begin(); it != b.end(); ++it) {
+    if (!a.contains(it.key())) out += str_cat(out.empty() ? "" : ", ", it.key(), " is new");
+  }
+  return out;
+}
+
+std::string source_path(const io::ModelSource& s) {
+  return !s.dir.empty() ? s.dir : !s.weights.empty() ? s.weights : s.torchscript;
+}
+
+}  // namespace
+
+std::string with_shots(const std::string& text, int64_t shots, uint64_t seed) {
+  if (shots <= 0) return text;
+  auto spec = data::DataSpec::parse(text);
+  spec.shots = shots;
+  if (text.find(":seed=") == std::string::npos) spec.seed = seed;
+  return spec.str();
+}
+
+void FinetuneRunOptions::validate() const {
+  {
+    // Shape and class count of weights/TorchScript sources come from the data.
+    io::ModelSource s = source;
+    if (s.input_shape.empty()) s.input_shape = {s.mean.empty() ? 1 : int64_t(s.mean.size()), 1, 1};
+    if (s.num_classes <= 0) s.num_classes = 1;
+    s.validate();
+  }
+  XFER_CHECK_USAGE(!data.empty(), "--data is required");
+  XFER_CHECK_USAGE(dry_run || !out.empty(), "--out is required");
+  XFER_CHECK_USAGE(shots >= 0, "--shots must be >= 1, got ", shots);
+  XFER_CHECK_USAGE(val_fraction >= 0 && val_fraction < 1, "--val-fraction must be in [0, 1), got ",
+                   val_fraction);
+  XFER_CHECK_USAGE(head == "new" || head == "keep", "--head: expected new or keep, got '", head, "'");
+  XFER_CHECK_USAGE(checkpoint_every >= 0, "--checkpoint-every must be >= 0, got ", checkpoint_every);
+  XFER_CHECK_USAGE(!(dry_run && !resume.empty()), "--dry-run and --resume cannot be combined");
+  XFER_CHECK_USAGE(checkpoints || (resume.empty() && checkpoint_every == 0),
+                   "--no-checkpoint cannot be combined with --resume or --checkpoint-every");
+  XFER_CHECK_USAGE(std::isfinite(ft_lr_scale) && ft_lr_scale > 0 && ft_lr_scale <= 1,
+                   "--ft-lr-scale must be in (0, 1], got ", ft_lr_scale);
+  XFER_CHECK_USAGE(std::isfinite(lora_alpha) && lora_alpha >= 0, "--lora-alpha must be >= 0, got ",
+                   lora_alpha);
+  train.validate();
+  freeze.validate();
+  auto s = Strategy::parse(strategy);
+  XFER_CHECK_USAGE(s.kind != Kind::kScratch,
+                   "--strategy scratch: use `xfer train` (with the same --data and --shots) for a "
+                   "model trained from scratch");
+  if (s.kind == Kind::kLpFt) {
+    XFER_CHECK_USAGE(train.epochs() >= 2, "--strategy lp-ft needs --epochs >= 2 (a linear-probe phase "
+                     "and a fine-tuning phase), got ", train.epochs());
+    XFER_CHECK_USAGE(lp_epochs >= 0 && lp_epochs < train.epochs(), "--lp-epochs must be in [1, ",
+                     train.epochs() - 1, "] (fewer than --epochs), got ", lp_epochs);
+  } else {
+    XFER_CHECK_USAGE(lp_epochs == 0, "--lp-epochs only applies to --strategy lp-ft");
+  }
+  if (s.kind == Kind::kLora) {
+    XFER_CHECK_USAGE(source.torchscript.empty(),
+                     "--strategy lora: TorchScript modules cannot take adapters (their layers are "
+                     "compiled code); use --weights FILE --arch NAME, or another strategy");
+  } else {
+    XFER_CHECK_USAGE(lora_alpha == 0 && lora_merge, "--lora-alpha/--lora-separate only apply to "
+                     "--strategy lora:R");
+  }
+  if (!source.torchscript.empty()) {
+    XFER_CHECK_USAGE(head == "keep" || source.torchscript_mode == "backbone",
+                     "--torchscript-mode classifier keeps the module's own output layer: pass "
+                     "--torchscript-mode backbone for a new head, or --head keep");
+  }
+}
+
+FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
+  o.validate();
+  const auto t0 = std::chrono::steady_clock::now();
+  const Strategy strategy = Strategy::parse(o.strategy);
+  const auto& t = o.train;
+  auto say = [&](const std::string& m) {
+    if (o.on_message) o.on_message(m);
+  };
+
+  // Output and checkpoint paths, checked before any work.
+  const std::string ckpt_dir =
+      !o.resume.empty() ? o.resume : !o.checkpoint_dir.empty() ? o.checkpoint_dir : o.out + ".ckpt";
+  std::error_code ec;
+  if (!o.dry_run) {
+    if (!o.resume.empty()) {
+      XFER_CHECK_USAGE(fs::is_directory(o.resume, ec), "--resume ", o.resume,
+                       ": no such checkpoint directory");
+    } else if (o.checkpoints && io::has_checkpoint(ckpt_dir)) {
+      if (o.overwrite == Overwrite::kYes) {
+        fs::remove_all(ckpt_dir, ec);
+      } else {
+        throw UsageError(str_cat(ckpt_dir, ": holds the checkpoint of an interrupted run; pass --resume ",
+                                 ckpt_dir, " to continue it, or --force to start over"));
+      }
+    }
+    if (o.resume.empty() || !fs::exists(o.out, ec)) check_output_path(o.out, o.overwrite);
+  }
+
+  // Data: the k-shot subset of the SPEC, then an optional validation split.
+  const std::string spec_text = with_shots(o.data, o.shots, t.seed());
+  auto spec = data::DataSpec::parse(spec_text);
+  data::Dataset all = data::load(spec);
+  data::Dataset train_ds, val_ds;
+  if (!o.val_data.empty()) {
+    train_ds = all;
+    val_ds = data::load(o.val_data);
+  } else if (o.val_fraction > 0) {
+    std::tie(train_ds, val_ds) = data::stratified_split(all, o.val_fraction, t.seed());
+  } else {
+    train_ds = all;
+  }
+
+  // The pre-trained model.
+  io::ModelSource source = o.source;
+  if (source.dir.empty() && source.input_shape.empty()) {
+    source.input_shape = {train_ds.channels(), train_ds.height(), train_ds.width()};
+  }
+  if (!source.torchscript.empty() && source.num_classes <= 0) source.num_classes = all.num_classes();
+  io::LoadedModel lm = io::load_model_source(source);
+  auto model = lm.model;
+  const auto& shape = lm.config.input_shape;
+  XFER_CHECK(shape.size() == 3 && train_ds.channels() == shape[0] && train_ds.height() == shape[1] &&
+                 train_ds.width() == shape[2],
+             spec_text, ": images are ", train_ds.channels(), "x", train_ds.height(), "x",
+             train_ds.width(), " but the model takes ", shape.size() == 3 ? shape[0] : 0, "x",
+             shape.size() == 3 ? shape[1] : 0, "x", shape.size() == 3 ? shape[2] : 0);
+  if (val_ds.size() > 0) {
+    XFER_CHECK(val_ds.images.sizes().slice(1) == train_ds.images.sizes().slice(1), o.val_data,
+               ": image shape differs from the training data's");
+  }
+  seed_everything(t.seed());
+  if (o.head == "new") {
+    model->reset_classifier(all.num_classes());
+  } else {
+    XFER_CHECK_USAGE(model->num_classes() == all.num_classes(), "--head keep: the model has ",
+                     model->num_classes(), " classes but ", spec_text, " has ", all.num_classes(),
+                     "; use --head new");
+  }
+  if (strategy.kind == Kind::kLora) {
+    models::add_lora(*model, models::LoraOptions().rank(strategy.rank).alpha(o.lora_alpha));
+  }
+
+  // Phases: lp-ft is a linear probe then everything at a lower rate.
+  FreezeOptions base = o.freeze;
+  base.weight_decay(t.weight_decay());
+  std::vector<Phase> phases;
+  switch (strategy.kind) {
+    case Kind::kLinearProbe:
+      phases.push_back({"linear-probe", FreezeOptions(base).trainable_stages(0), t.epochs(), t.lr()});
+      break;
+    case Kind::kPartial:
+      phases.push_back({"partial", FreezeOptions(base).trainable_stages(strategy.stages), t.epochs(), t.lr()});
+      break;
+    case Kind::kLpFt: {
+      int64_t lp = o.lp_epochs > 0 ? o.lp_epochs : std::max<int64_t>(1, t.epochs() / 2);
+      phases.push_back({"linear-probe", FreezeOptions(base).trainable_stages(0), lp, t.lr()});
+      phases.push_back({"fine-tune", FreezeOptions(base).trainable_stages(-1), t.epochs() - lp,
+                        t.lr() * o.ft_lr_scale});
+      break;
+    }
+    case Kind::kLora:
+      phases.push_back({"lora", FreezeOptions(base).adapters_only(true), t.epochs(), t.lr()});
+      break;
+    default:  // full, l2-sp
+      phases.push_back({strategy.str(), FreezeOptions(base).trainable_stages(-1), t.epochs(), t.lr()});
+  }
+
+  FinetuneRunResult r;
+  r.train_samples = train_ds.size();
+  r.val_samples = val_ds.size();
+  for (size_t p = 0; p < phases.size(); ++p) {
+    auto plan = plan_freeze(*model, phases[p].freeze);
+    r.plan_text += str_cat(phases.size() > 1 ? str_cat("phase ", p + 1, " (", phases[p].name, ", ",
+                                                       phases[p].epochs, " epochs)\n")
+                                             : "",
+                           plan.text(phases[p].lr));
+    r.plans.push_back(std::move(plan));
+  }
+  if (o.dry_run) {
+    r.trainable_parameters = r.plans.back().trainable;
+    return r;
+  }
+
+  // The recipe: everything that determines the weights (what --resume compares).
+  Json lora = nullptr;
+  if (strategy.kind == Kind::kLora) {
+    lora = models::LoraOptions().rank(strategy.rank).alpha(o.lora_alpha).to_json();
+    lora["merged"] = o.lora_merge;
+  }
+  Json recipe = {{"command", "finetune"},
+                 {"strategy", strategy.str()},
+                 {"epochs", t.epochs()},
+                 {"batch_size", t.batch_size()},
+                 {"optimizer", t.optimizer()},
+                 {"lr", t.lr()},
+                 {"weight_decay", t.weight_decay()},
+                 {"momentum", t.momentum()},
+                 {"schedule", t.schedule()},
+                 {"warmup_epochs", t.warmup_epochs()},
+                 {"label_smoothing", t.label_smoothing()},
+                 {"crop_padding", t.augment().crop_padding},
+                 {"hflip", t.augment().hflip},
+                 {"seed", t.seed()},
+                 {"shots", spec.shots ? Json(*spec.shots) : Json(nullptr)},
+                 {"head", o.head},
+                 {"bn_mode", o.freeze.bn_mode()},
+                 {"layer_decay", o.freeze.layer_decay()},
+                 {"head_lr_scale", o.freeze.head_lr_scale()},
+                 {"lp_epochs", strategy.kind == Kind::kLpFt ? Json(phases[0].epochs) : Json(nullptr)},
+                 {"ft_lr_scale", strategy.kind == Kind::kLpFt ? Json(o.ft_lr_scale) : Json(nullptr)},
+                 {"l2_sp_alpha", strategy.kind == Kind::kL2Sp ? Json(strategy.alpha) : Json(nullptr)},
+                 {"lora", lora},
+                 {"parent_id", lm.card.id},
+                 {"data_sha256", all.content_hash()},
+                 {"val_spec", o.val_data.empty() ? Json(nullptr) : Json(o.val_data)},
+                 {"val_fraction", o.val_fraction}};
+
+  // Resume: same recipe, then skip the phases already finished.
+  size_t first_phase = 0;
+  std::optional<io::Checkpoint> ckpt;
+  if (!o.resume.empty() && io::has_checkpoint(o.resume)) {
+    ckpt = io::read_checkpoint(o.resume);
+    const Json& ctx = ckpt->state["context"];
+    XFER_CHECK(ctx.is_object() && ctx.contains("recipe") && ctx.contains("phase"),
+               io::checkpoint_file(o.resume), ": not a checkpoint of xfer finetune");
+    std::string diff = recipe_diff(ctx["recipe"], recipe);
+    XFER_CHECK_USAGE(diff.empty(), "--resume ", o.resume,
+                     ": the checkpoint is of a different recipe: ", diff);
+    first_phase = ctx["phase"].get<size_t>();
+    XFER_CHECK(first_phase < phases.size(), io::checkpoint_file(o.resume), ": bad phase");
+    for (const auto& pr : ctx.value("finished", Json::array())) r.phases.push_back(result_from(pr));
+    r.resumed = true;
+    // Killed after the output was written but before the checkpoint was removed.
+    if (fs::exists(o.out, ec)) {
+      auto done = io::load_model_dir(o.out);
+      Json done_recipe = done.card.recipe;
+      done_recipe.erase("source");
+      XFER_CHECK_USAGE(done_recipe == recipe, o.out,
+                       ": exists and is not the output of this checkpoint's run");
+      if (!o.keep_checkpoint) fs::remove_all(o.resume, ec);
+      r.card = done.card;
+      r.already_done = true;
+      return r;
+    }
+    say(str_cat("resuming from ", io::checkpoint_file(o.resume), " (phase ", first_phase + 1, ", epoch ",
+                ckpt->state.value("epoch", 0), ", step ", ckpt->state.value("step", 0), ")"));
+  }
+
+  // L2-SP pulls the backbone towards the pre-trained weights w0.
+  std::vector<torch::Tensor> w0, wcur;
+  if (strategy.kind == Kind::kL2Sp) {
+    for (const auto& item : model->named_parameters(true)) {
+      if (model->is_head_parameter(item.key())) continue;
+      wcur.push_back(item.value());
+      w0.push_back(item.value().detach().clone());
+    }
+  }
+
+  for (size_t p = first_phase; p < phases.size(); ++p) {
+    const auto& ph = phases[p];
+    auto plan = apply_freeze(*model, ph.freeze);
+    std::vector<OptimGroup> groups;
+    for (const auto& g : plan.groups) {
+      if (g.tensors.empty()) continue;
+      bool head = g.name == "head" || g.name == "head/no-decay";
+      // L2-SP replaces decay towards zero on the backbone (Li et al. 2018).
+      double wd = strategy.kind == Kind::kL2Sp && !head ? 0.0 : g.weight_decay;
+      groups.push_back({g.name, g.tensors, g.lr_scale, wd});
+    }
+    TrainOptions to = t;
+    to.epochs(ph.epochs).lr(ph.lr).warmup_epochs(std::min(t.warmup_epochs(), double(ph.epochs)));
+    Trainer trainer(to);
+    trainer.groups(groups);
+    if (o.on_epoch) trainer.on_epoch(o.on_epoch);
+    if (strategy.kind == Kind::kL2Sp) {
+      const double alpha = strategy.alpha;
+      trainer.penalty([&w0, &wcur, alpha] {
+        torch::Tensor sum = torch::zeros({}, wcur.front().options());
+        for (size_t i = 0; i < wcur.size(); ++i) sum = sum + (wcur[i] - w0[i].to(wcur[i].device())).pow(2).sum();
+        return sum * (alpha / 2);
+      });
+    }
+    Json finished = Json::array();
+    for (const auto& pr : r.phases) finished.push_back(result_json(pr));
+    trainer.checkpoint({o.checkpoints ? ckpt_dir : "", o.checkpoint_every,
+                        {{"recipe", recipe}, {"phase", p}, {"finished", finished}}});
+    if (ckpt && p == first_phase) trainer.resume(*ckpt);
+    if (phases.size() > 1) say(str_cat("phase ", p + 1, "/", phases.size(), ": ", ph.name));
+    r.phases.push_back(trainer.fit(*model, train_ds, val_ds));
+  }
+  model->to(torch::kCPU);
+  model->eval();
+
+  io::ModelConfig config = lm.config;
+  config.num_classes = model->num_classes();
+  config.class_names = all.class_names;
+  if (strategy.kind == Kind::kLora) {
+    if (o.lora_merge) {
+      models::merge_lora(*model);
+    } else {
+      config.lora = model->lora()->options();
+      config.lora_targets = model->lora()->targets();
+    }
+  }
+
+  std::vector<std::pair<std::string, std::string>> extra;
+  if (lm.config.arch == "torchscript") {
+    // The scripted code travels with the model; its tensors are in model.safetensors.
+    std::string module_path = o.source.torchscript;
+    if (module_path.empty()) {
+      module_path = (fs::path(o.source.dir) / lm.config.arch_options.at("file").get<std::string>()).string();
+    }
+    std::string bytes = read_file(module_path);
+    config.arch_options = {{"mode", !o.source.torchscript.empty() ? o.source.torchscript_mode
+                                                                   : lm.config.arch_options.at("mode").get<std::string>()},
+                           {"file", "module.pt"},
+                           {"sha256", sha256_hex(bytes)}};
+    extra.emplace_back("module.pt", std::move(bytes));
+  }
+  io::ModelCard card;
+  card.parent = io::ModelCard::Parent{lm.card.id, source_path(o.source)};
+  card.recipe = recipe;
+  card.recipe["source"] = {{"path", source_path(o.source)},
+                           {"kind", !o.source.dir.empty()       ? "model-dir"
+                                    : !o.source.weights.empty() ? "safetensors"
+                                                                : "torchscript"},
+                           {"arch", lm.config.arch}};
+  card.data = {{"spec", spec_text},
+               {"sha256", all.content_hash()},
+               {"samples", all.size()},
+               {"train_samples", train_ds.size()},
+               {"val_spec", o.val_data.empty() ? Json(nullptr) : Json(o.val_data)},
+               {"val_samples", val_ds.size()}};
+  Json phase_json = Json::array();
+  double train_wall = 0, best_val = -1;
+  int64_t best_epoch = -1;
+  for (const auto& pr : r.phases) {
+    phase_json.push_back(result_json(pr));
+    train_wall += pr.wall_seconds;
+  }
+  best_val = r.phases.back().best_val_accuracy;
+  best_epoch = r.phases.back().best_epoch;
+  r.trainable_parameters = r.phases.back().trainable_parameters;
+  card.metrics = {{"val_accuracy", best_val >= 0 ? Json(best_val) : Json(nullptr)},
+                  {"best_epoch", best_epoch},
+                  {"wall_seconds", train_wall},
+                  {"trainable_parameters", r.trainable_parameters},
+                  {"parameters", models::count_parameters(*model)},
+                  {"threads", torch::get_num_threads()},
+                  {"phases", phase_json},
+                  {"plan", r.plans.back().to_json(phases.back().lr)}};
+  // Plain tensors again (a frozen parameter saves the same either way).
+  for (auto& p : model->parameters()) p.set_requires_grad(true);
+  r.card = io::save_model_dir(o.out, *model, config, card, o.overwrite, extra);
+  if (o.checkpoints && !o.keep_checkpoint) fs::remove_all(ckpt_dir, ec);
+  r.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+}  // namespace xfer::train

@@ -1,0 +1,319 @@
+#include "xfer/train/finetune.h"
+
+#include <filesystem>
+
+#include "support/errors.h"
+#include "support/support.h"
+#include "xfer/data/spec.h"
+#include "xfer/io/checkpoint.h"
+#include "xfer/core/fs.h"
+#include "xfer/core/sha256.h"
+#include "xfer/models/torchscript.h"
+#include "xfer/train/run.h"
+
+namespace xfer::train {
+namespace {
+
+using xfer::testing::SeededTest;
+using xfer::testing::TempDir;
+namespace fs = std::filesystem;
+
+// A small pre-trained cnn (4 source classes) and a 3-class target task.
+class FinetuneTest : public SeededTest {
+ protected:
+  static void SetUpTestSuite() {
+    tmp_ = new TempDir();
+    fs::create_directories(tmp_->file("src"));
+    fs::create_directories(tmp_->file("dst"));
+    TrainRunOptions t;
+    t.data = xfer::testing::write_synthetic_idx(tmp_->file("src"), 160, 4, 12, 12, 1);
+    t.arch = "cnn";
+    t.arch_options = R"({"widths": [8, 16], "hidden": 24, "dropout": 0.25})";
+    t.val_fraction = 0;
+    t.train.epochs(2).batch_size(32);
+    t.out = tmp_->file("base");
+    run_train(t);
+    target_ = xfer::testing::write_synthetic_idx(tmp_->file("dst"), 90, 3, 12, 12, 2);
+  }
+  static void TearDownTestSuite() { delete tmp_; }
+
+  FinetuneRunOptions options(const std::string& strategy, const std::string& out) {
+    FinetuneRunOptions o;
+    o.source.dir = tmp_->file("base");
+    o.data = target_;
+    o.strategy = strategy;
+    o.train.epochs(3).batch_size(16).seed(5);
+    o.out = dir_.file(out);
+    return o;
+  }
+  static std::map<std::string, torch::Tensor> tensors(const io::LoadedModel& m) {
+    std::map<std::string, torch::Tensor> t;
+    for (const auto& p : m.model->named_parameters()) t[p.key()] = p.value();
+    for (const auto& b : m.model->named_buffers()) t[b.key()] = b.value();
+    return t;
+  }
+  static TempDir* tmp_;
+  static std::string target_;
+  TempDir dir_;
+};
+TempDir* FinetuneTest::tmp_ = nullptr;
+std::string FinetuneTest::target_;
+
+TEST_F(FinetuneTest, LinearProbeKeepsTheBackboneAndBatchNormStatsBitIdentical) {
+  auto r = run_finetune(options("linear-probe", "lp"));
+  auto base = tensors(io::load_model_dir(tmp_->file("base")));
+  auto tuned_model = io::load_model_dir(dir_.file("lp"));
+  auto tuned = tensors(tuned_model);
+  int compared = 0;
+  for (const auto& [k, v] : tuned) {
+    if (k.rfind("head.", 0) == 0) continue;
+    ASSERT_TRUE(base.count(k)) << k;
+    EXPECT_TENSOR_EQ(v, base[k]);  // includes stages.0.1.running_mean / running_var
+    ++compared;
+  }
+  EXPECT_GT(compared, 10);
+  EXPECT_EQ(tuned_model.config.num_classes, 3);
+  EXPECT_EQ(r.card.parent->id, io::load_model_dir(tmp_->file("base")).card.id);
+  EXPECT_EQ(r.card.parent->path, tmp_->file("base"));
+  EXPECT_EQ(r.card.recipe["strategy"], "linear-probe");
+  EXPECT_EQ(r.card.metrics["trainable_parameters"], 24 * 3 + 3);
+  EXPECT_EQ(r.card.metrics["phases"][0]["history"].size(), 3u);
+  EXPECT_FALSE(fs::exists(dir_.file("lp.ckpt")));  // removed after success
+}
+
+TEST_F(FinetuneTest, FullFineTuningMovesEveryTensor) {
+  run_finetune(options("full", "full"));
+  auto base = tensors(io::load_model_dir(tmp_->file("base")));
+  auto tuned = tensors(io::load_model_dir(dir_.file("full")));
+  EXPECT_FALSE(torch::equal(tuned["stages.0.0.weight"], base["stages.0.0.weight"]));
+  EXPECT_FALSE(torch::equal(tuned["stages.0.1.running_mean"], base["stages.0.1.running_mean"]));
+}
+
+TEST_F(FinetuneTest, PartialTrainsOnlyTheLastStages) {
+  run_finetune(options("partial:1", "partial"));
+  auto base = tensors(io::load_model_dir(tmp_->file("base")));
+  auto tuned = tensors(io::load_model_dir(dir_.file("partial")));
+  EXPECT_TENSOR_EQ(tuned["stages.1.0.weight"], base["stages.1.0.weight"]);
+  EXPECT_TENSOR_EQ(tuned["stages.1.1.running_var"], base["stages.1.1.running_var"]);
+  EXPECT_FALSE(torch::equal(tuned["neck.1.weight"], base["neck.1.weight"]));
+}
+
+TEST_F(FinetuneTest, HugeL2SpAlphaStaysAtThePretrainedWeights) {
+  // AdamW moves a weight by about lr per step whatever the gradient's size, so
+  // a huge penalty keeps it within a few lr of w0 while full fine-tuning drifts.
+  const double lr = 1e-3;
+  auto o = options("l2-sp:1e6", "l2sp");
+  o.train.lr(lr).warmup_epochs(0);
+  run_finetune(o);
+  auto f = options("full", "full");
+  f.train.lr(lr).warmup_epochs(0);
+  run_finetune(f);
+  auto base = tensors(io::load_model_dir(tmp_->file("base")));
+  auto l2 = tensors(io::load_model_dir(dir_.file("l2sp")));
+  auto full = tensors(io::load_model_dir(dir_.file("full")));
+  for (const char* k : {"stages.0.0.weight", "stages.1.0.weight", "neck.1.weight", "stages.0.1.weight"}) {
+    double d_l2 = (l2[k] - base[k]).abs().max().item<double>();
+    double d_full = (full[k] - base[k]).abs().max().item<double>();
+    std::cout << k << ": max |w - w0| l2-sp " << d_l2 << ", full " << d_full << "\n";
+    EXPECT_LT(d_l2, 2.5 * lr) << k;
+    EXPECT_GT(d_full, 4 * lr) << k;
+  }
+}
+
+TEST_F(FinetuneTest, L2SpPenaltyLimitsDriftComparedWithFull) {
+  auto o = options("l2-sp:10", "l2sp");
+  o.train.lr(3e-3);
+  run_finetune(o);
+  auto f = options("full", "full");
+  f.train.lr(3e-3);
+  run_finetune(f);
+  auto base = tensors(io::load_model_dir(tmp_->file("base")));
+  auto l2 = tensors(io::load_model_dir(dir_.file("l2sp")));
+  auto full = tensors(io::load_model_dir(dir_.file("full")));
+  auto drift = [&](std::map<std::string, torch::Tensor>& m) {
+    double s = 0;
+    for (const char* k : {"stages.0.0.weight", "stages.1.0.weight", "neck.1.weight"}) {
+      s += (m[k] - base[k]).pow(2).sum().item<double>();
+    }
+    return s;
+  };
+  EXPECT_LT(drift(l2), 0.5 * drift(full));
+}
+
+TEST_F(FinetuneTest, DryRunCountsEqualTheRealTrainableCounts) {
+  for (const char* s : {"linear-probe", "full", "partial:2", "lp-ft", "lora:2", "l2-sp:0.1"}) {
+    auto dry = options(s, "dry");
+    dry.dry_run = true;
+    auto plan = run_finetune(dry);
+    EXPECT_FALSE(fs::exists(dir_.file("dry"))) << s;
+    EXPECT_FALSE(plan.plan_text.empty());
+    std::string name = std::string("run-") + (s[0] == 'p' ? "partial" : s[0] == 'l' && s[1] == 'o' ? "lora" : s);
+    for (auto& c : name) c = c == ':' ? '-' : c;
+    auto real = run_finetune(options(s, name));
+    EXPECT_EQ(plan.trainable_parameters, real.card.metrics["trainable_parameters"].get<int64_t>()) << s;
+    EXPECT_EQ(plan.plans.size(), std::string(s) == "lp-ft" ? 2u : 1u);
+  }
+}
+
+TEST_F(FinetuneTest, LoraMergesIntoAPlainModelOrKeepsAdaptersSeparate) {
+  auto r = run_finetune(options("lora:2", "lora"));
+  auto merged = io::load_model_dir(dir_.file("lora"));
+  EXPECT_EQ(merged.model->lora(), nullptr);
+  EXPECT_EQ(merged.config.arch, "cnn");
+  auto o = options("lora:2", "lora-separate");
+  o.lora_merge = false;
+  run_finetune(o);
+  auto separate = io::load_model_dir(dir_.file("lora-separate"));
+  ASSERT_NE(separate.model->lora(), nullptr);
+  auto x = torch::rand({5, 1, 12, 12});
+  torch::NoGradGuard ng;
+  EXPECT_TENSOR_CLOSE(separate.model->forward(x), merged.model->forward(x), 1e-5);
+  // Only adapters and head trained: (8*9+16*72+24*256)... checked as adapters + head.
+  int64_t lora = 0;
+  for (const auto& p : separate.model->named_parameters()) {
+    if (p.key().rfind("lora.", 0) == 0) lora += p.value().numel();
+  }
+  EXPECT_EQ(r.card.metrics["trainable_parameters"].get<int64_t>(), lora + 24 * 3 + 3);
+}
+
+TEST_F(FinetuneTest, LpFtRunsTwoPhasesAtTwoRates) {
+  auto o = options("lp-ft", "lpft");
+  o.train.epochs(4).lr(2e-3);
+  auto r = run_finetune(o);
+  ASSERT_EQ(r.phases.size(), 2u);
+  EXPECT_EQ(r.phases[0].history.size(), 2u);
+  EXPECT_EQ(r.phases[1].history.size(), 2u);
+  EXPECT_EQ(r.phases[0].trainable_parameters, 24 * 3 + 3);
+  EXPECT_GT(r.phases[1].trainable_parameters, r.phases[0].trainable_parameters);
+  EXPECT_DOUBLE_EQ(r.plans[1].to_json(2e-4)["groups"][0]["lr"].get<double>(), 2e-4);
+  EXPECT_EQ(r.card.metrics["phases"].size(), 2u);
+}
+
+// A crash is simulated by an exception thrown after an epoch's checkpoint.
+struct Crash {};
+
+TEST_F(FinetuneTest, ResumeAfterACrashGivesTheSameWeights) {
+  for (const char* s : {"full", "lp-ft", "lora:2"}) {
+    auto ref = options(s, "ref");
+    ref.train.epochs(4);
+    ref.train.augment().crop_padding = 1;
+    auto expected = run_finetune(ref).card.id;
+    for (int crash_after : {1, 3}) {
+      auto o = options(s, "resumed");
+      o.train.epochs(4);
+      o.train.augment().crop_padding = 1;
+      o.checkpoint_every = 2;
+      int epochs = 0;
+      o.on_epoch = [&](const EpochRecord&) {
+        if (++epochs == crash_after) throw Crash{};
+      };
+      EXPECT_THROW(run_finetune(o), Crash);
+      EXPECT_FALSE(fs::exists(o.out));
+      ASSERT_TRUE(io::has_checkpoint(o.out + ".ckpt"));
+      // Starting over without --resume is refused while the checkpoint exists.
+      o.on_epoch = nullptr;
+      xfer::testing::expect_error_naming([&] { run_finetune(o); }, "--resume");
+      o.resume = o.out + ".ckpt";
+      auto r = run_finetune(o);
+      EXPECT_TRUE(r.resumed);
+      EXPECT_EQ(r.card.id, expected) << s << " crash after epoch " << crash_after;
+      EXPECT_FALSE(fs::exists(o.resume));
+      fs::remove_all(o.out);
+    }
+    fs::remove_all(ref.out);
+  }
+}
+
+TEST_F(FinetuneTest, ResumeRefusesADifferentRecipe) {
+  auto o = options("full", "m");
+  o.on_epoch = [](const EpochRecord&) { throw Crash{}; };
+  EXPECT_THROW(run_finetune(o), Crash);
+  o.on_epoch = nullptr;
+  o.resume = o.out + ".ckpt";
+  o.train.lr(0.01);
+  try {
+    run_finetune(o);
+    ADD_FAILURE() << "resumed a different recipe";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kUsage);
+    EXPECT_NE(std::string(e.what()).find("lr 0.01"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(FinetuneTest, RefusesBadCombinations) {
+  auto check = [&](FinetuneRunOptions o, const std::string& needle) {
+    try {
+      run_finetune(o);
+      ADD_FAILURE() << "accepted: " << needle;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kUsage) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  auto o = options("lp-ft", "x");
+  o.train.epochs(1);
+  check(o, "lp-ft needs --epochs >= 2");
+  o = options("lora:4", "x");
+  o.source = {};
+  o.source.torchscript = "m.pt";
+  o.source.input_shape = {1, 12, 12};
+  check(o, "TorchScript");
+  check(options("scratch", "x"), "xfer train");
+  check(options("partial:7", "x"), "backbone stages");
+  o = options("full", "x");
+  o.lp_epochs = 2;
+  check(o, "--lp-epochs");
+  o = options("full", "x");
+  o.resume = dir_.file("nothing");
+  check(o, "no such checkpoint");
+  o = options("full", "x");
+  o.head = "keep";
+  check(o, "--head keep");
+  EXPECT_FALSE(fs::exists(dir_.file("x")));
+}
+
+TEST_F(FinetuneTest, TorchScriptBackboneFineTunesAndReloadsFromItsDirectory) {
+  std::string cmd = "/usr/bin/python3 '" XFER_SOURCE_DIR "/tests/python/make_torchscript_golden.py' '" +
+                    dir_.path() + "' >/dev/null 2>&1";
+  if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "python3-torch not available";
+  fs::create_directories(dir_.file("d28"));
+  FinetuneRunOptions o;
+  o.source.torchscript = dir_.file("backbone.pt");
+  o.source.torchscript_mode = "backbone";
+  o.data = xfer::testing::write_synthetic_idx(dir_.file("d28"), 40, 2, 28, 28, 4);
+  o.strategy = "partial:1";  // proj trains; conv1, bn1, conv2 stay
+  o.train.epochs(2).batch_size(8);
+  o.out = dir_.file("ts");
+  auto r = run_finetune(o);
+  EXPECT_EQ(r.card.parent->id, sha256_file(dir_.file("backbone.pt")));
+  auto tuned = io::load_model_dir(o.out);
+  EXPECT_EQ(tuned.config.arch, "torchscript");
+  EXPECT_TRUE(fs::exists(o.out + "/module.pt"));
+  auto original = models::TorchScriptClassifier(models::load_torchscript(dir_.file("backbone.pt")), "backbone",
+                                                std::vector<int64_t>{1, 28, 28}, 2);
+  auto before = original->named_parameters();
+  auto after = tuned.model->named_parameters();
+  EXPECT_TENSOR_EQ(after["ts__conv1__weight"], before["ts__conv1__weight"]);
+  EXPECT_TENSOR_EQ(tuned.model->named_buffers()["ts__bn1__running_mean"],
+                   original->named_buffers()["ts__bn1__running_mean"]);
+  EXPECT_FALSE(torch::equal(after["ts__proj__weight"], before["ts__proj__weight"]));
+  // The directory reloads to the same function as the model that was saved.
+  auto x = torch::rand({3, 1, 28, 28});
+  auto again = io::load_model_dir(o.out);
+  torch::NoGradGuard ng;
+  EXPECT_TENSOR_EQ(again.model->forward(x), tuned.model->forward(x));
+  // The scripted code is pinned by its hash.
+  write_file_atomic(o.out + "/module.pt", read_file(dir_.file("classifier.pt")));
+  xfer::testing::expect_error_naming([&] { io::load_model_dir(o.out); }, "module.pt");
+}
+
+TEST(WithShotsTest, AddsShotsAndTheRunSeedUnlessTheSpecHasOne) {
+  EXPECT_EQ(with_shots("fashion-mnist:train:classes=5-9", 10, 3),
+            data::DataSpec::parse("fashion-mnist:train:classes=5-9:shots=10:seed=3").str());
+  EXPECT_EQ(with_shots("fashion-mnist:seed=7", 2, 3),
+            data::DataSpec::parse("fashion-mnist:shots=2:seed=7").str());
+  EXPECT_EQ(with_shots("fashion-mnist", 0, 3), "fashion-mnist");
+}
+
+}  // namespace
+}  // namespace xfer::train
