@@ -108,7 +108,14 @@ int run(int argc, char** argv) {
                         "K labelled samples per class (seeded by --seed unless the SPEC names a seed)");
   add_train_options(train_cmd, tr.train, hflip, crop, epochs, batch, seed);
   train_cmd->add_option("--out", tr.out, "Output model directory (must not exist)")->required();
-  train_cmd->add_flag("--force", force, "Replace --out if it exists");
+  train_cmd->add_flag("--force", force, "Replace --out (and a stale checkpoint) if they exist");
+  bool train_no_checkpoint = false;
+  train_cmd->add_option("--checkpoint-dir", tr.checkpoint_dir, "Checkpoint directory (default OUT.ckpt)");
+  train_cmd->add_option("--checkpoint-every", tr.checkpoint_every,
+                        "Also checkpoint every N optimizer steps (default: each epoch only)");
+  train_cmd->add_option("--resume", tr.resume, "Continue an interrupted run from this checkpoint directory");
+  train_cmd->add_flag("--keep-checkpoint", tr.keep_checkpoint, "Keep the checkpoint directory after success");
+  train_cmd->add_flag("--no-checkpoint", train_no_checkpoint, "Write no checkpoints");
 
   // xfer finetune
   auto* ft_cmd = app.add_subcommand(
@@ -296,8 +303,14 @@ int run(int argc, char** argv) {
     aug.hflip = hflip;
     tr.train.augment(aug);
     tr.overwrite = force ? xfer::Overwrite::kYes : xfer::Overwrite::kNo;
+    tr.checkpoints = !train_no_checkpoint;
     if (!g.quiet) tr.on_epoch = print_epoch;
     auto r = xfer::train::run_train(tr);
+    if (r.already_done) {
+      std::printf("%s is already complete (id %s); checkpoint removed\n", tr.out.c_str(),
+                  r.card.id.substr(0, 16).c_str());
+      return 0;
+    }
     std::printf("wrote %s (id %s)\n", tr.out.c_str(), r.card.id.substr(0, 16).c_str());
     if (r.train.best_val_accuracy >= 0) {
       std::printf("best val accuracy %.4f at epoch %lld\n", r.train.best_val_accuracy,

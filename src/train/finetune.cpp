@@ -67,22 +67,6 @@ TrainResult result_from(const Json& j) {
   return r;
 }
 
-// The fields of two recipes that differ, for the --resume error.
-std::string recipe_diff(const Json& a, const Json& b) {
-  std::string out;
-  for (auto it = a.begin(); it != a.end(); ++it) {
-    Json other = b.contains(it.key()) ? b[it.key()] : Json(nullptr);
-    if (other != it.value()) {
-      out += str_cat(out.empty() ? "" : ", ", it.key(), " ", other.dump(), " (checkpoint ",
-                     it.value().dump(), ")");
-    }
-  }
-  for (auto it = b.begin(); it != b.end(); ++it) {
-    if (!a.contains(it.key())) out += str_cat(out.empty() ? "" : ", ", it.key(), " is new");
-  }
-  return out;
-}
-
 std::string source_path(const io::ModelSource& s) {
   return !s.dir.empty() ? s.dir : !s.weights.empty() ? s.weights : s.torchscript;
 }
@@ -158,23 +142,9 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
   };
 
   // Output and checkpoint paths, checked before any work.
-  const std::string ckpt_dir =
-      !o.resume.empty() ? o.resume : !o.checkpoint_dir.empty() ? o.checkpoint_dir : o.out + ".ckpt";
   std::error_code ec;
-  if (!o.dry_run) {
-    if (!o.resume.empty()) {
-      XFER_CHECK_USAGE(fs::is_directory(o.resume, ec), "--resume ", o.resume,
-                       ": no such checkpoint directory");
-    } else if (o.checkpoints && io::has_checkpoint(ckpt_dir)) {
-      if (o.overwrite == Overwrite::kYes) {
-        fs::remove_all(ckpt_dir, ec);
-      } else {
-        throw UsageError(str_cat(ckpt_dir, ": holds the checkpoint of an interrupted run; pass --resume ",
-                                 ckpt_dir, " to continue it, or --force to start over"));
-      }
-    }
-    if (o.resume.empty() || !fs::exists(o.out, ec)) check_output_path(o.out, o.overwrite);
-  }
+  const std::string ckpt_dir =
+      o.dry_run ? "" : prepare_checkpoint_dir(o.out, o.checkpoint_dir, o.resume, o.checkpoints, o.overwrite);
 
   // Data: the k-shot subset of the SPEC, then an optional validation split.
   const std::string spec_text = with_shots(o.data, o.shots, t.seed());
@@ -297,15 +267,9 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
 
   // Resume: same recipe, then skip the phases already finished.
   size_t first_phase = 0;
-  std::optional<io::Checkpoint> ckpt;
-  if (!o.resume.empty() && io::has_checkpoint(o.resume)) {
-    ckpt = io::read_checkpoint(o.resume);
+  std::optional<io::Checkpoint> ckpt = open_resume(o.resume, recipe, "finetune");
+  if (ckpt) {
     const Json& ctx = ckpt->state["context"];
-    XFER_CHECK(ctx.is_object() && ctx.contains("recipe") && ctx.contains("phase"),
-               io::checkpoint_file(o.resume), ": not a checkpoint of xfer finetune");
-    std::string diff = recipe_diff(ctx["recipe"], recipe);
-    XFER_CHECK_USAGE(diff.empty(), "--resume ", o.resume,
-                     ": the checkpoint is of a different recipe: ", diff);
     first_phase = ctx["phase"].get<size_t>();
     XFER_CHECK(first_phase < phases.size(), io::checkpoint_file(o.resume), ": bad phase");
     for (const auto& pr : ctx.value("finished", Json::array())) r.phases.push_back(result_from(pr));

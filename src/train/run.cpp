@@ -1,5 +1,7 @@
 #include "xfer/train/run.h"
 
+#include <filesystem>
+
 #include "xfer/core/error.h"
 #include "xfer/core/runtime.h"
 #include "xfer/data/spec.h"
@@ -13,6 +15,9 @@ void TrainRunOptions::validate() const {
   XFER_CHECK_USAGE(val_fraction >= 0 && val_fraction < 1, "--val-fraction must be in [0, 1), got ",
                    val_fraction);
   train.validate();
+  XFER_CHECK_USAGE(checkpoint_every >= 0, "--checkpoint-every must be >= 0, got ", checkpoint_every);
+  XFER_CHECK_USAGE(checkpoints || (resume.empty() && checkpoint_every == 0),
+                   "--no-checkpoint cannot be combined with --resume or --checkpoint-every");
   auto names = models::model_names();
   if (std::find(names.begin(), names.end(), arch) == names.end()) {
     models::create_model(arch, {});  // throws the usage error listing known names
@@ -27,7 +32,8 @@ void TrainRunOptions::validate() const {
 
 TrainRunResult run_train(const TrainRunOptions& o) {
   o.validate();
-  check_output_path(o.out, o.overwrite);
+  const std::string ckpt_dir =
+      prepare_checkpoint_dir(o.out, o.checkpoint_dir, o.resume, o.checkpoints, o.overwrite);
   auto spec = data::DataSpec::parse(o.data);
   data::Dataset all = data::load(spec);
   data::Dataset train_ds, val_ds;
@@ -60,17 +66,11 @@ TrainRunResult run_train(const TrainRunOptions& o) {
   seed_everything(o.train.seed());
   auto model = io::build_model(config);
 
-  Trainer trainer(o.train);
-  if (o.on_epoch) trainer.on_epoch(o.on_epoch);
   TrainRunResult r;
   r.train_samples = train_ds.size();
   r.val_samples = val_ds.size();
-  r.train = trainer.fit(*model, train_ds, val_ds);
-  model->to(torch::kCPU);
-
-  io::ModelCard card;
   const auto& t = o.train;
-  card.recipe = {{"command", "train"},
+  Json recipe = {{"command", "train"},
                  {"strategy", "scratch"},
                  {"arch", o.arch},
                  {"arch_options", config.arch_options},
@@ -86,7 +86,35 @@ TrainRunResult run_train(const TrainRunOptions& o) {
                  {"crop_padding", t.augment().crop_padding},
                  {"hflip", t.augment().hflip},
                  {"seed", t.seed()},
-                 {"shots", spec.shots ? Json(*spec.shots) : Json(nullptr)}};
+                 {"shots", spec.shots ? Json(*spec.shots) : Json(nullptr)},
+                 {"data_sha256", all.content_hash()},
+                 {"val_spec", o.val_data.empty() ? Json(nullptr) : Json(o.val_data)},
+                 {"val_fraction", o.val_data.empty() ? Json(o.val_fraction) : Json(nullptr)}};
+  auto ckpt = open_resume(o.resume, recipe, "train");
+  std::error_code ec;
+  if (ckpt) {
+    r.resumed = true;
+    // Killed after the output was written but before the checkpoint was removed.
+    if (std::filesystem::exists(o.out, ec)) {
+      auto done = io::load_model_dir(o.out);
+      XFER_CHECK_USAGE(done.card.recipe == recipe, o.out,
+                       ": exists and is not the output of this checkpoint's run");
+      if (!o.keep_checkpoint) std::filesystem::remove_all(o.resume, ec);
+      r.card = done.card;
+      r.already_done = true;
+      return r;
+    }
+  }
+  Trainer trainer(o.train);
+  if (o.on_epoch) trainer.on_epoch(o.on_epoch);
+  trainer.checkpoint({o.checkpoints ? ckpt_dir : "", o.checkpoint_every,
+                      {{"recipe", recipe}, {"phase", 0}, {"finished", Json::array()}}});
+  if (ckpt) trainer.resume(*ckpt);
+  r.train = trainer.fit(*model, train_ds, val_ds);
+  model->to(torch::kCPU);
+
+  io::ModelCard card;
+  card.recipe = recipe;
   card.data = {{"spec", o.data},
                {"sha256", all.content_hash()},
                {"samples", all.size()},
@@ -114,6 +142,7 @@ TrainRunResult run_train(const TrainRunOptions& o) {
                   {"threads", torch::get_num_threads()},
                   {"history", history}};
   r.card = io::save_model_dir(o.out, *model, config, card, o.overwrite);
+  if (o.checkpoints && !o.keep_checkpoint) std::filesystem::remove_all(ckpt_dir, ec);
   return r;
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <mutex>
 #include <sstream>
 #include <type_traits>
@@ -451,6 +452,56 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
   result.wall_seconds = prior_wall + seconds_since(t_start);
   result.images_per_second = double(images_seen) / std::max(train_seconds, 1e-9);
   return result;
+}
+
+namespace {
+
+// The fields of two recipes that differ, for the --resume error.
+std::string recipe_diff(const Json& saved, const Json& now) {
+  std::string out;
+  for (auto it = saved.begin(); it != saved.end(); ++it) {
+    Json other = now.contains(it.key()) ? now[it.key()] : Json(nullptr);
+    if (other != it.value()) {
+      out += str_cat(out.empty() ? "" : ", ", it.key(), " ", other.dump(), " (checkpoint ",
+                     it.value().dump(), ")");
+    }
+  }
+  for (auto it = now.begin(); it != now.end(); ++it) {
+    if (!saved.contains(it.key())) out += str_cat(out.empty() ? "" : ", ", it.key(), " is new");
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string prepare_checkpoint_dir(const std::string& out, const std::string& dir,
+                                   const std::string& resume, bool enabled, Overwrite overwrite) {
+  namespace fs = std::filesystem;
+  const std::string ckpt = !resume.empty() ? resume : !dir.empty() ? dir : out + ".ckpt";
+  std::error_code ec;
+  if (!resume.empty()) {
+    XFER_CHECK_USAGE(fs::is_directory(resume, ec), "--resume ", resume, ": no such checkpoint directory");
+  } else if (enabled && io::has_checkpoint(ckpt)) {
+    XFER_CHECK_USAGE(overwrite == Overwrite::kYes, ckpt,
+                     ": holds the checkpoint of an interrupted run; pass --resume ", ckpt,
+                     " to continue it, or --force to start over");
+    fs::remove_all(ckpt, ec);
+  }
+  if (resume.empty() || !fs::exists(out, ec)) check_output_path(out, overwrite);
+  return ckpt;
+}
+
+std::optional<io::Checkpoint> open_resume(const std::string& resume, const Json& recipe,
+                                          const std::string& command) {
+  if (resume.empty() || !io::has_checkpoint(resume)) return std::nullopt;
+  auto ckpt = io::read_checkpoint(resume);
+  const Json& ctx = ckpt.state["context"];
+  XFER_CHECK(ctx.is_object() && ctx.contains("recipe") && ctx.contains("phase") &&
+                 ctx["recipe"].is_object() && ctx["recipe"].value("command", "") == command,
+             io::checkpoint_file(resume), ": not a checkpoint of xfer ", command);
+  std::string diff = recipe_diff(ctx["recipe"], recipe);
+  XFER_CHECK_USAGE(diff.empty(), "--resume ", resume, ": the checkpoint is of a different recipe: ", diff);
+  return ckpt;
 }
 
 }  // namespace xfer::train

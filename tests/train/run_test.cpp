@@ -78,5 +78,42 @@ TEST_F(TrainRunTest, BadInputLeavesNoOutput) {
   }
 }
 
+struct Crash {};
+
+TEST_F(TrainRunTest, ResumesAfterACrashToTheSameWeights) {
+  auto ref = options();
+  ref.train.epochs(3);
+  ref.arch = "cnn";
+  ref.arch_options = R"({"widths": [4, 8], "hidden": 16})";
+  ref.out = tmp_.file("ref");
+  const std::string expected = run_train(ref).card.id;
+  EXPECT_FALSE(fs::exists(ref.out + ".ckpt"));
+  auto o = ref;
+  o.out = tmp_.file("crashed");
+  o.checkpoint_every = 2;
+  o.on_epoch = [](const EpochRecord& r) {
+    if (r.epoch == 2) throw Crash{};
+  };
+  EXPECT_THROW(run_train(o), Crash);
+  EXPECT_FALSE(fs::exists(o.out));
+  o.on_epoch = nullptr;
+  // A second start without --resume names it; a different recipe is refused.
+  try {
+    run_train(o);
+    ADD_FAILURE() << "started over a checkpoint";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("--resume"), std::string::npos);
+  }
+  o.resume = o.out + ".ckpt";
+  auto other = o;
+  other.train.lr(0.5);
+  EXPECT_THROW(run_train(other), UsageError);
+  auto r = run_train(o);
+  EXPECT_TRUE(r.resumed);
+  EXPECT_EQ(r.card.id, expected);
+  EXPECT_EQ(r.train.history.size(), 3u);
+  EXPECT_FALSE(fs::exists(o.resume));
+}
+
 }  // namespace
 }  // namespace xfer::train

@@ -22,6 +22,11 @@ struct TrainRunOptions {
   TrainOptions train;
   std::string out;
   Overwrite overwrite = Overwrite::kNo;
+  bool checkpoints = true;       ///< false: no checkpoints (and no --resume)
+  std::string checkpoint_dir;    ///< default OUT.ckpt
+  int64_t checkpoint_every = 0;  ///< also every N steps (0 = each epoch only)
+  std::string resume;            ///< checkpoint directory to continue from
+  bool keep_checkpoint = false;  ///< keep the checkpoint directory after success
   std::function<void(const EpochRecord&)> on_epoch;
 
   /// Throws xfer::UsageError on bad values (before any data is read).
@@ -32,6 +37,8 @@ struct TrainRunResult {
   io::ModelCard card;
   TrainResult train;
   int64_t train_samples = 0, val_samples = 0;
+  bool resumed = false;
+  bool already_done = false;  ///< --resume found the output already complete
 };
 
 TrainRunResult run_train(const TrainRunOptions& options);

@@ -13,6 +13,7 @@
 
 #include <torch/torch.h>
 
+#include "xfer/core/fs.h"
 #include "xfer/core/json.h"
 #include "xfer/data/dataset.h"
 #include "xfer/data/transforms.h"
@@ -125,5 +126,19 @@ class Trainer {
   CheckpointOptions checkpoint_;
   std::optional<io::Checkpoint> resume_;
 };
+
+/// The checkpoint directory of a run that writes `out`: `resume` if given,
+/// else `dir`, else OUT.ckpt. Checked before any work: --resume must name a
+/// directory; a leftover checkpoint without --resume is a usage error naming
+/// --resume (or is removed when overwrite is kYes); `out` must be creatable
+/// unless a resumed run already wrote it.
+std::string prepare_checkpoint_dir(const std::string& out, const std::string& dir,
+                                   const std::string& resume, bool enabled, Overwrite overwrite);
+
+/// The checkpoint in --resume's directory (none while it is still empty),
+/// after checking that it was written by `command` with the same recipe:
+/// xfer::UsageError listing the fields that differ.
+std::optional<io::Checkpoint> open_resume(const std::string& resume, const Json& recipe,
+                                          const std::string& command);
 
 }  // namespace xfer::train
