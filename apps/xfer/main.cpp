@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -180,6 +181,57 @@ int run(int argc, char** argv) {
   ft_cmd->add_option("--out", ft.out, "Output model directory (must not exist)");
   ft_cmd->add_flag("--force", ft_force, "Replace --out (and a stale checkpoint) if they exist");
 
+  // xfer attack
+  auto* attack_cmd = app.add_subcommand(
+      "attack",
+      "Craft adversarial examples on surrogate model(s) and write an adversarial set directory\n"
+      "(adv.safetensors, attack.json, preview.png). --attack NAME composes with '+', e.g.\n"
+      "mi-fgsm+di+ti; `xfer attack --list` shows every attack and parameter.");
+  xfer::attack::AttackSetOptions at;
+  std::vector<std::string> at_dirs, at_ts;
+  std::string at_mode = "classifier";
+  std::vector<double> at_mean, at_std;
+  bool at_list = false, at_force = false;
+  std::map<std::string, std::string> at_values;  // option -> text, for the ones given
+  attack_cmd->add_flag("--list", at_list, "List the attacks, what they set, and every parameter");
+  attack_cmd->add_option("--surrogate", at_dirs, "Surrogate model directories (comma list = ensemble)")
+      ->delimiter(',');
+  attack_cmd->add_option("--torchscript", at_ts, "Surrogate TorchScript files (comma list)")->delimiter(',');
+  attack_cmd->add_option("--torchscript-mode", at_mode, "classifier (default) or backbone (feature attack)");
+  attack_cmd->add_option("--mean", at_mean, "TorchScript surrogates: normalisation mean")->delimiter(',');
+  attack_cmd->add_option("--std", at_std, "TorchScript surrogates: normalisation std")->delimiter(',');
+  attack_cmd->add_option("--data", at.data, "Data SPEC to attack");
+  attack_cmd->add_option("--attack", at.attack, "Attack name, '+'-composed (default pgd)");
+  const std::vector<std::pair<std::string, std::string>> attack_params = {
+      {"eps", "Budget (0.1 or 8/255; default 0.1)"},
+      {"alpha", "Step size (default eps/steps)"},
+      {"steps", "Iterations (default 10)"},
+      {"norm", "linf (default) or l2"},
+      {"momentum", "Momentum decay mu"},
+      {"variance-samples", "VMI/VNI neighbours N"},
+      {"variance-beta", "VMI/VNI neighbourhood radius, x eps"},
+      {"di-prob", "DI probability"},
+      {"di-ratio", "DI resize ratio"},
+      {"ti-kernel", "TI Gaussian kernel size (odd)"},
+      {"si-copies", "SI scale copies"},
+      {"admix-copies", "Admix mixed images"},
+      {"admix-eta", "Admix strength"},
+      {"target", "none | label:K | random | least-likely"},
+      {"ensemble", "logits (default) or loss"},
+      {"seed", "Seed of the random draws"}};
+  for (const auto& [name, help] : attack_params) {
+    attack_cmd->add_option_function<std::string>(
+        "--" + name, [&at_values, n = name](const std::string& v) { at_values[n] = v; }, help);
+  }
+  bool at_random_start = false, at_nesterov = false;
+  attack_cmd->add_flag("--random-start", at_random_start, "Start from a random point of the ball");
+  attack_cmd->add_flag("--nesterov", at_nesterov, "Gradient at the Nesterov look-ahead point");
+  attack_cmd->add_option("--batch-size", at.batch_size, "Batch size")->capture_default_str();
+  attack_cmd->add_option("--limit", at.limit, "Attack only the first N samples");
+  attack_cmd->add_option("--device", at.device, "cpu (default), cuda, cuda:N or auto");
+  attack_cmd->add_option("--out", at.out, "Output adversarial set directory");
+  attack_cmd->add_flag("--force", at_force, "Replace --out if it exists");
+
   // xfer eval
   auto* eval_cmd = app.add_subcommand(
       "eval",
@@ -260,6 +312,38 @@ int run(int argc, char** argv) {
     if (r.val_accuracy >= 0) std::fprintf(stderr, " | val loss %.4f acc %.4f", r.val_loss, r.val_accuracy);
     std::fprintf(stderr, " | %.0f img/s, %.1fs\n", r.images_per_second, r.seconds);
   };
+  if (attack_cmd->parsed()) {
+    if (at_list) {
+      std::cout << xfer::attack::attack_list_text();
+      return 0;
+    }
+    for (const auto& d : at_dirs) {
+      xfer::io::ModelSource src;
+      src.dir = d;
+      at.surrogates.push_back(src);
+    }
+    for (const auto& f : at_ts) {
+      xfer::io::ModelSource src;
+      src.torchscript = f;
+      src.torchscript_mode = at_mode;
+      src.mean = at_mean;
+      src.std = at_std;
+      at.surrogates.push_back(src);
+    }
+    at.data = sized(at.data);
+    at.overrides = xfer::attack::overrides_from_text(at_values);
+    if (at_random_start) at.overrides["random_start"] = true;
+    if (at_nesterov) at.overrides["nesterov"] = true;
+    at.overwrite = at_force ? xfer::Overwrite::kYes : xfer::Overwrite::kNo;
+    auto r = xfer::attack::run_attack_set(at);
+    std::printf("wrote %s: %lld adversarial examples (%s), %.1f s, %.1f images/s\n", at.out.c_str(),
+                static_cast<long long>(r.samples), at.attack.c_str(), r.seconds, r.images_per_second);
+    const auto& wb = r.info["white_box_success"];
+    if (!wb.is_null()) std::printf("white-box success on the surrogate: %.4f\n", wb["rate"].get<double>());
+    std::printf("mean Linf %.4f, mean L2 %.4f\n", r.info["norms"]["linf_mean"].get<double>(),
+                r.info["norms"]["l2_mean"].get<double>());
+    return 0;
+  }
   if (ft_cmd->parsed()) {
     ft.data = sized(ft.data);
     ft.val_data = sized(ft.val_data);

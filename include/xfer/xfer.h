@@ -2,6 +2,8 @@
 /// \file
 /// Umbrella header: the whole public API of libxfer.
 
+#include "xfer/attack/attack.h"
+#include "xfer/attack/run.h"
 #include "xfer/core/error.h"
 #include "xfer/core/fs.h"
 #include "xfer/core/json.h"

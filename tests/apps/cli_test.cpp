@@ -69,9 +69,9 @@ TEST_F(CliTest, HelpAndVersion) {
   auto h = run_xfer("--help");
   EXPECT_EQ(h.exit_code, 0);
   auto listed = [&](const std::string& cmd) { return h.out.find("\n  " + cmd + " ") != std::string::npos; };
-  for (const char* cmd : {"data", "train", "finetune", "eval", "predict"}) EXPECT_TRUE(listed(cmd)) << cmd;
+  for (const char* cmd : {"data", "train", "finetune", "attack", "eval", "predict"}) EXPECT_TRUE(listed(cmd)) << cmd;
   // Only working commands are listed.
-  for (const char* cmd : {"attack", "transfer", "audit", "study"}) EXPECT_FALSE(listed(cmd)) << cmd;
+  for (const char* cmd : {"transfer", "audit", "study", "report"}) EXPECT_FALSE(listed(cmd)) << cmd;
   auto v = run_xfer("--version");
   EXPECT_EQ(v.exit_code, 0);
   EXPECT_NE(v.out.find("xfer 0."), std::string::npos) << v.out;
@@ -512,6 +512,36 @@ TEST_F(CliFinetuneTest, SigkillAtRandomMomentsThenResumeGivesTheSameWeights) {
           << strategy << " killed after " << delay << " of " << total_ms << " ms";
       EXPECT_FALSE(fs::exists(out + ".ckpt"));
     }
+  }
+}
+
+TEST_F(CliTest, AttackListsAttacksAndWritesASet) {
+  auto l = run_xfer("attack --list");
+  ASSERT_EQ(l.exit_code, 0) << l.err;
+  for (const char* a : {"fgsm", "bim", "pgd", "mi-fgsm", "ni-fgsm", "vmi-fgsm", "vni-fgsm", "feature", "di",
+                        "ti", "si", "admix", "--eps", "--momentum", "--ti-kernel"}) {
+    EXPECT_NE(l.out.find(a), std::string::npos) << a;
+  }
+  auto t = run_xfer("--quiet train --data '" + spec_ + "' --arch cnn --arch-options '{\"widths\":[4,8]}' " +
+                    "--epochs 1 --batch-size 16 --out '" + out() + "'");
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  const std::string adv = tmp_.file("adv");
+  auto r = run_xfer("--quiet attack --surrogate '" + out() + "' --data '" + spec_ +
+                    "' --attack mi-fgsm+di+ti --eps 8/255 --steps 3 --out '" + adv + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("white-box success"), std::string::npos) << r.out;
+  auto info = read_json(adv + "/attack.json");
+  EXPECT_DOUBLE_EQ(info["options"]["eps"].get<double>(), 8.0 / 255.0);
+  EXPECT_EQ(info["options"]["steps"], 3);
+  EXPECT_TRUE(fs::exists(adv + "/preview.png"));
+  for (const auto& [flags, needle] : std::vector<std::pair<std::string, std::string>>{
+           {"--eps 0", "--eps"}, {"--eps abc", "--eps"}, {"--steps 0", "--steps"},
+           {"--attack pgd+fgsm", "more than one"}, {"--target sideways", "--target"}}) {
+    auto bad = run_xfer("--quiet attack --surrogate '" + out() + "' --data '" + spec_ + "' " + flags +
+                        " --out '" + tmp_.file("bad") + "'");
+    EXPECT_EQ(bad.exit_code, 2) << flags << ": " << bad.err;
+    EXPECT_TRUE(one_error_line(bad, needle)) << flags;
+    EXPECT_TRUE(no_output(tmp_.path(), "bad")) << flags;
   }
 }
 
