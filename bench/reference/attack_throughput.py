@@ -260,8 +260,6 @@ def main():
     o = json.load(open(options_path))
     net = {"cnn": Cnn, "resnet": ResNet, "mlp": Mlp, "vit": Vit}[cfg["arch"]](cfg["num_classes"])
     net.load_state_dict(read_safetensors(os.path.join(model_dir, "model.safetensors")), strict=True)
-    if cfg["arch"] != "vit":
-        net.features = lambda z, n=net: n.head.__class__  # unused: the feature attack is benched on vit
     model = Normalized(net, cfg["mean"], cfg["std"]).eval()
     x, y = torch.rand(batch, 1, 28, 28), torch.randint(0, cfg["num_classes"], (batch,))
     attack(model, x[:8], y[:8], o)  # warm-up
