@@ -27,16 +27,7 @@ struct Phase {
 
 Json result_json(const TrainResult& r) {
   Json h = Json::array();
-  for (const auto& e : r.history) {
-    h.push_back({{"epoch", e.epoch},
-                 {"train_loss", e.train_loss},
-                 {"train_accuracy", e.train_accuracy},
-                 {"val_loss", e.val_accuracy >= 0 ? Json(e.val_loss) : Json(nullptr)},
-                 {"val_accuracy", e.val_accuracy >= 0 ? Json(e.val_accuracy) : Json(nullptr)},
-                 {"lr", e.lr},
-                 {"seconds", e.seconds},
-                 {"images_per_second", e.images_per_second}});
-  }
+  for (const auto& e : r.history) h.push_back(to_json(e));
   return {{"history", h},
           {"best_epoch", r.best_epoch},
           {"best_val_accuracy", r.best_val_accuracy >= 0 ? Json(r.best_val_accuracy) : Json(nullptr)},
@@ -47,18 +38,7 @@ Json result_json(const TrainResult& r) {
 
 TrainResult result_from(const Json& j) {
   TrainResult r;
-  for (const auto& e : j.at("history")) {
-    EpochRecord rec;
-    rec.epoch = e.at("epoch").get<int64_t>();
-    rec.train_loss = e.at("train_loss").get<double>();
-    rec.train_accuracy = e.at("train_accuracy").get<double>();
-    rec.val_loss = e.at("val_loss").is_null() ? 0 : e.at("val_loss").get<double>();
-    rec.val_accuracy = e.at("val_accuracy").is_null() ? -1 : e.at("val_accuracy").get<double>();
-    rec.lr = e.at("lr").get<double>();
-    rec.seconds = e.at("seconds").get<double>();
-    rec.images_per_second = e.at("images_per_second").get<double>();
-    r.history.push_back(rec);
-  }
+  for (const auto& e : j.at("history")) r.history.push_back(epoch_record_from_json(e));
   r.best_epoch = j.at("best_epoch").get<int64_t>();
   r.best_val_accuracy = j.at("best_val_accuracy").is_null() ? -1 : j.at("best_val_accuracy").get<double>();
   r.wall_seconds = j.at("wall_seconds").get<double>();
@@ -237,20 +217,9 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
     lora = models::LoraOptions().rank(strategy.rank).alpha(o.lora_alpha).to_json();
     lora["merged"] = o.lora_merge;
   }
-  Json recipe = {{"command", "finetune"},
+  Json recipe = t.to_json();
+  recipe.update({{"command", "finetune"},
                  {"strategy", strategy.str()},
-                 {"epochs", t.epochs()},
-                 {"batch_size", t.batch_size()},
-                 {"optimizer", t.optimizer()},
-                 {"lr", t.lr()},
-                 {"weight_decay", t.weight_decay()},
-                 {"momentum", t.momentum()},
-                 {"schedule", t.schedule()},
-                 {"warmup_epochs", t.warmup_epochs()},
-                 {"label_smoothing", t.label_smoothing()},
-                 {"crop_padding", t.augment().crop_padding},
-                 {"hflip", t.augment().hflip},
-                 {"seed", t.seed()},
                  {"shots", spec.shots ? Json(*spec.shots) : Json(nullptr)},
                  {"head", o.head},
                  {"bn_mode", o.freeze.bn_mode()},
@@ -263,7 +232,7 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
                  {"parent_id", lm.card.id},
                  {"data_sha256", all.content_hash()},
                  {"val_spec", o.val_data.empty() ? Json(nullptr) : Json(o.val_data)},
-                 {"val_fraction", o.val_fraction}};
+                 {"val_fraction", o.val_fraction}});
 
   // Resume: same recipe, then skip the phases already finished.
   size_t first_phase = 0;

@@ -70,26 +70,15 @@ TrainRunResult run_train(const TrainRunOptions& o) {
   r.train_samples = train_ds.size();
   r.val_samples = val_ds.size();
   const auto& t = o.train;
-  Json recipe = {{"command", "train"},
+  Json recipe = t.to_json();
+  recipe.update({{"command", "train"},
                  {"strategy", "scratch"},
                  {"arch", o.arch},
                  {"arch_options", config.arch_options},
-                 {"epochs", t.epochs()},
-                 {"batch_size", t.batch_size()},
-                 {"optimizer", t.optimizer()},
-                 {"lr", t.lr()},
-                 {"weight_decay", t.weight_decay()},
-                 {"momentum", t.momentum()},
-                 {"schedule", t.schedule()},
-                 {"warmup_epochs", t.warmup_epochs()},
-                 {"label_smoothing", t.label_smoothing()},
-                 {"crop_padding", t.augment().crop_padding},
-                 {"hflip", t.augment().hflip},
-                 {"seed", t.seed()},
                  {"shots", spec.shots ? Json(*spec.shots) : Json(nullptr)},
                  {"data_sha256", all.content_hash()},
                  {"val_spec", o.val_data.empty() ? Json(nullptr) : Json(o.val_data)},
-                 {"val_fraction", o.val_data.empty() ? Json(o.val_fraction) : Json(nullptr)}};
+                 {"val_fraction", o.val_data.empty() ? Json(o.val_fraction) : Json(nullptr)}});
   auto ckpt = open_resume(o.resume, recipe, "train");
   std::error_code ec;
   if (ckpt) {
@@ -123,16 +112,7 @@ TrainRunResult run_train(const TrainRunOptions& o) {
                {"val_fraction", o.val_data.empty() ? Json(o.val_fraction) : Json(nullptr)},
                {"val_samples", val_ds.size()}};
   Json history = Json::array();
-  for (const auto& h : r.train.history) {
-    history.push_back({{"epoch", h.epoch},
-                       {"train_loss", h.train_loss},
-                       {"train_accuracy", h.train_accuracy},
-                       {"val_loss", val_ds.size() ? Json(h.val_loss) : Json(nullptr)},
-                       {"val_accuracy", val_ds.size() ? Json(h.val_accuracy) : Json(nullptr)},
-                       {"lr", h.lr},
-                       {"seconds", h.seconds},
-                       {"images_per_second", h.images_per_second}});
-  }
+  for (const auto& h : r.train.history) history.push_back(to_json(h));
   card.metrics = {{"val_accuracy", val_ds.size() ? Json(r.train.best_val_accuracy) : Json(nullptr)},
                   {"best_epoch", r.train.best_epoch},
                   {"wall_seconds", r.train.wall_seconds},

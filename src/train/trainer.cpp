@@ -59,6 +59,48 @@ void TrainOptions::validate() const {
   XFER_CHECK_USAGE(augment().crop_padding >= 0, "--crop-padding must be >= 0");
 }
 
+Json TrainOptions::to_json() const {
+  return {{"epochs", epochs()},
+          {"batch_size", batch_size()},
+          {"optimizer", optimizer()},
+          {"lr", lr()},
+          {"weight_decay", weight_decay()},
+          {"momentum", momentum()},
+          {"schedule", schedule()},
+          {"warmup_epochs", warmup_epochs()},
+          {"label_smoothing", label_smoothing()},
+          {"crop_padding", augment().crop_padding},
+          {"hflip", augment().hflip},
+          {"seed", seed()}};
+}
+
+Json to_json(const EpochRecord& r) {
+  const bool val = r.val_accuracy >= 0;
+  return {{"epoch", r.epoch},
+          {"train_loss", r.train_loss},
+          {"train_accuracy", r.train_accuracy},
+          {"val_loss", val ? Json(r.val_loss) : Json(nullptr)},
+          {"val_accuracy", val ? Json(r.val_accuracy) : Json(nullptr)},
+          {"lr", r.lr},
+          {"seconds", r.seconds},
+          {"images_per_second", r.images_per_second}};
+}
+
+EpochRecord epoch_record_from_json(const Json& j) {
+  EpochRecord r;
+  r.epoch = j.at("epoch").get<int64_t>();
+  r.train_loss = j.at("train_loss").get<double>();
+  r.train_accuracy = j.at("train_accuracy").get<double>();
+  if (!j.at("val_accuracy").is_null()) {
+    r.val_loss = j.at("val_loss").get<double>();
+    r.val_accuracy = j.at("val_accuracy").get<double>();
+  }
+  r.lr = j.at("lr").get<double>();
+  r.seconds = j.at("seconds").get<double>();
+  r.images_per_second = j.at("images_per_second").get<double>();
+  return r;
+}
+
 LossAccuracy evaluate_loss(models::ClassifierImpl& model, const data::Dataset& ds,
                            int64_t batch_size, torch::Device device) {
   LossAccuracy r;
@@ -204,25 +246,6 @@ void get_snapshot(std::vector<torch::Tensor>& s, const std::string& prefix, cons
   }
 }
 
-Json record_json(const EpochRecord& r) {
-  return {{"epoch", r.epoch},       {"train_loss", r.train_loss}, {"train_accuracy", r.train_accuracy},
-          {"val_loss", r.val_loss}, {"val_accuracy", r.val_accuracy}, {"lr", r.lr},
-          {"seconds", r.seconds},   {"images_per_second", r.images_per_second}};
-}
-
-EpochRecord record_from(const Json& j) {
-  EpochRecord r;
-  r.epoch = j.at("epoch").get<int64_t>();
-  r.train_loss = j.at("train_loss").get<double>();
-  r.train_accuracy = j.at("train_accuracy").get<double>();
-  r.val_loss = j.at("val_loss").get<double>();
-  r.val_accuracy = j.at("val_accuracy").get<double>();
-  r.lr = j.at("lr").get<double>();
-  r.seconds = j.at("seconds").get<double>();
-  r.images_per_second = j.at("images_per_second").get<double>();
-  return r;
-}
-
 }  // namespace
 
 Trainer::Trainer(TrainOptions options) : options_(std::move(options)) { options_.validate(); }
@@ -314,7 +337,7 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
     c.state["best_score"] = result.best_val_accuracy;
     c.state["optimizer"] = o.optimizer();
     Json h = Json::array();
-    for (const auto& r : result.history) h.push_back(record_json(r));
+    for (const auto& r : result.history) h.push_back(to_json(r));
     c.state["history"] = h;
     put_snapshot(snapshot(model), "model", c);
     put_snapshot(best, "best", c);
@@ -359,7 +382,7 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
       images_seen = c.state.at("images_seen").get<int64_t>();
       result.best_epoch = c.state.at("best_epoch").get<int64_t>();
       result.best_val_accuracy = c.state.at("best_score").get<double>();
-      for (const auto& r : c.state.at("history")) result.history.push_back(record_from(r));
+      for (const auto& r : c.state.at("history")) result.history.push_back(epoch_record_from_json(r));
     } catch (const nlohmann::json::exception& e) {
       throw Error(str_cat(what, ": malformed checkpoint state (", e.what(), ")"));
     }

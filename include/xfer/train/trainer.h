@@ -43,6 +43,8 @@ struct TrainOptions {
  public:
   /// Throws xfer::UsageError on out-of-range values.
   void validate() const;
+  /// The options that shape the weights (epochs ... seed), for recipes in card.json.
+  Json to_json() const;
 };
 
 /// One epoch's numbers.
@@ -54,6 +56,11 @@ struct EpochRecord {
   double seconds = 0;
   double images_per_second = 0;
 };
+
+/// One epoch as JSON (validation fields null when there was no validation set),
+/// and back: card.json histories and checkpoints use the same form.
+Json to_json(const EpochRecord& record);
+EpochRecord epoch_record_from_json(const Json& j);
 
 struct TrainResult {
   std::vector<EpochRecord> history;
