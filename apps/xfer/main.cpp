@@ -204,7 +204,8 @@ int run(int argc, char** argv) {
   attack_cmd->add_option("--attack", at.attack, "Attack name, '+'-composed (default pgd)");
   const std::vector<std::pair<std::string, std::string>> attack_params = {
       {"eps", "Budget (0.1 or 8/255; default 0.1)"},
-      {"alpha", "Step size (default eps/steps)"},
+      {"alpha", "Step size (default alpha-factor * eps / steps)"},
+      {"alpha-factor", "Default step as a multiple of eps/steps (1; pgd 2.5)"},
       {"steps", "Iterations (default 10)"},
       {"norm", "linf (default) or l2"},
       {"momentum", "Momentum decay mu"},

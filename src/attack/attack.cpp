@@ -168,6 +168,8 @@ void AttackOptions::validate() const {
                    eps());
   XFER_CHECK_USAGE(steps() >= 1 && steps() <= 100000, "--steps must be >= 1, got ", steps());
   XFER_CHECK_USAGE(std::isfinite(alpha()) && alpha() >= 0, "--alpha must be > 0, got ", alpha());
+  XFER_CHECK_USAGE(std::isfinite(alpha_factor()) && alpha_factor() > 0 && alpha_factor() <= 100,
+                   "--alpha-factor must be in (0, 100], got ", alpha_factor());
   XFER_CHECK_USAGE(std::isfinite(momentum()) && momentum() >= 0, "--momentum must be >= 0, got ",
                    momentum());
   XFER_CHECK_USAGE(variance_samples() >= 0, "--variance-samples must be >= 0");
@@ -196,6 +198,7 @@ Json AttackOptions::to_json() const {
   return {{"norm", norm()},
           {"eps", eps()},
           {"alpha", step_size()},
+          {"alpha_factor", alpha_factor()},
           {"steps", steps()},
           {"random_start", random_start()},
           {"momentum", momentum()},
@@ -220,7 +223,7 @@ const std::vector<AttackInfo>& attack_list() {
       {"bim", "iterative FGSM (I-FGSM): steps of alpha, projected to the eps ball", "Kurakin et al. 2017",
        Json::object()},
       {"pgd", "BIM from a random start in the eps ball (linf or l2)", "Madry et al. 2018",
-       {{"random_start", true}}},
+       {{"random_start", true}, {"alpha_factor", 2.5}}},
       {"mi-fgsm", "momentum over L1-normalised gradients (decay mu)", "Dong et al. 2018", {{"momentum", 1.0}}},
       {"ni-fgsm", "MI-FGSM with the gradient at the Nesterov look-ahead point", "Lin et al. 2020",
        {{"momentum", 1.0}, {"nesterov", true}}},
@@ -250,6 +253,7 @@ void apply_overrides(AttackOptions& o, const Json& j) {
       if (k == "norm") o.norm(v.get<std::string>());
       else if (k == "eps") o.eps(v.get<double>());
       else if (k == "alpha") o.alpha(v.get<double>());
+      else if (k == "alpha_factor") o.alpha_factor(v.get<double>());
       else if (k == "steps") o.steps(v.get<int64_t>());
       else if (k == "random_start") o.random_start(v.get<bool>());
       else if (k == "momentum") o.momentum(v.get<double>());
@@ -401,13 +405,13 @@ std::string attack_list_text() {
     std::string flag = it.key();
     for (auto& c : flag) c = c == '_' ? '-' : c;
     if (it.key() == "alpha") {
-      os << "  --alpha: eps / steps\n";
+      os << "  --alpha: alpha-factor * eps / steps\n";
     } else if (it.key() != "feature") {
       os << "  --" << flag << ": " << it.value().dump() << "\n";
     }
   }
   os << "Budgets: images are in [0,1]; for 28x28 grayscale data DESIGN.md's default is linf eps 0.1,\n"
-        "alpha eps/10, 10 steps. --eps accepts 8/255.\n";
+        "alpha eps/10, 10 steps (pgd: 2.5 eps/10, Madry et al.). --eps accepts 8/255.\n";
   return os.str();
 }
 
@@ -419,7 +423,7 @@ Json overrides_from_text(const std::map<std::string, std::string>& values) {
     const std::string what = "--" + flag;
     if (key == "norm" || key == "target" || key == "ensemble") {
       j[key] = text;
-    } else if (key == "eps" || key == "alpha" || key == "momentum" || key == "variance_beta" ||
+    } else if (key == "eps" || key == "alpha" || key == "alpha_factor" || key == "momentum" || key == "variance_beta" ||
                key == "di_prob" || key == "di_ratio" || key == "admix_eta") {
       j[key] = parse_epsilon(text, what);
     } else {

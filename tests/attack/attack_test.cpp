@@ -172,6 +172,11 @@ TEST_F(AttackTest, NamesComposeAndOverridesWin) {
   EXPECT_DOUBLE_EQ(di.momentum(), 1.0);  // a transform alone runs on MI-FGSM
   EXPECT_EQ(options_for("fgsm", AttackOptions().steps(10)).steps(), 1);
   EXPECT_DOUBLE_EQ(options_for("fgsm", AttackOptions().eps(0.2)).step_size(), 0.2);
+  // PGD walks back from its random start: Madry et al.'s 2.5 eps / steps;
+  // the transfer attacks keep eps / steps; an explicit --alpha wins.
+  EXPECT_DOUBLE_EQ(options_for("pgd", AttackOptions().eps(0.1).steps(10)).step_size(), 0.025);
+  EXPECT_DOUBLE_EQ(options_for("mi-fgsm", AttackOptions().eps(0.1).steps(10)).step_size(), 0.01);
+  EXPECT_DOUBLE_EQ(options_for("pgd", AttackOptions().eps(0.1).alpha(0.003)).step_size(), 0.003);
   apply_overrides(o, {{"momentum", 0.5}, {"steps", 7}});
   EXPECT_DOUBLE_EQ(o.momentum(), 0.5);
   EXPECT_EQ(o.steps(), 7);
@@ -199,6 +204,7 @@ TEST_F(AttackTest, OptionsAreValidatedWhereBuilt) {
                                          {AttackOptions().eps(2), "--eps"},
                                          {AttackOptions().steps(0), "--steps"},
                                          {AttackOptions().alpha(-0.1), "--alpha"},
+                                         {AttackOptions().alpha_factor(0), "--alpha-factor"},
                                          {AttackOptions().norm("l1"), "--norm"},
                                          {AttackOptions().target("label:x"), "--target"},
                                          {AttackOptions().ensemble("mean"), "--ensemble"},

@@ -119,10 +119,11 @@ TEST_F(AttackSetTest, BadInputsLeaveNoOutput) {
   xfer::testing::expect_error_naming([&] { load_adversarial_set(good.out); }, "xfer-adv/1");
 }
 
-// White-box PGD-10 (alpha = eps/10, random start) on a trained Fashion-MNIST
-// cnn. Measured: 0.68 at eps 0.1, 0.95 at 0.15, 0.996 at 0.2 (BIM at 0.1 gives
-// 0.771, the same as the PyTorch reference of bench/reference on the same
-// weights). Success must grow with the budget and be near-total at 0.2.
+// White-box PGD-10 (alpha = 2.5 eps/10, random start) on a cnn trained on
+// 10k Fashion-MNIST images. Measured on 1000 test images: 0.81 at eps 0.1
+// (0.68 with alpha = eps/10; BIM with eps/10 gives 0.771, the same as the
+// PyTorch reference of bench/reference on the same weights). Success must grow
+// with the budget and be near-total at 0.2.
 TEST(AttackSlowTest, SlowWhiteBoxPgdOnFashionMnistCnn) {
   if (!xfer::testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
   TempDir tmp;
@@ -151,7 +152,7 @@ TEST(AttackSlowTest, SlowWhiteBoxPgdOnFashionMnistCnn) {
     EXPECT_GT(wb["clean_correct"].get<int64_t>(), 220);
     rates.push_back(wb["rate"].get<double>());
   }
-  EXPECT_GE(rates[0], 0.55);
+  EXPECT_GE(rates[0], 0.65);
   EXPECT_GE(rates[1], 0.95);
   EXPECT_GT(rates[1], rates[0]);
 }

@@ -25,8 +25,13 @@ struct AttackOptions {
   /// Perturbation norm: "linf" or "l2".
   TORCH_ARG(std::string, norm) = "linf";
   TORCH_ARG(double, eps) = 0.1;
-  /// Step size; 0 = eps / steps (eps for one step).
+  /// Step size; 0 = alpha_factor * eps / steps (eps for one step).
   TORCH_ARG(double, alpha) = 0.0;
+  /// Default step size as a multiple of eps / steps: 1 for the transfer attacks
+  /// (BIM, MI-FGSM: alpha = eps / steps), 2.5 for PGD (Madry et al.'s rule, also
+  /// torchattacks' 2/255 at eps 8/255 and 10 steps), which must first walk back
+  /// from its random start.
+  TORCH_ARG(double, alpha_factor) = 1.0;
   TORCH_ARG(int64_t, steps) = 10;
   /// Start from a uniform point of the eps ball (PGD).
   TORCH_ARG(bool, random_start) = false;
@@ -62,7 +67,9 @@ struct AttackOptions {
   /// Throws xfer::UsageError on bad values (eps > 0, steps >= 1, alpha >= 0, ...).
   void validate() const;
   /// The step size actually used.
-  double step_size() const { return alpha() > 0 ? alpha() : eps() / double(steps()); }
+  double step_size() const {
+    return alpha() > 0 ? alpha() : steps() == 1 ? eps() : alpha_factor() * eps() / double(steps());
+  }
   /// Every option, for attack.json.
   Json to_json() const;
 };
