@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <iostream>
 #include <map>
+#include <set>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -62,6 +63,34 @@ void add_model_source_options(CLI::App* cmd, xfer::io::ModelSource& src) {
       ->delimiter(',');
   cmd->add_option("--std", src.std, "Normalisation std per channel (weights/torchscript)")
       ->delimiter(',');
+}
+
+// Attack parameters as text, typed later by attack::overrides_from_text.
+void add_attack_params(CLI::App* cmd, std::map<std::string, std::string>& values,
+                       const std::set<std::string>& skip) {
+  static const std::vector<std::pair<std::string, std::string>> attack_params = {
+      {"eps", "Budget (0.1 or 8/255; default 0.1)"},
+      {"alpha", "Step size (default alpha-factor * eps / steps)"},
+      {"alpha-factor", "Default step as a multiple of eps/steps (1; pgd 2.5)"},
+      {"steps", "Iterations (default 10)"},
+      {"norm", "linf (default) or l2"},
+      {"momentum", "Momentum decay mu"},
+      {"variance-samples", "VMI/VNI neighbours N"},
+      {"variance-beta", "VMI/VNI neighbourhood radius, x eps"},
+      {"di-prob", "DI probability"},
+      {"di-ratio", "DI resize ratio"},
+      {"ti-kernel", "TI Gaussian kernel size (odd)"},
+      {"si-copies", "SI scale copies"},
+      {"admix-copies", "Admix mixed images"},
+      {"admix-eta", "Admix strength"},
+      {"target", "none | label:K | random | least-likely"},
+      {"ensemble", "logits (default) or loss"},
+      {"seed", "Seed of the random draws"}};
+  for (const auto& [name, help] : attack_params) {
+    if (skip.count(name)) continue;
+    cmd->add_option_function<std::string>(
+        "--" + name, [&values, n = name](const std::string& v) { values[n] = v; }, help);
+  }
 }
 
 int run(int argc, char** argv) {
@@ -202,28 +231,7 @@ int run(int argc, char** argv) {
   attack_cmd->add_option("--std", at_std, "TorchScript surrogates: normalisation std")->delimiter(',');
   attack_cmd->add_option("--data", at.data, "Data SPEC to attack");
   attack_cmd->add_option("--attack", at.attack, "Attack name, '+'-composed (default pgd)");
-  const std::vector<std::pair<std::string, std::string>> attack_params = {
-      {"eps", "Budget (0.1 or 8/255; default 0.1)"},
-      {"alpha", "Step size (default alpha-factor * eps / steps)"},
-      {"alpha-factor", "Default step as a multiple of eps/steps (1; pgd 2.5)"},
-      {"steps", "Iterations (default 10)"},
-      {"norm", "linf (default) or l2"},
-      {"momentum", "Momentum decay mu"},
-      {"variance-samples", "VMI/VNI neighbours N"},
-      {"variance-beta", "VMI/VNI neighbourhood radius, x eps"},
-      {"di-prob", "DI probability"},
-      {"di-ratio", "DI resize ratio"},
-      {"ti-kernel", "TI Gaussian kernel size (odd)"},
-      {"si-copies", "SI scale copies"},
-      {"admix-copies", "Admix mixed images"},
-      {"admix-eta", "Admix strength"},
-      {"target", "none | label:K | random | least-likely"},
-      {"ensemble", "logits (default) or loss"},
-      {"seed", "Seed of the random draws"}};
-  for (const auto& [name, help] : attack_params) {
-    attack_cmd->add_option_function<std::string>(
-        "--" + name, [&at_values, n = name](const std::string& v) { at_values[n] = v; }, help);
-  }
+  add_attack_params(attack_cmd, at_values, {});
   bool at_random_start = false, at_nesterov = false;
   attack_cmd->add_flag("--random-start", at_random_start, "Start from a random point of the ball");
   attack_cmd->add_flag("--nesterov", at_nesterov, "Gradient at the Nesterov look-ahead point");
@@ -232,6 +240,66 @@ int run(int argc, char** argv) {
   attack_cmd->add_option("--device", at.device, "cpu (default), cuda, cuda:N or auto");
   attack_cmd->add_option("--out", at.out, "Output adversarial set directory");
   attack_cmd->add_flag("--force", at_force, "Replace --out if it exists");
+
+  // xfer transfer
+  auto* transfer_cmd = app.add_subcommand(
+      "transfer",
+      "Transferability matrix: adversarial examples crafted on each source (A+B = ensemble) for each\n"
+      "attack and budget, evaluated on every target. Writes matrix.json, matrix.csv, heatmap.svg;\n"
+      "adversarial sets are cached by content under OUT/adv (or --cache), so a rerun crafts nothing.");
+  xfer::eval::TransferOptions tf;
+  std::vector<std::string> tf_sources, tf_targets;
+  std::string tf_attacks = "pgd", tf_eps = "0.1";
+  bool tf_no_predictors = false;
+  std::map<std::string, std::string> tf_values;
+  transfer_cmd->add_option("--sources", tf_sources, "Source models: directories or .pt files; A+B = ensemble")
+      ->delimiter(',')
+      ->required();
+  transfer_cmd->add_option("--targets", tf_targets, "Target models: directories or .pt files")
+      ->delimiter(',')
+      ->required();
+  transfer_cmd->add_option("--data", tf.data, "Data SPEC")->required();
+  transfer_cmd->add_option("--attack", tf_attacks, "Attacks, comma list ('+' composes; default pgd)");
+  transfer_cmd->add_option("--eps", tf_eps, "Budgets, comma list (0.1 or 8/255; default 0.1)");
+  add_attack_params(transfer_cmd, tf_values, {"eps", "alpha"});
+  transfer_cmd->add_option("--limit", tf.limit, "Use only the first N samples");
+  transfer_cmd->add_option("--batch-size", tf.batch_size, "Batch size")->capture_default_str();
+  transfer_cmd->add_option("--device", tf.device, "cpu (default), cuda, cuda:N or auto");
+  transfer_cmd->add_flag("--no-predictors", tf_no_predictors, "Skip gradient alignment, CKA and agreement");
+  transfer_cmd->add_option("--predictor-samples", tf.predictor_samples, "Clean samples for the predictors")
+      ->capture_default_str();
+  transfer_cmd->add_option("--cache", tf.cache, "Adversarial set cache directory (default OUT/adv)");
+  transfer_cmd->add_option("--out", tf.out, "Output directory (new, or an earlier transfer output)")->required();
+
+  // xfer audit
+  auto* audit_cmd = app.add_subcommand(
+      "audit",
+      "Lineage-aware risk report: how often do attacks crafted on the proxies an attacker may hold\n"
+      "(ancestors, siblings, unrelated models) fool --target? Reads card.json lineage, runs the\n"
+      "attack suite (and the feature attack on ancestors), ranks proxies with 95% CIs.\n"
+      "Writes audit.json and summary.md. A TorchScript target is audited as a black box.");
+  xfer::eval::AuditOptions au;
+  std::string au_target, au_attacks = "fgsm,pgd,mi-fgsm+di+ti", au_eps = "0.1";
+  std::vector<std::string> au_proxies;
+  bool au_no_feature = false, au_no_reference = false;
+  std::map<std::string, std::string> au_values;
+  audit_cmd->add_option("--target", au_target, "The audited model: a directory or a .pt file")->required();
+  audit_cmd->add_option("--proxies", au_proxies, "Models an attacker may hold (comma list)")
+      ->delimiter(',')
+      ->required();
+  audit_cmd->add_option("--data", au.data, "Data SPEC")->required();
+  audit_cmd->add_option("--attack", au_attacks, "Attack suite, comma list (default fgsm,pgd,mi-fgsm+di+ti)");
+  audit_cmd->add_option("--eps", au_eps, "Budgets, comma list; the first is the headline (default 0.1)");
+  add_attack_params(audit_cmd, au_values, {"eps", "alpha", "target"});  // --target is the model
+  audit_cmd->add_flag("--no-feature", au_no_feature, "Skip the feature attack on ancestors' backbones");
+  audit_cmd->add_flag("--no-reference", au_no_reference, "Skip white-box PGD on the target");
+  audit_cmd->add_option("--limit", au.limit, "Use only the first N samples");
+  audit_cmd->add_option("--batch-size", au.batch_size, "Batch size")->capture_default_str();
+  audit_cmd->add_option("--device", au.device, "cpu (default), cuda, cuda:N or auto");
+  audit_cmd->add_option("--predictor-samples", au.predictor_samples, "Clean samples for the predictors")
+      ->capture_default_str();
+  audit_cmd->add_option("--cache", au.cache, "Adversarial set cache directory (default OUT/adv)");
+  audit_cmd->add_option("--out", au.out, "Output directory (new, or an earlier audit output)")->required();
 
   // xfer eval
   auto* eval_cmd = app.add_subcommand(
@@ -343,6 +411,33 @@ int run(int argc, char** argv) {
     if (!wb.is_null()) std::printf("white-box success on the surrogate: %.4f\n", wb["rate"].get<double>());
     std::printf("mean Linf %.4f, mean L2 %.4f\n", r.info["norms"]["linf_mean"].get<double>(),
                 r.info["norms"]["l2_mean"].get<double>());
+    return 0;
+  }
+  if (transfer_cmd->parsed()) {
+    for (const auto& t : tf_sources) tf.sources.push_back(xfer::eval::TransferSource::parse(t));
+    for (const auto& t : tf_targets) tf.targets.push_back(xfer::eval::model_source_from_path(t));
+    tf.data = sized(tf.data);
+    tf.attacks = xfer::split(tf_attacks, ',');
+    tf.eps = xfer::parse_fraction_list(tf_eps, "--eps");
+    tf.overrides = xfer::attack::overrides_from_text(tf_values);
+    tf.predictors = !tf_no_predictors;
+    auto r = xfer::eval::run_transfer(tf);
+    std::cout << xfer::eval::transfer_text(r);
+    std::printf("wrote %s/matrix.json, matrix.csv, heatmap.svg\n", tf.out.c_str());
+    return 0;
+  }
+  if (audit_cmd->parsed()) {
+    au.target = xfer::eval::model_source_from_path(au_target);
+    for (const auto& p : au_proxies) au.proxies.push_back(xfer::eval::model_source_from_path(p));
+    au.data = sized(au.data);
+    au.attacks = xfer::split(au_attacks, ',');
+    au.eps = xfer::parse_fraction_list(au_eps, "--eps");
+    au.overrides = xfer::attack::overrides_from_text(au_values);
+    au.feature_on_ancestors = !au_no_feature;
+    au.white_box_reference = !au_no_reference;
+    auto r = xfer::eval::run_audit(au);
+    std::cout << r.summary;
+    std::printf("wrote %s/audit.json, summary.md\n", au.out.c_str());
     return 0;
   }
   if (ft_cmd->parsed()) {

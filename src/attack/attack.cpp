@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "xfer/core/error.h"
+#include "xfer/core/parse.h"
 
 namespace xfer::attack {
 namespace {
@@ -427,14 +428,7 @@ Json overrides_from_text(const std::map<std::string, std::string>& values) {
                key == "di_prob" || key == "di_ratio" || key == "admix_eta") {
       j[key] = parse_epsilon(text, what);
     } else {
-      size_t pos = 0;
-      long long v = 0;
-      try {
-        v = std::stoll(text, &pos);
-      } catch (const std::exception&) {
-        pos = 0;
-      }
-      XFER_CHECK_USAGE(pos == text.size() && !text.empty(), what, ": '", text, "' is not an integer");
+      const int64_t v = parse_integer(text, what);
       XFER_CHECK_USAGE(key != "seed" || v >= 0, what, " must be >= 0");
       if (key == "seed") j[key] = static_cast<uint64_t>(v);
       else j[key] = static_cast<int64_t>(v);
@@ -444,23 +438,7 @@ Json overrides_from_text(const std::map<std::string, std::string>& values) {
 }
 
 double parse_epsilon(const std::string& text, const std::string& what) {
-  auto number = [&](const std::string& s) {
-    size_t pos = 0;
-    double v = 0;
-    try {
-      v = std::stod(s, &pos);
-    } catch (const std::exception&) {
-      pos = 0;
-    }
-    XFER_CHECK_USAGE(pos == s.size() && !s.empty() && std::isfinite(v), what, ": '", text,
-                     "' is not a number (write 0.03 or 8/255)");
-    return v;
-  };
-  auto slash = text.find('/');
-  if (slash == std::string::npos) return number(text);
-  double den = number(text.substr(slash + 1));
-  XFER_CHECK_USAGE(den != 0, what, ": '", text, "' divides by zero");
-  return number(text.substr(0, slash)) / den;
+  return parse_fraction(text, what);
 }
 
 }  // namespace xfer::attack

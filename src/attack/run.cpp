@@ -37,7 +37,7 @@ torch::Tensor preview_grid(const torch::Tensor& clean, const torch::Tensor& adv,
 
 void AttackSetOptions::validate() const {
   XFER_CHECK_USAGE(!surrogates.empty(), "--surrogate is required");
-  for (const auto& s : surrogates) s.validate();
+  for (const auto& s : surrogates) s.validate(true);
   XFER_CHECK_USAGE(!data.empty(), "--data is required");
   XFER_CHECK_USAGE(!out.empty(), "--out is required");
   XFER_CHECK_USAGE(batch_size >= 1, "--batch-size must be >= 1, got ", batch_size);
@@ -54,28 +54,33 @@ AttackOptions AttackSetOptions::resolved() const {
 AttackSetResult run_attack_set(const AttackSetOptions& opt) {
   opt.validate();
   check_output_path(opt.out, opt.overwrite);
-  const AttackOptions o = opt.resolved();
-  const torch::Device device = parse_device(opt.device);
-
   data::Dataset ds = data::load(opt.data);
   if (opt.limit > 0 && opt.limit < ds.size()) ds = ds.select(torch::arange(opt.limit, torch::kLong));
   XFER_CHECK(ds.size() > 0, opt.data, ": no samples");
-
-  std::vector<models::Classifier> models;
-  Json surrogates = Json::array();
+  const bool feature = opt.resolved().feature();
+  std::vector<io::LoadedModel> loaded;
   for (const auto& src : opt.surrogates) {
     io::ModelSource s = src;
     if (s.dir.empty() && s.input_shape.empty()) s.input_shape = {ds.channels(), ds.height(), ds.width()};
-    auto lm = io::load_model_source(s);
-    const auto& shape = lm.config.input_shape;
-    const std::vector<int64_t> data_shape{ds.channels(), ds.height(), ds.width()};
-    XFER_CHECK(shape == data_shape, lm.path,
-               ": the model takes ", shape.at(0), "x", shape.at(1), "x", shape.at(2), " images but ",
-               opt.data, " has ", ds.channels(), "x", ds.height(), "x", ds.width());
-    if (!o.feature()) {
-      XFER_CHECK(lm.model->num_classes() >= ds.num_classes(), lm.path, ": the model has ",
-                 lm.model->num_classes(), " classes but ", opt.data, " has ", ds.num_classes());
-    }
+    loaded.push_back(io::load_model_source(s));
+    io::check_model_for_data(loaded.back(), ds, opt.data, !feature);
+  }
+  return run_attack_set(opt, loaded, ds);
+}
+
+AttackSetResult run_attack_set(const AttackSetOptions& opt, const std::vector<io::LoadedModel>& loaded,
+                               const data::Dataset& ds) {
+  XFER_CHECK_USAGE(!loaded.empty(), "an attack needs at least one surrogate");
+  XFER_CHECK_USAGE(!opt.out.empty(), "--out is required");
+  XFER_CHECK_USAGE(opt.batch_size >= 1, "--batch-size must be >= 1, got ", opt.batch_size);
+  const AttackOptions o = opt.resolved();
+  o.validate();
+  check_output_path(opt.out, opt.overwrite);
+  XFER_CHECK(ds.size() > 0, opt.data, ": no samples");
+  const torch::Device device = parse_device(opt.device);
+  std::vector<models::Classifier> models;
+  Json surrogates = Json::array();
+  for (const auto& lm : loaded) {
     lm.model->to(device);
     lm.model->eval();
     models.push_back(lm.model);

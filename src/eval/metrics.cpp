@@ -1,5 +1,6 @@
 #include "xfer/eval/metrics.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "xfer/core/error.h"
@@ -101,7 +102,10 @@ std::pair<double, double> wilson_interval(int64_t k, int64_t n, double z) {
   const double denom = 1.0 + z2 / nn;
   const double center = (p + z2 / (2 * nn)) / denom;
   const double half = z * std::sqrt(p * (1 - p) / nn + z2 / (4 * nn * nn)) / denom;
-  return {std::max(0.0, center - half), std::min(1.0, center + half)};
+  // The interval always holds p: rounding must not put the bound of 0/n above 0.
+  if (k == 0) return {0.0, std::min(1.0, center + half)};
+  if (k == n) return {std::max(0.0, center - half), 1.0};
+  return {std::clamp(center - half, 0.0, p), std::clamp(center + half, p, 1.0)};
 }
 
 }  // namespace xfer::eval

@@ -130,7 +130,7 @@ ImportReport import_weights(models::ClassifierImpl& model, const std::string& pa
   return report;
 }
 
-void ModelSource::validate() const {
+void ModelSource::validate(bool input_shape_from_data) const {
   int n = !dir.empty() + !weights.empty() + !torchscript.empty();
   XFER_CHECK_USAGE(n == 1, "give exactly one of --model, --weights or --torchscript");
   if (!weights.empty()) {
@@ -142,7 +142,7 @@ void ModelSource::validate() const {
     XFER_CHECK_USAGE(torchscript_mode == "classifier" || num_classes > 0,
                      "--torchscript-mode backbone needs --num-classes");
   }
-  if (dir.empty()) {
+  if (dir.empty() && !(input_shape_from_data && input_shape.empty())) {
     XFER_CHECK_USAGE(input_shape.size() == 3, "--input-shape must be C,H,W");
     XFER_CHECK_USAGE(mean.size() == std.size(), "--mean and --std must have the same length");
     XFER_CHECK_USAGE(mean.empty() || static_cast<int64_t>(mean.size()) == input_shape[0],
@@ -206,6 +206,18 @@ LoadedModel load_model_source(const ModelSource& s, ImportReport* report) {
   for (int64_t c = 0; c < lm.config.num_classes; ++c) lm.config.class_names.push_back(std::to_string(c));
   lm.model->eval();
   return lm;
+}
+
+void check_model_for_data(const LoadedModel& lm, const data::Dataset& ds, const std::string& spec,
+                          bool check_classes) {
+  const auto& shape = lm.config.input_shape;
+  const std::vector<int64_t> data_shape{ds.channels(), ds.height(), ds.width()};
+  XFER_CHECK(shape == data_shape, lm.path, ": the model takes ", shape.at(0), "x", shape.at(1), "x",
+             shape.at(2), " images but ", spec, " has ", ds.channels(), "x", ds.height(), "x", ds.width());
+  if (check_classes) {
+    XFER_CHECK(lm.model->num_classes() >= ds.num_classes(), lm.path, ": the model has ",
+               lm.model->num_classes(), " classes but ", spec, " has ", ds.num_classes());
+  }
 }
 
 }  // namespace xfer::io

@@ -7,35 +7,10 @@
 #include <sstream>
 
 #include "xfer/core/error.h"
+#include "xfer/core/parse.h"
 
 namespace xfer::train {
 namespace {
-
-int64_t parse_int(const std::string& text, const std::string& what) {
-  size_t pos = 0;
-  long long v = 0;
-  try {
-    v = std::stoll(text, &pos);
-  } catch (const std::exception&) {
-    pos = 0;
-  }
-  XFER_CHECK_USAGE(pos == text.size() && !text.empty(), "--strategy ", what, ": '", text,
-                   "' is not an integer");
-  return v;
-}
-
-double parse_double(const std::string& text, const std::string& what) {
-  size_t pos = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &pos);
-  } catch (const std::exception&) {
-    pos = 0;
-  }
-  XFER_CHECK_USAGE(pos == text.size() && !text.empty(), "--strategy ", what, ": '", text,
-                   "' is not a number");
-  return v;
-}
 
 bool in_layer(const std::string& layer, const std::string& param) {
   return models::ClassifierImpl::stage_of({{"", {layer}}}, param) == 0;
@@ -71,18 +46,18 @@ Strategy Strategy::parse(const std::string& text) {
   } else if (name == "partial") {
     need_arg("partial:N (last N backbone stages trainable)");
     s.kind = Kind::kPartial;
-    s.stages = parse_int(arg, "partial:N");
+    s.stages = parse_integer(arg, "--strategy partial:N");
     XFER_CHECK_USAGE(s.stages >= 1, "--strategy partial:N needs N >= 1, got ", s.stages);
   } else if (name == "lora") {
     need_arg("lora:R (adapter rank)");
     s.kind = Kind::kLora;
-    s.rank = parse_int(arg, "lora:R");
+    s.rank = parse_integer(arg, "--strategy lora:R");
     XFER_CHECK_USAGE(s.rank >= 1 && s.rank <= 4096, "--strategy lora:R needs R in [1, 4096], got ",
                      s.rank);
   } else if (name == "l2-sp") {
     need_arg("l2-sp:ALPHA (penalty weight)");
     s.kind = Kind::kL2Sp;
-    s.alpha = parse_double(arg, "l2-sp:ALPHA");
+    s.alpha = parse_number(arg, "--strategy l2-sp:ALPHA");
     XFER_CHECK_USAGE(std::isfinite(s.alpha) && s.alpha >= 0,
                      "--strategy l2-sp:ALPHA needs ALPHA >= 0, got ", arg);
   } else {

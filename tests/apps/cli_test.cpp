@@ -69,9 +69,10 @@ TEST_F(CliTest, HelpAndVersion) {
   auto h = run_xfer("--help");
   EXPECT_EQ(h.exit_code, 0);
   auto listed = [&](const std::string& cmd) { return h.out.find("\n  " + cmd + " ") != std::string::npos; };
-  for (const char* cmd : {"data", "train", "finetune", "attack", "eval", "predict"}) EXPECT_TRUE(listed(cmd)) << cmd;
+  for (const char* cmd : {"data", "train", "finetune", "attack", "transfer", "audit", "eval", "predict"})
+    EXPECT_TRUE(listed(cmd)) << cmd;
   // Only working commands are listed.
-  for (const char* cmd : {"transfer", "audit", "study", "report"}) EXPECT_FALSE(listed(cmd)) << cmd;
+  for (const char* cmd : {"study", "report"}) EXPECT_FALSE(listed(cmd)) << cmd;
   auto v = run_xfer("--version");
   EXPECT_EQ(v.exit_code, 0);
   EXPECT_NE(v.out.find("xfer 0."), std::string::npos) << v.out;
@@ -546,4 +547,41 @@ TEST_F(CliTest, AttackListsAttacksAndWritesASet) {
 }
 
 }  // namespace
+TEST_F(CliTest, TransferAndAuditRunAndRefuseBadFlags) {
+  auto t = run_xfer("--quiet train --data '" + spec_ + "' --arch cnn --arch-options '{\"widths\":[4,8]}' " +
+                    "--epochs 1 --batch-size 16 --out '" + out() + "'");
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  auto f = run_xfer("--quiet finetune --from '" + out() + "' --data '" + spec_ +
+                    "' --strategy linear-probe --epochs 1 --batch-size 16 --no-checkpoint --out '" +
+                    tmp_.file("child") + "'");
+  ASSERT_EQ(f.exit_code, 0) << f.err;
+  const std::string m = tmp_.file("matrix");
+  auto r = run_xfer("--quiet transfer --sources '" + out() + "' --targets '" + out() + "," + tmp_.file("child") +
+                    "' --data '" + spec_ + "' --attack fgsm,pgd --eps 0.05,8/255 --steps 2 --out '" + m + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("fgsm, eps 0.0500"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("crafted 4 adversarial sets"), std::string::npos) << r.out;
+  for (const char* file : {"matrix.json", "matrix.csv", "heatmap.svg"}) EXPECT_TRUE(fs::exists(m + "/" + file));
+  const std::string a = tmp_.file("audit");
+  auto au = run_xfer("--quiet audit --target '" + tmp_.file("child") + "' --proxies '" + out() + "' --data '" +
+                     spec_ + "' --attack fgsm --steps 2 --out '" + a + "'");
+  ASSERT_EQ(au.exit_code, 0) << au.err;
+  EXPECT_NE(au.out.find("Most dangerous proxy"), std::string::npos) << au.out;
+  EXPECT_NE(au.out.find("(ancestor)"), std::string::npos) << au.out;
+  for (const auto& [args, needle] : std::vector<std::pair<std::string, std::string>>{
+           {"transfer --sources '" + out() + "' --targets '" + out() + "' --data '" + spec_ + "' --eps 0.1,abc",
+            "--eps"},
+           {"transfer --sources '" + out() + "' --targets '" + out() + "' --data '" + spec_ + "' --attack pgd,",
+            "attack"},
+           {"transfer --sources '" + out() + "+' --targets '" + out() + "' --data '" + spec_ + "'", "A+B"},
+           {"audit --target '" + out() + "' --data '" + spec_ + "'", "--proxies"},
+           {"audit --target '" + out() + "' --proxies '" + out() + "' --data '" + spec_ + "' --steps 0",
+            "--steps"}}) {
+    auto bad = run_xfer("--quiet " + args + " --out '" + tmp_.file("bad") + "'");
+    EXPECT_EQ(bad.exit_code, 2) << args << ": " << bad.err;
+    EXPECT_TRUE(one_error_line(bad, needle)) << args << ": " << bad.err;
+    EXPECT_TRUE(no_output(tmp_.path(), "bad")) << args;
+  }
+}
+
 }  // namespace xfer

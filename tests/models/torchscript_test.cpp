@@ -12,19 +12,11 @@ namespace {
 
 using xfer::testing::TempDir;
 
-// Runs the golden script; false when torch is unavailable in Debian's Python.
-bool make_golden(const TempDir& dir) {
-  std::string cmd = "/usr/bin/python3 '" XFER_SOURCE_DIR "/tests/python/make_torchscript_golden.py' '" +
-                    dir.path() + "' >/dev/null 2>&1";
-  int rc = std::system(cmd.c_str());
-  return rc == 0;
-}
-
 class TorchScriptTest : public xfer::testing::SeededTest {
  protected:
   void SetUp() override {
     SeededTest::SetUp();
-    if (!make_golden(dir_)) GTEST_SKIP() << "python3-torch not available";
+    if (!xfer::testing::make_torchscript_golden(dir_.path())) GTEST_SKIP() << "python3-torch not available";
     io_ = io::read_safetensors(dir_.file("io.safetensors"));
   }
   TempDir dir_;
@@ -97,7 +89,7 @@ TEST(TorchScriptLoadTest, NonTorchScriptAndTruncatedFilesAreRefused) {
     EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
   }
   EXPECT_THROW(load_torchscript(dir.file("missing.pt")), Error);
-  if (!make_golden(dir)) GTEST_SKIP() << "python3-torch not available";
+  if (!xfer::testing::make_torchscript_golden(dir.path())) GTEST_SKIP() << "python3-torch not available";
   std::string bytes = read_file(dir.file("classifier.pt"));
   write_file_atomic(dir.file("truncated.pt"), bytes.substr(0, bytes.size() / 2));
   EXPECT_THROW(load_torchscript(dir.file("truncated.pt")), Error);

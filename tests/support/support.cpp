@@ -80,6 +80,12 @@ RunResult run_xfer(const std::string& args) {
   return r;
 }
 
+bool make_torchscript_golden(const std::string& dir) {
+  const std::string cmd = "/usr/bin/python3 '" XFER_SOURCE_DIR "/tests/python/make_torchscript_golden.py' '" +
+                          dir + "' >/dev/null 2>&1";
+  return std::system(cmd.c_str()) == 0;
+}
+
 bool have_fashion_mnist() {
   return fs::exists(data::fashion_mnist_dir() + "/t10k-images-idx3-ubyte.gz");
 }

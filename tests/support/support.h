@@ -46,6 +46,10 @@ struct RunResult {
 /// Runs build/xfer with the arguments (a shell-quoted string), capturing stdout and stderr.
 RunResult run_xfer(const std::string& args);
 
+/// Runs tests/python/make_torchscript_golden.py into dir (classifier.pt,
+/// backbone.pt, io.safetensors); false when Debian's python3-torch is missing.
+bool make_torchscript_golden(const std::string& dir);
+
 /// Whether the Fashion-MNIST package files are installed.
 bool have_fashion_mnist();
 

@@ -44,6 +44,12 @@ struct AttackSetResult {
 
 AttackSetResult run_attack_set(const AttackSetOptions& options);
 
+/// The same on surrogates already loaded and data already read (xfer transfer
+/// and audit load each model once): `options.surrogates` and `options.limit`
+/// are not used; `options.data` only names the data in attack.json.
+AttackSetResult run_attack_set(const AttackSetOptions& options, const std::vector<io::LoadedModel>& surrogates,
+                               const data::Dataset& data);
+
 /// A loaded adversarial set directory.
 struct AdversarialSet {
   torch::Tensor images, labels, index, targets;  ///< targets undefined when untargeted

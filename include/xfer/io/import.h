@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "xfer/data/dataset.h"
 #include "xfer/io/model_dir.h"
 
 namespace xfer::io {
@@ -58,12 +59,20 @@ struct ModelSource {
   std::string weights_sha256;
   std::string torchscript;  ///< TorchScript archive (.pt)
   std::string torchscript_mode = "classifier";  ///< classifier | backbone
-  /// Throws xfer::UsageError unless exactly one source is given, with what it needs.
-  void validate() const;
+  /// Throws xfer::UsageError unless exactly one source is given, with what it
+  /// needs. input_shape_from_data: a weights/TorchScript source may leave
+  /// input_shape empty (the caller fills it from the data before loading).
+  void validate(bool input_shape_from_data = false) const;
 };
 
 /// Loads any model source into a LoadedModel (config/card synthesised for
 /// weights and TorchScript sources; card.id = sha256 of the file).
 LoadedModel load_model_source(const ModelSource& source, ImportReport* report = nullptr);
+
+/// Throws xfer::Error naming the model and `spec` when the data's image shape
+/// differs from the model's, or (check_classes) the data has more classes
+/// than the model predicts.
+void check_model_for_data(const LoadedModel& model, const data::Dataset& data, const std::string& spec,
+                          bool check_classes = true);
 
 }  // namespace xfer::io

@@ -1,0 +1,66 @@
+#include "xfer/core/parse.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "xfer/core/error.h"
+
+namespace xfer {
+
+int64_t parse_integer(const std::string& text, const std::string& what) {
+  size_t pos = 0;
+  long long v = 0;
+  try {
+    v = std::stoll(text, &pos);
+  } catch (const std::exception&) {
+    pos = 0;
+  }
+  XFER_CHECK_USAGE(pos == text.size() && !text.empty(), what, ": '", text, "' is not an integer");
+  return static_cast<int64_t>(v);
+}
+
+double parse_number(const std::string& text, const std::string& what) {
+  size_t pos = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &pos);
+  } catch (const std::exception&) {
+    pos = 0;
+  }
+  XFER_CHECK_USAGE(pos == text.size() && !text.empty() && std::isfinite(v), what, ": '", text,
+                   "' is not a number");
+  return v;
+}
+
+double parse_fraction(const std::string& text, const std::string& what) {
+  const auto slash = text.find('/');
+  const std::string hint = str_cat(what, " (write 0.03 or 8/255)");
+  if (slash == std::string::npos) return parse_number(text, hint);
+  const double num = parse_number(text.substr(0, slash), hint);
+  const double den = parse_number(text.substr(slash + 1), hint);
+  XFER_CHECK_USAGE(den != 0, what, ": '", text, "' divides by zero");
+  return num / den;
+}
+
+std::vector<std::string> split(const std::string& text, char sep) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (true) {
+    const auto p = text.find(sep, start);
+    out.push_back(text.substr(start, p == std::string::npos ? std::string::npos : p - start));
+    if (p == std::string::npos) break;
+    start = p + 1;
+  }
+  return out;
+}
+
+std::vector<double> parse_fraction_list(const std::string& text, const std::string& what) {
+  std::vector<double> out;
+  for (const auto& part : split(text, ',')) {
+    XFER_CHECK_USAGE(!part.empty(), what, ": empty value in '", text, "'");
+    out.push_back(parse_fraction(part, what));
+  }
+  return out;
+}
+
+}  // namespace xfer

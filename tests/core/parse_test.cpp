@@ -1,0 +1,48 @@
+#include "xfer/core/parse.h"
+
+#include <gtest/gtest.h>
+
+#include "support/errors.h"
+#include "xfer/core/error.h"
+
+namespace xfer {
+namespace {
+
+TEST(ParseTest, IntegersAreWholeStrings) {
+  EXPECT_EQ(parse_integer("42", "--steps"), 42);
+  EXPECT_EQ(parse_integer("-7", "--x"), -7);
+  for (const char* bad : {"", "4x", "1.5", " ", "abc", "99999999999999999999"}) {
+    xfer::testing::expect_error_naming([&] { parse_integer(bad, "--steps"); }, "--steps");
+  }
+  try {
+    parse_integer("4x", "--steps");
+    FAIL();
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("'4x' is not an integer"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ParseTest, NumbersAreFiniteWholeStrings) {
+  EXPECT_DOUBLE_EQ(parse_number("0.25", "--lr"), 0.25);
+  EXPECT_DOUBLE_EQ(parse_number("1e-3", "--lr"), 1e-3);
+  for (const char* bad : {"", "nan", "inf", "0.1.2", "1e", "x"}) {
+    EXPECT_THROW(parse_number(bad, "--lr"), UsageError) << bad;
+  }
+}
+
+TEST(ParseTest, FractionsAndLists) {
+  EXPECT_DOUBLE_EQ(parse_fraction("8/255", "--eps"), 8.0 / 255.0);
+  EXPECT_DOUBLE_EQ(parse_fraction("0.03", "--eps"), 0.03);
+  xfer::testing::expect_error_naming([] { parse_fraction("1/0", "--eps"); }, "divides by zero");
+  xfer::testing::expect_error_naming([] { parse_fraction("8/", "--eps"); }, "--eps");
+  xfer::testing::expect_error_naming([] { parse_fraction("a/255", "--eps"); }, "8/255");
+  auto v = parse_fraction_list("0.05,8/255,0.1", "--eps");
+  ASSERT_EQ(v.size(), 3u);
+  EXPECT_DOUBLE_EQ(v[1], 8.0 / 255.0);
+  xfer::testing::expect_error_naming([] { parse_fraction_list("0.1,,0.2", "--eps"); }, "empty value");
+  EXPECT_EQ(split("a,,b", ','), (std::vector<std::string>{"a", "", "b"}));
+  EXPECT_EQ(split("", ','), (std::vector<std::string>{""}));
+}
+
+}  // namespace
+}  // namespace xfer
