@@ -291,7 +291,7 @@ int run(int argc, char** argv) {
   audit_cmd->add_option("--attack", au_attacks, "Attack suite, comma list (default fgsm,pgd,mi-fgsm+di+ti)");
   audit_cmd->add_option("--eps", au_eps, "Budgets, comma list; the first is the headline (default 0.1)");
   add_attack_params(audit_cmd, au_values, {"eps", "alpha", "target"});  // --target is the model
-  audit_cmd->add_flag("--no-feature", au_no_feature, "Skip the feature attack on ancestors' backbones");
+  audit_cmd->add_flag("--no-feature", au_no_feature, "Skip the feature attack on ancestors (proxies with other classes keep it)");
   audit_cmd->add_flag("--no-reference", au_no_reference, "Skip white-box PGD on the target");
   audit_cmd->add_option("--limit", au.limit, "Use only the first N samples");
   audit_cmd->add_option("--batch-size", au.batch_size, "Batch size")->capture_default_str();

@@ -181,6 +181,7 @@ AuditResult run_audit(const AuditOptions& o) {
   auto models = load_named_models(sources, ds, o.data, true);
   for (auto& m : models) m.loaded.model->to(device);
   const NamedModel& target = models[0];
+  check_label_space(target, ds, o.data);
   const bool black_box = !o.target.torchscript.empty() || !o.target.weights.empty();
   const Lineage target_lineage = lineage_of(target.loaded);
 
@@ -235,6 +236,7 @@ AuditResult run_audit(const AuditOptions& o) {
     PairPredictors predictors;
     std::vector<TransferCell> cells;
     std::vector<const TransferCell*> best;  ///< per eps
+    bool labels_match = true;
   };
   std::vector<ProxyReport> reports;
   for (size_t i = 1; i < models.size(); ++i) {
@@ -243,9 +245,16 @@ AuditResult run_audit(const AuditOptions& o) {
     p.lineage = lineage_of(models[i].loaded);
     p.relation = black_box ? RelationInfo{} : classify_relation(p.lineage, target_lineage);
     p.predictors = pair_predictors(probe_model(*models[i].loaded.model, px, py, o.batch_size, device), target_probe);
-    std::vector<std::string> suite = o.attacks;
+    std::vector<std::string> suite;
+    p.labels_match = io::label_space_matches(models[i].loaded, ds);
+    // A proxy with other classes (a base pre-trained on another task) has no
+    // meaningful label loss: only the label-free feature attack applies.
+    for (const auto& a : o.attacks) {
+      if (p.labels_match || attack::options_for(a, o.base).feature()) suite.push_back(a);
+    }
     const bool ancestor = p.relation.relation == Relation::kAncestor;
-    if (ancestor && o.feature_on_ancestors && std::find(suite.begin(), suite.end(), "feature") == suite.end()) {
+    if (((ancestor && o.feature_on_ancestors) || !p.labels_match) &&
+        std::find(suite.begin(), suite.end(), "feature") == suite.end()) {
       suite.push_back("feature");
     }
     for (const auto& a : suite) {
@@ -330,6 +339,7 @@ AuditResult run_audit(const AuditOptions& o) {
                        {"path", p.model->loaded.path},
                        {"arch", p.model->loaded.config.arch},
                        {"relation", p.relation.to_json()},
+                       {"same_classes_as_data", p.labels_match},
                        {"lineage", p.lineage.to_json()},
                        {"predictors", p.predictors.to_json()},
                        {"best_by_eps", curve},
@@ -409,7 +419,7 @@ AuditResult run_audit(const AuditOptions& o) {
     const auto& p = reports[order[rank]];
     const auto* b = p.best[0];
     md << "| " << rank + 1 << " | " << p.model->name << " | " << p.model->loaded.config.arch << " | "
-       << relation_name(p.relation.relation) << " | " << b->attack << " | " << pct(rate(*b)) << " | "
+       << relation_name(p.relation.relation) << (p.labels_match ? "" : " (other classes)") << " | " << b->attack << " | " << pct(rate(*b)) << " | "
        << pct(b->success_low) << "-" << pct(b->success_high) << " | " << num(p.predictors.gradient_alignment)
        << " | " << num(p.predictors.cka) << " | " << num(p.predictors.agreement) << " |\n";
   }

@@ -359,6 +359,15 @@ torch::Tensor predict_classes(models::ClassifierImpl& model, const torch::Tensor
   return predict_logits(model, images, batch_size, device).argmax(1);
 }
 
+void check_label_space(const NamedModel& target, const data::Dataset& ds, const std::string& spec) {
+  if (io::label_space_matches(target.loaded, ds)) return;
+  std::string have, want;
+  for (const auto& n : target.loaded.config.class_names) have += (have.empty() ? "" : ", ") + n;
+  for (const auto& n : ds.class_names) want += (want.empty() ? "" : ", ") + n;
+  throw Error(str_cat(target.loaded.path, ": predicts the classes [", have, "], not those of ", spec, " [", want,
+                      "]: success on a target needs the data's labels"));
+}
+
 void prepare_results_dir(const std::string& dir, const std::string& marker) {
   std::error_code ec;
   const fs::path p(dir);
@@ -405,6 +414,16 @@ TransferResult run_transfer(const TransferOptions& o) {
   }
   auto models = load_named_models(unique, ds, o.data, true);
   for (auto& m : models) m.loaded.model->to(device);
+  for (size_t t : target_idx) check_label_space(models[t], ds, o.data);
+  // A source whose classes are not the data's (a base pre-trained on other
+  // classes) has no meaningful label loss: only label-free attacks run on it.
+  std::vector<bool> labels_match;
+  for (const auto& idx : source_idx) {
+    bool ok = true;
+    for (size_t i : idx) ok = ok && io::label_space_matches(models[i].loaded, ds);
+    labels_match.push_back(ok);
+  }
+  Json skipped = Json::array();
 
   const auto images = ds.float_images();
   std::vector<torch::Tensor> clean_pred;
@@ -447,6 +466,13 @@ TransferResult run_transfer(const TransferOptions& o) {
     std::vector<const NamedModel*> surrogates;
     for (size_t i : source_idx[s]) surrogates.push_back(&models[i]);
     for (const auto& a : o.attacks) {
+      if (!labels_match[s] && !attack::options_for(a, o.base).feature()) {
+        skipped.push_back({{"source", source_names[s]},
+                           {"attack", a},
+                           {"reason", "the source predicts other classes than the data: only label-free "
+                                      "attacks (feature) apply"}});
+        continue;
+      }
       for (double e : o.eps) {
         bool cached = false;
         const auto tc = std::chrono::steady_clock::now();
@@ -544,6 +570,7 @@ TransferResult run_transfer(const TransferOptions& o) {
                "correctly when clean (rate_all: over all samples); targeted: classified as the target "
                "label; 95% Wilson intervals"},
               {"cells", cells},
+              {"skipped", skipped},
               {"predictors",
                {{"definitions",
                  {{"gradient_alignment", "mean cosine of the input gradients of the two models' losses "
@@ -602,6 +629,10 @@ std::string transfer_text(const TransferResult& r) {
       os << " " << name << " " << (v.is_number() ? fmt(v.get<double>(), 3) : std::string("n/a"));
     }
     os << "\n";
+  }
+  for (const auto& k : r.matrix.at("skipped")) {
+    os << "skipped " << k.at("attack").get<std::string>() << " on " << k.at("source").get<std::string>()
+       << ": " << k.at("reason").get<std::string>() << "\n";
   }
   os << "crafted " << r.sets_crafted << " adversarial sets, reused " << r.sets_cached << " from the cache; "
      << fmt(r.seconds, 1) << " s\n";

@@ -1,5 +1,6 @@
 #include "xfer/io/import.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 
@@ -218,6 +219,13 @@ void check_model_for_data(const LoadedModel& lm, const data::Dataset& ds, const 
     XFER_CHECK(lm.model->num_classes() >= ds.num_classes(), lm.path, ": the model has ",
                lm.model->num_classes(), " classes but ", spec, " has ", ds.num_classes());
   }
+}
+
+bool label_space_matches(const LoadedModel& lm, const data::Dataset& ds) {
+  const auto& names = lm.config.class_names;
+  if (names.empty() || ds.class_names.empty()) return true;
+  if (names.size() < ds.class_names.size()) return false;
+  return std::equal(ds.class_names.begin(), ds.class_names.end(), names.begin());
 }
 
 }  // namespace xfer::io

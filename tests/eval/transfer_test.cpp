@@ -248,5 +248,28 @@ TEST_F(TransferRunTest, RefusesAForeignOutputDirectoryAndBadModels) {
   xfer::testing::expect_error_naming([&] { run_transfer(big); }, "12x12");
 }
 
+TEST_F(TransferRunTest, SourcesWithOtherClassesGetOnlyLabelFreeAttacks) {
+  // A copy of A whose classes are named differently: a base of another task.
+  fs::copy(tmp_->file("A"), dir_.file("other"));
+  auto cfg = read_json(dir_.file("other/config.json"));
+  cfg["class_names"] = {"x", "y", "z"};
+  write_json(dir_.file("other/config.json"), cfg);
+  auto o = options();
+  o.sources = {TransferSource::parse(dir_.file("other"))};
+  o.attacks = {"fgsm", "feature"};
+  o.eps = {0.1};
+  auto r = run_transfer(o);
+  ASSERT_EQ(r.cells.size(), 3u);  // feature on each target; fgsm skipped
+  for (const auto& c : r.cells) EXPECT_EQ(c.attack, "feature");
+  ASSERT_EQ(r.matrix["skipped"].size(), 1u);
+  EXPECT_EQ(r.matrix["skipped"][0]["attack"], "fgsm");
+  EXPECT_NE(transfer_text(r).find("skipped fgsm"), std::string::npos);
+  // As a target it is refused: success needs the data's labels.
+  auto t = options();
+  t.targets = {model_source_from_path(dir_.file("other"))};
+  t.out = dir_.file("t4");
+  xfer::testing::expect_error_containing([&] { run_transfer(t); }, {"other", "[x, y, z]"});
+}
+
 }  // namespace
 }  // namespace xfer::eval

@@ -57,7 +57,9 @@ struct AuditOptions {
   std::string data;
   /// The suite run from every proxy.
   std::vector<std::string> attacks = {"fgsm", "pgd", "mi-fgsm+di+ti"};
-  /// Also the feature-space attack on each ancestor's backbone.
+  /// Also the feature-space attack on each ancestor's backbone. A proxy that
+  /// predicts other classes than the data (a base pre-trained on another
+  /// task) gets only label-free attacks, so always this one.
   bool feature_on_ancestors = true;
   std::vector<double> eps = {0.1};  ///< the first is the headline budget
   attack::AttackOptions base;

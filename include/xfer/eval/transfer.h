@@ -127,6 +127,10 @@ attack::AdversarialSet craft_or_reuse(const CraftContext& ctx, const std::vector
 torch::Tensor predict_classes(models::ClassifierImpl& model, const torch::Tensor& images, int64_t batch_size,
                               torch::Device device);
 
+/// Throws xfer::Error naming the model and both class lists unless the
+/// target predicts the data's classes (io::label_space_matches).
+void check_label_space(const NamedModel& target, const data::Dataset& data, const std::string& spec);
+
 /// Prepares an output directory that several runs may fill: created when
 /// missing; an existing one must be a directory that is empty or holds
 /// `marker` (a previous run's output) or `cache` (a run killed before it).
