@@ -119,19 +119,20 @@ TEST_F(AttackSetTest, BadInputsLeaveNoOutput) {
   xfer::testing::expect_error_naming([&] { load_adversarial_set(good.out); }, "xfer-adv/1");
 }
 
-// White-box PGD-10 (alpha = 2.5 eps/10, random start) on a cnn trained on
-// 10k Fashion-MNIST images. Measured on 1000 test images: 0.81 at eps 0.1
-// (0.68 with alpha = eps/10; BIM with eps/10 gives 0.771, the same as the
-// PyTorch reference of bench/reference on the same weights). Success must grow
-// with the budget and be near-total at 0.2.
+// The white-box check: PGD-10 (alpha = 2.5 eps/10, random start) at
+// eps 0.1 on a cnn trained 3 epochs on the 60 000 Fashion-MNIST training
+// images (test accuracy ~0.92). Measured: 0.985 of the correctly classified
+// test images on these 300, 0.964 on 1000; a cnn trained 6 epochs: 0.996 on
+// all 10 000. (BIM with eps/10 on a weaker cnn agreed with the PyTorch
+// reference of bench/reference on the same weights: 0.771 both.)
 TEST(AttackSlowTest, SlowWhiteBoxPgdOnFashionMnistCnn) {
   if (!xfer::testing::have_fashion_mnist()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
   TempDir tmp;
   train::TrainRunOptions t;
-  t.data = "fashion-mnist:train:shots=1000";
+  t.data = "fashion-mnist:train";
   t.arch = "cnn";
   t.val_fraction = 0;
-  t.train.epochs(2).batch_size(64);
+  t.train.epochs(3).batch_size(128);
   t.checkpoints = false;
   t.out = tmp.file("cnn");
   train::run_train(t);
@@ -152,9 +153,9 @@ TEST(AttackSlowTest, SlowWhiteBoxPgdOnFashionMnistCnn) {
     EXPECT_GT(wb["clean_correct"].get<int64_t>(), 220);
     rates.push_back(wb["rate"].get<double>());
   }
-  EXPECT_GE(rates[0], 0.65);
-  EXPECT_GE(rates[1], 0.95);
-  EXPECT_GT(rates[1], rates[0]);
+  EXPECT_GE(rates[0], 0.95);
+  EXPECT_GE(rates[1], 0.99);
+  EXPECT_GE(rates[1], rates[0]);
 }
 
 }  // namespace
