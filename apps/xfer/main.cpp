@@ -46,6 +46,8 @@ void add_train_options(CLI::App* cmd, xfer::train::TrainOptions& t, bool& hflip,
       ->capture_default_str();
   cmd->add_option_function<std::string>("--device", [&t](const std::string& v) { t.device(v); },
                                         "cpu (default), cuda, cuda:N or auto");
+  cmd->add_option_function<std::string>("--adv-train", [&t](const std::string& v) { t.adv_train(v); },
+                                        "Adversarial training on PGD examples: pgd:EPS[:STEPS] (e.g. pgd:0.1)");
 }
 
 void add_model_source_options(CLI::App* cmd, xfer::io::ModelSource& src) {

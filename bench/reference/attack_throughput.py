@@ -45,10 +45,13 @@ class Cnn(nn.Module):
         self.neck = nn.Sequential(nn.Flatten(), nn.Linear(64 * 49, 128), nn.ReLU(True), nn.Dropout(0.25))
         self.head = nn.Linear(128, classes)
 
-    def forward(self, x):
+    def features(self, x):
         for s in self.stages:
             x = s(x)
-        return self.head(self.neck(x))
+        return self.neck(x)
+
+    def forward(self, x):
+        return self.head(self.features(x))
 
 
 class Block(nn.Module):
@@ -78,10 +81,12 @@ class ResNet(nn.Module):
         self.layer3 = nn.Sequential(Block(64, 128, 2))
         self.fc = nn.Linear(128, classes)
 
-    def forward(self, x):
+    def features(self, x):
         x = torch.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(x.mean((2, 3)))
+        return self.layer3(self.layer2(self.layer1(x))).mean((2, 3))
+
+    def forward(self, x):
+        return self.fc(self.features(x))
 
 
 class Mlp(nn.Module):
@@ -91,8 +96,11 @@ class Mlp(nn.Module):
                                   nn.Linear(512, 256), nn.ReLU(), nn.Dropout(0.1))
         self.head = nn.Linear(256, classes)
 
+    def features(self, x):
+        return self.body(x)
+
     def forward(self, x):
-        return self.head(self.body(x))
+        return self.head(self.features(x))
 
 
 class Attn(nn.Module):

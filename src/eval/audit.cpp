@@ -424,14 +424,17 @@ AuditResult run_audit(const AuditOptions& o) {
        << " | " << num(p.predictors.cka) << " | " << num(p.predictors.agreement) << " |\n";
   }
   if (o.eps.size() > 1) {
+    std::vector<size_t> by_eps(o.eps.size());
+    for (size_t e = 0; e < by_eps.size(); ++e) by_eps[e] = e;
+    std::stable_sort(by_eps.begin(), by_eps.end(), [&](size_t a, size_t b) { return o.eps[a] < o.eps[b]; });
     md << "\n## Success vs budget (best attack per proxy)\n\n| proxy |";
-    for (double e : o.eps) md << " eps " << num(e, 4) << " |";
+    for (size_t e : by_eps) md << " eps " << num(o.eps[e], 4) << " |";
     md << "\n|---|";
     for (size_t e = 0; e < o.eps.size(); ++e) md << "---|";
     md << "\n";
     for (size_t i : order) {
       md << "| " << reports[i].model->name << " |";
-      for (const auto* b : reports[i].best) md << " " << pct(rate(*b)) << " |";
+      for (size_t e : by_eps) md << " " << pct(rate(*reports[i].best[e])) << " |";
       md << "\n";
     }
   }

@@ -8,7 +8,9 @@
 #include <sstream>
 #include <type_traits>
 
+#include "xfer/attack/attack.h"
 #include "xfer/core/error.h"
+#include "xfer/core/parse.h"
 #include "xfer/core/progress.h"
 #include "xfer/core/runtime.h"
 #include "xfer/data/loader.h"
@@ -57,10 +59,26 @@ void TrainOptions::validate() const {
   XFER_CHECK_USAGE(label_smoothing() >= 0 && label_smoothing() < 1,
                    "--label-smoothing must be in [0, 1), got ", label_smoothing());
   XFER_CHECK_USAGE(augment().crop_padding >= 0, "--crop-padding must be >= 0");
+  parse_adv_train(adv_train());
+}
+
+std::optional<AdvTrainSpec> parse_adv_train(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  const auto parts = split(text, ':');
+  XFER_CHECK_USAGE(parts[0] == "pgd" && (parts.size() == 2 || parts.size() == 3),
+                   "--adv-train: expected pgd:EPS or pgd:EPS:STEPS (e.g. pgd:0.1), got '", text, "'");
+  AdvTrainSpec s;
+  s.eps = parse_fraction(parts[1], "--adv-train eps");
+  XFER_CHECK_USAGE(s.eps > 0 && s.eps <= 1, "--adv-train: eps must be in (0, 1], got '", parts[1], "'");
+  if (parts.size() == 3) {
+    s.steps = parse_integer(parts[2], "--adv-train steps");
+    XFER_CHECK_USAGE(s.steps >= 1 && s.steps <= 1000, "--adv-train: steps must be in [1, 1000], got ", s.steps);
+  }
+  return s;
 }
 
 Json TrainOptions::to_json() const {
-  return {{"epochs", epochs()},
+  Json j = {{"epochs", epochs()},
           {"batch_size", batch_size()},
           {"optimizer", optimizer()},
           {"lr", lr()},
@@ -72,6 +90,9 @@ Json TrainOptions::to_json() const {
           {"crop_padding", augment().crop_padding},
           {"hflip", augment().hflip},
           {"seed", seed()}};
+  // Only when set: recipes (and checkpoints) of plain runs keep their form.
+  if (!adv_train().empty()) j["adv_train"] = adv_train();
+  return j;
 }
 
 Json to_json(const EpochRecord& r) {
@@ -316,6 +337,14 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
   double loss_sum = 0;
   int64_t correct = 0, seen = 0;
   auto ce_options = torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(o.label_smoothing());
+  const auto adv = parse_adv_train(o.adv_train());
+  attack::AttackOptions adv_options;
+  models::Classifier adv_model(nullptr);
+  if (adv) {
+    adv_options = attack::options_for("pgd", attack::AttackOptions().eps(adv->eps).steps(adv->steps).seed(o.seed()));
+    adv_options.validate();
+    adv_model = models::Classifier(std::dynamic_pointer_cast<models::ClassifierImpl>(model.shared_from_this()));
+  }
 
   at::Generator gen = at::detail::getDefaultCPUGenerator();
   auto save = [&](int64_t epoch, int64_t batch, int64_t next_step, double epoch_seconds) {
@@ -414,6 +443,11 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
       auto batch = loader.batch(i);
       auto x = batch.images.to(device);
       auto y = batch.labels.to(device);
+      if (adv) {
+        // run_attack crafts in eval mode and restores train mode; seeded by the
+        // step, so a resumed run crafts the same examples.
+        x = attack::run_attack({adv_model}, x, y, adv_options, step).adv.detach();
+      }
       optimizer->zero_grad();
       auto logits = model.forward(x);
       auto loss = torch::nn::functional::cross_entropy(logits, y, ce_options);

@@ -38,7 +38,13 @@ struct TrainOptions {
   /// Keep the weights of the epoch with the best validation accuracy.
   TORCH_ARG(bool, keep_best) = true;
   TORCH_ARG(std::string, device) = "cpu";
-
+  /// Adversarial training (Madry et al. 2018): "" = off; "pgd:EPS" or
+  /// "pgd:EPS:STEPS" (default 7 steps, alpha 2.5 eps/steps, random start,
+  /// linf). Each batch is replaced by PGD examples crafted on the current
+  /// weights with the model in eval mode (BatchNorm statistics untouched by
+  /// the attack), after augmentation; the train loss/accuracy are then on
+  /// adversarial examples.
+  TORCH_ARG(std::string, adv_train) = "";
 
  public:
   /// Throws xfer::UsageError on out-of-range values.
@@ -46,6 +52,15 @@ struct TrainOptions {
   /// The options that shape the weights (epochs ... seed), for recipes in card.json.
   Json to_json() const;
 };
+
+/// A parsed --adv-train value.
+struct AdvTrainSpec {
+  double eps = 0;
+  int64_t steps = 7;
+};
+/// Parses "pgd:EPS[:STEPS]" (EPS as 0.1 or 8/255); nullopt for "".
+/// Throws xfer::UsageError naming --adv-train.
+std::optional<AdvTrainSpec> parse_adv_train(const std::string& text);
 
 /// One epoch's numbers.
 struct EpochRecord {
