@@ -243,15 +243,9 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
     XFER_CHECK(first_phase < phases.size(), io::checkpoint_file(o.resume), ": bad phase");
     for (const auto& pr : ctx.value("finished", Json::array())) r.phases.push_back(result_from(pr));
     r.resumed = true;
-    // Killed after the output was written but before the checkpoint was removed.
-    if (fs::exists(o.out, ec)) {
-      auto done = io::load_model_dir(o.out);
-      Json done_recipe = done.card.recipe;
-      done_recipe.erase("source");
-      XFER_CHECK_USAGE(done_recipe == recipe, o.out,
-                       ": exists and is not the output of this checkpoint's run");
-      if (!o.keep_checkpoint) fs::remove_all(o.resume, ec);
-      r.card = done.card;
+    // The card's recipe also names the source path, which the checkpoint's does not.
+    if (auto done = finished_output(o.out, recipe, o.resume, o.keep_checkpoint, {"source"})) {
+      r.card = *done;
       r.already_done = true;
       return r;
     }

@@ -83,13 +83,8 @@ TrainRunResult run_train(const TrainRunOptions& o) {
   std::error_code ec;
   if (ckpt) {
     r.resumed = true;
-    // Killed after the output was written but before the checkpoint was removed.
-    if (std::filesystem::exists(o.out, ec)) {
-      auto done = io::load_model_dir(o.out);
-      XFER_CHECK_USAGE(done.card.recipe == recipe, o.out,
-                       ": exists and is not the output of this checkpoint's run");
-      if (!o.keep_checkpoint) std::filesystem::remove_all(o.resume, ec);
-      r.card = done.card;
+    if (auto done = finished_output(o.out, recipe, o.resume, o.keep_checkpoint)) {
+      r.card = *done;
       r.already_done = true;
       return r;
     }

@@ -561,4 +561,17 @@ std::optional<io::Checkpoint> open_resume(const std::string& resume, const Json&
   return ckpt;
 }
 
+std::optional<io::ModelCard> finished_output(const std::string& out, const Json& recipe,
+                                             const std::string& resume, bool keep_checkpoint,
+                                             const std::vector<std::string>& ignore) {
+  std::error_code ec;
+  if (!std::filesystem::exists(out, ec)) return std::nullopt;
+  auto done = io::load_model_dir(out);
+  Json done_recipe = done.card.recipe;
+  for (const auto& k : ignore) done_recipe.erase(k);
+  XFER_CHECK_USAGE(done_recipe == recipe, out, ": exists and is not the output of this checkpoint's run");
+  if (!keep_checkpoint) std::filesystem::remove_all(resume, ec);
+  return done.card;
+}
+
 }  // namespace xfer::train

@@ -18,6 +18,7 @@
 #include "xfer/data/dataset.h"
 #include "xfer/data/transforms.h"
 #include "xfer/io/checkpoint.h"
+#include "xfer/io/model_dir.h"
 #include "xfer/models/classifier.h"
 
 namespace xfer::train {
@@ -162,5 +163,14 @@ std::string prepare_checkpoint_dir(const std::string& out, const std::string& di
 /// xfer::UsageError listing the fields that differ.
 std::optional<io::Checkpoint> open_resume(const std::string& resume, const Json& recipe,
                                           const std::string& command);
+
+/// A resumed run killed after its output was written but before its
+/// checkpoint was removed: the card of `out` when it exists (its recipe, less
+/// the `ignore` keys, must equal `recipe`, else xfer::UsageError naming out),
+/// with the checkpoint directory removed unless keep_checkpoint; nullopt when
+/// `out` does not exist yet.
+std::optional<io::ModelCard> finished_output(const std::string& out, const Json& recipe,
+                                             const std::string& resume, bool keep_checkpoint,
+                                             const std::vector<std::string>& ignore = {});
 
 }  // namespace xfer::train
