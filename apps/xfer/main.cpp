@@ -303,6 +303,18 @@ int run(int argc, char** argv) {
   audit_cmd->add_option("--cache", au.cache, "Adversarial set cache directory (default OUT/adv)");
   audit_cmd->add_option("--out", au.out, "Output directory (new, or an earlier audit output)")->required();
 
+  // xfer study
+  auto* study_cmd = app.add_subcommand(
+      "study",
+      "The default study of DESIGN.md on Fashion-MNIST: public bases, fine-tuned and scratch victims,\n"
+      "data-efficiency curves, attackers A/B/C, lineage effect, predictors, hardening. Models and\n"
+      "adversarial sets are cached by content in --out: a rerun or a resumed run redoes nothing.\n"
+      "Writes config.json, results.json, CSV tables and transfer/.");
+  std::string st_preset = "default", st_config, st_out;
+  study_cmd->add_option("--preset", st_preset, "quick | default | full")->capture_default_str();
+  study_cmd->add_option("--config", st_config, "Study config JSON (the config.json a study writes)");
+  study_cmd->add_option("--out", st_out, "Output directory (new, or an earlier study to resume)")->required();
+
   // xfer eval
   auto* eval_cmd = app.add_subcommand(
       "eval",
@@ -413,6 +425,23 @@ int run(int argc, char** argv) {
     if (!wb.is_null()) std::printf("white-box success on the surrogate: %.4f\n", wb["rate"].get<double>());
     std::printf("mean Linf %.4f, mean L2 %.4f\n", r.info["norms"]["linf_mean"].get<double>(),
                 r.info["norms"]["l2_mean"].get<double>());
+    return 0;
+  }
+  if (study_cmd->parsed()) {
+    xfer::study::StudyOptions so;
+    if (st_config.empty()) {
+      so.config = xfer::study::StudyConfig::preset_config(st_preset);
+    } else {
+      auto j = xfer::read_json(st_config);
+      if (j.is_object() && !j.contains("preset") && study_cmd->count("--preset")) j["preset"] = st_preset;
+      so.config = xfer::study::StudyConfig::from_json(j, st_config);
+    }
+    so.out = st_out;
+    if (!g.quiet) so.on_message = [](const std::string& m) { std::fprintf(stderr, "%s\n", m.c_str()); };
+    auto r = xfer::study::run_study(so);
+    std::cout << r.summary;
+    std::printf("wrote %s/results.json (%lld models trained, %lld reused; %.0f s)\n", st_out.c_str(),
+                static_cast<long long>(r.models_trained), static_cast<long long>(r.models_cached), r.seconds);
     return 0;
   }
   if (transfer_cmd->parsed()) {

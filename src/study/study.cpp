@@ -1,0 +1,665 @@
+#include "xfer/study/study.h"
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <iomanip>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "xfer/core/error.h"
+#include "xfer/core/fs.h"
+#include "xfer/core/runtime.h"
+#include "xfer/core/sha256.h"
+#include "xfer/data/spec.h"
+#include "xfer/eval/metrics.h"
+#include "xfer/eval/transfer.h"
+#include "xfer/io/model_dir.h"
+#include "xfer/train/finetune.h"
+#include "xfer/train/freeze.h"
+#include "xfer/train/run.h"
+
+namespace fs = std::filesystem;
+
+namespace xfer::study {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// A model of the study: where it is, what it is.
+struct Member {
+  std::string label, dir, id, parent_id, role, arch, method;  // role: base|victim|scratch|hardened|attacker-b|attacker-c
+  int64_t shots = 0, seed = 0;
+  double wall_seconds = 0;
+  bool cached = false;
+  double accuracy = -1;
+  Json to_json() const {
+    return {{"label", label}, {"dir", dir},        {"id", id},         {"parent", parent_id.empty() ? Json(nullptr) : Json(parent_id)},
+            {"role", role},   {"arch", arch},      {"method", method}, {"shots", shots},
+            {"seed", seed},   {"wall_seconds", wall_seconds}, {"cached", cached},
+            {"test_accuracy", accuracy >= 0 ? Json(accuracy) : Json(nullptr)}};
+  }
+};
+
+std::string safe(std::string s) {
+  for (auto& c : s) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) c = '-';
+  }
+  return s;
+}
+
+// The epoch budget of a k-shot run: batch 32 (or all samples), at least
+// min_epochs and min_steps (the same rule as examples/fewshot_fmnist.py).
+std::pair<int64_t, int64_t> budget(int64_t samples, const StudyConfig& c) {
+  const int64_t batch = std::min<int64_t>(32, std::max<int64_t>(1, samples));
+  const int64_t steps_per_epoch = samples > batch ? std::max<int64_t>(1, samples / batch) : 1;
+  const int64_t epochs = std::max(c.min_epochs, (c.min_steps + steps_per_epoch - 1) / steps_per_epoch);
+  return {batch, epochs};
+}
+
+std::string pct(double v) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(1) << 100 * v << "%";
+  return os.str();
+}
+
+}  // namespace
+
+StudyConfig StudyConfig::preset_config(const std::string& name) {
+  StudyConfig c;
+  c.preset = name;
+  if (name == "quick") {
+    c.test_shots = 40;
+    c.base_shots = 300;
+    c.base_epochs = 2;
+    c.strategies = {"linear-probe", "full"};
+    c.shots = {10, 50};
+    c.seeds = {0};
+    c.scratch_archs = {"resnet"};
+    c.min_epochs = 8;
+    c.min_steps = 60;
+    c.attacks = {"pgd"};
+    c.attacker_shots = 50;
+    c.adv_train = "pgd:0.1:3";
+    c.predictor_samples = 100;
+  } else if (name == "full") {
+    c.test_shots = 500;
+    c.base_shots = 0;
+    c.base_epochs = 5;
+    c.strategies = {"linear-probe", "full", "lp-ft", "lora:8", "l2-sp:0.01"};
+    c.shots = {1, 5, 10, 50, 100};
+    c.scratch_archs = {"resnet", "cnn", "vit"};
+    c.attacks = {"fgsm", "pgd", "mi-fgsm+di+ti"};
+    c.eps = {0.05, 0.1, 0.15, 0.2};
+    c.predictor_samples = 500;
+  } else {
+    XFER_CHECK_USAGE(name == "default", "--preset: expected quick, default or full, got '", name, "'");
+  }
+  return c;
+}
+
+Json StudyConfig::to_json() const {
+  return {{"preset", preset},           {"source", source},
+          {"target", target},           {"test", test},
+          {"test_shots", test_shots},   {"base_shots", base_shots},
+          {"base_epochs", base_epochs}, {"base_archs", base_archs},
+          {"public_base", public_base}, {"strategies", strategies},
+          {"shots", shots},             {"seeds", seeds},
+          {"scratch_archs", scratch_archs}, {"min_epochs", min_epochs},
+          {"min_steps", min_steps},     {"scratch_lr", scratch_lr},
+          {"attacks", attacks},         {"eps", eps},
+          {"attack_steps", attack_steps}, {"attacker_shots", attacker_shots},
+          {"attacker_c_arch", attacker_c_arch}, {"adv_train", adv_train},
+          {"predictor_samples", predictor_samples}};
+}
+
+StudyConfig StudyConfig::from_json(const Json& j, const std::string& what) {
+  XFER_CHECK_USAGE(j.is_object(), what, ": a study config is a JSON object");
+  const auto known = StudyConfig().to_json();
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    XFER_CHECK_USAGE(known.contains(it.key()), what, ": unknown key '", it.key(), "'");
+  }
+  StudyConfig c = preset_config(json_get_or<std::string>(j, "preset", "default", what));
+  try {
+    c.source = json_get_or(j, "source", c.source, what);
+    c.target = json_get_or(j, "target", c.target, what);
+    c.test = json_get_or(j, "test", c.test, what);
+    c.test_shots = json_get_or(j, "test_shots", c.test_shots, what);
+    c.base_shots = json_get_or(j, "base_shots", c.base_shots, what);
+    c.base_epochs = json_get_or(j, "base_epochs", c.base_epochs, what);
+    c.base_archs = json_get_or(j, "base_archs", c.base_archs, what);
+    c.public_base = json_get_or(j, "public_base", c.public_base, what);
+    c.strategies = json_get_or(j, "strategies", c.strategies, what);
+    c.shots = json_get_or(j, "shots", c.shots, what);
+    c.seeds = json_get_or(j, "seeds", c.seeds, what);
+    c.scratch_archs = json_get_or(j, "scratch_archs", c.scratch_archs, what);
+    c.min_epochs = json_get_or(j, "min_epochs", c.min_epochs, what);
+    c.min_steps = json_get_or(j, "min_steps", c.min_steps, what);
+    c.scratch_lr = json_get_or(j, "scratch_lr", c.scratch_lr, what);
+    c.attacks = json_get_or(j, "attacks", c.attacks, what);
+    c.eps = json_get_or(j, "eps", c.eps, what);
+    c.attack_steps = json_get_or(j, "attack_steps", c.attack_steps, what);
+    c.attacker_shots = json_get_or(j, "attacker_shots", c.attacker_shots, what);
+    c.attacker_c_arch = json_get_or(j, "attacker_c_arch", c.attacker_c_arch, what);
+    c.adv_train = json_get_or(j, "adv_train", c.adv_train, what);
+    c.predictor_samples = json_get_or(j, "predictor_samples", c.predictor_samples, what);
+  } catch (const Error& e) {
+    throw UsageError(e.what());
+  }
+  c.validate();
+  return c;
+}
+
+void StudyConfig::validate() const {
+  XFER_CHECK_USAGE(!source.empty() && !target.empty() && !test.empty(), "study: source, target and test are required");
+  XFER_CHECK_USAGE(test_shots >= 0 && base_shots >= 0, "study: test_shots and base_shots must be >= 0");
+  XFER_CHECK_USAGE(base_epochs >= 1, "study: base_epochs must be >= 1");
+  XFER_CHECK_USAGE(std::find(base_archs.begin(), base_archs.end(), public_base) != base_archs.end(),
+                   "study: public_base '", public_base, "' must be one of base_archs");
+  XFER_CHECK_USAGE(!strategies.empty() && !shots.empty() && !seeds.empty(), "study: strategies, shots and seeds must not be empty");
+  for (const auto& s : strategies) train::Strategy::parse(s);
+  for (int64_t k : shots) XFER_CHECK_USAGE(k >= 1, "study: shots must be >= 1, got ", k);
+  for (int64_t s : seeds) XFER_CHECK_USAGE(s >= 0, "study: seeds must be >= 0, got ", s);
+  XFER_CHECK_USAGE(min_epochs >= 1 && min_steps >= 1, "study: min_epochs and min_steps must be >= 1");
+  XFER_CHECK_USAGE(std::isfinite(scratch_lr) && scratch_lr > 0, "study: scratch_lr must be > 0");
+  XFER_CHECK_USAGE(!attacks.empty() && !eps.empty(), "study: attacks and eps must not be empty");
+  for (const auto& a : attacks) {
+    for (double e : eps) attack::options_for(a, attack::AttackOptions().eps(e).steps(attack_steps)).validate();
+  }
+  XFER_CHECK_USAGE(attack_steps >= 1, "study: attack_steps must be >= 1");
+  XFER_CHECK_USAGE(attacker_shots >= 1, "study: attacker_shots must be >= 1");
+  XFER_CHECK_USAGE(predictor_samples >= 1, "study: predictor_samples must be >= 1");
+  train::parse_adv_train(adv_train);
+}
+
+StudyResult run_study(const StudyOptions& opt) {
+  const StudyConfig& c = opt.config;
+  c.validate();
+  XFER_CHECK_USAGE(!opt.out.empty(), "--out is required");
+  const auto t0 = Clock::now();
+  eval::prepare_results_dir(opt.out, "results.json");
+  const fs::path out(opt.out);
+  write_json((out / "config.json").string(), c.to_json());
+  const fs::path models_dir = out / "models";
+  fs::create_directories(models_dir);
+  auto say = [&](const std::string& m) {
+    if (opt.on_message) opt.on_message(m);
+  };
+  StudyResult result;
+
+  // Every model is a directory named by its label and a hash of its recipe:
+  // present (complete: outputs are staged and renamed) = done.
+  auto build = [&](Member m, Json recipe, const std::function<void(const std::string&)>& make) {
+    recipe["xfer_version"] = version();
+    m.dir = (models_dir / (safe(m.label) + "-" + sha256_hex(recipe.dump()).substr(0, 12))).string();
+    if (fs::exists(fs::path(m.dir) / "card.json")) {
+      m.cached = true;
+      ++result.models_cached;
+    } else {
+      say("training " + m.label);
+      make(m.dir);
+      ++result.models_trained;
+    }
+    auto lm = io::load_model_dir(m.dir);
+    m.id = lm.card.id;
+    m.parent_id = lm.card.parent ? lm.card.parent->id : "";
+    m.arch = lm.config.arch;
+    m.wall_seconds = lm.card.metrics.value("wall_seconds", 0.0);
+    return m;
+  };
+  auto train_model = [&](const std::string& data, const std::string& arch, int64_t epochs, int64_t batch, double lr,
+                         int64_t seed, double val_fraction, int64_t crop) {
+    return [=](const std::string& dir) {
+      train::TrainRunOptions t;
+      t.data = data;
+      t.arch = arch;
+      t.val_fraction = val_fraction;
+      t.train.epochs(epochs).batch_size(batch).lr(lr).seed(static_cast<uint64_t>(seed));
+      data::AugmentOptions aug;
+      aug.crop_padding = crop;
+      t.train.augment(aug);
+      t.checkpoints = false;
+      t.out = dir;
+      train::run_train(t);
+    };
+  };
+
+  // 1. Public bases on the source task.
+  std::map<std::string, Member> bases;
+  const std::string source_spec = c.base_shots > 0 ? train::with_shots(c.source, c.base_shots, 0) : c.source;
+  for (const auto& arch : c.base_archs) {
+    Member m;
+    m.label = "base-" + arch;
+    m.role = "base";
+    m.method = "pretrain";
+    bases[arch] = build(m, {{"kind", "base"}, {"arch", arch}, {"data", source_spec}, {"epochs", c.base_epochs}},
+                        train_model(source_spec, arch, c.base_epochs, 128, 1e-3, 0, 0.1, 0));
+  }
+  const Member& pub = bases.at(c.public_base);
+
+  auto finetune_model = [&](const std::string& strategy, int64_t k, int64_t seed, const std::string& adv) {
+    return [=, &pub](const std::string& dir) {
+      train::FinetuneRunOptions f;
+      f.source.dir = pub.dir;
+      f.data = c.target;
+      f.shots = k;
+      f.strategy = strategy;
+      const auto [batch, epochs] = budget(5 * k, c);
+      f.train.epochs(epochs).batch_size(batch).seed(static_cast<uint64_t>(seed)).adv_train(adv);
+      data::AugmentOptions aug;
+      aug.crop_padding = 2;
+      f.train.augment(aug);
+      f.checkpoints = false;
+      f.out = dir;
+      train::run_finetune(f);
+    };
+  };
+  auto finetune_recipe = [&](const std::string& strategy, int64_t k, int64_t seed, const std::string& adv) {
+    const auto [batch, epochs] = budget(5 * k, c);
+    return Json{{"kind", "finetune"}, {"parent", pub.id}, {"data", c.target}, {"strategy", strategy}, {"shots", k},
+                {"seed", seed},       {"epochs", epochs}, {"batch", batch},   {"adv_train", adv}};
+  };
+
+  // 2. Victims: fine-tuned from the public base, and from scratch.
+  std::vector<Member> victims;
+  for (const auto& s : c.strategies) {
+    for (int64_t k : c.shots) {
+      for (int64_t seed : c.seeds) {
+        Member m;
+        m.label = str_cat("ft-", s, "-k", k, "-s", seed);
+        m.role = "victim";
+        m.method = s;
+        m.shots = k;
+        m.seed = seed;
+        victims.push_back(build(m, finetune_recipe(s, k, seed, ""), finetune_model(s, k, seed, "")));
+      }
+    }
+  }
+  for (const auto& arch : c.scratch_archs) {
+    for (int64_t k : c.shots) {
+      for (int64_t seed : c.seeds) {
+        Member m;
+        m.label = str_cat("scratch-", arch, "-k", k, "-s", seed);
+        m.role = "scratch";
+        m.method = "scratch-" + arch;
+        m.shots = k;
+        m.seed = seed;
+        const auto [batch, epochs] = budget(5 * k, c);
+        const std::string data = train::with_shots(c.target, k, static_cast<uint64_t>(seed));
+        victims.push_back(build(m,
+                                {{"kind", "scratch"}, {"arch", arch}, {"data", data}, {"epochs", epochs},
+                                 {"batch", batch}, {"lr", c.scratch_lr}},
+                                train_model(data, arch, epochs, batch, c.scratch_lr, seed, 0.0, 2)));
+      }
+    }
+  }
+  // Hardening: adversarial fine-tuning of the full strategy at the largest shot count, with its plain twin.
+  std::vector<std::pair<Member, Member>> hardened;
+  if (!c.adv_train.empty()) {
+    const int64_t k = *std::max_element(c.shots.begin(), c.shots.end());
+    const int64_t seed = c.seeds.front();
+    Member twin;
+    twin.label = str_cat("ft-full-k", k, "-s", seed);
+    twin.role = "victim";
+    twin.method = "full";
+    twin.shots = k;
+    twin.seed = seed;
+    twin = build(twin, finetune_recipe("full", k, seed, ""), finetune_model("full", k, seed, ""));
+    if (std::none_of(victims.begin(), victims.end(), [&](const Member& v) { return v.dir == twin.dir; })) {
+      victims.push_back(twin);
+    }
+    Member h;
+    h.label = str_cat("ft-full-adv-k", k, "-s", seed);
+    h.role = "hardened";
+    h.method = "full+" + c.adv_train;
+    h.shots = k;
+    h.seed = seed;
+    h = build(h, finetune_recipe("full", k, seed, c.adv_train), finetune_model("full", k, seed, c.adv_train));
+    victims.push_back(h);
+    hardened.emplace_back(h, twin);
+  }
+
+  // 4. Attackers B (fine-tuned from the public base on its own draw of labels) and C (independent).
+  Member b;
+  b.label = str_cat("attacker-b-full-k", c.attacker_shots);
+  b.role = "attacker-b";
+  b.method = "full";
+  b.shots = c.attacker_shots;
+  b.seed = 1000;
+  b = build(b, finetune_recipe("full", c.attacker_shots, 1000, ""), finetune_model("full", c.attacker_shots, 1000, ""));
+  Member cc;
+  cc.label = str_cat("attacker-c-", c.attacker_c_arch, "-k", c.attacker_shots);
+  cc.role = "attacker-c";
+  cc.method = "scratch-" + c.attacker_c_arch;
+  cc.shots = c.attacker_shots;
+  cc.seed = 2000;
+  {
+    const auto [batch, epochs] = budget(5 * c.attacker_shots, c);
+    const std::string data = train::with_shots(c.target, c.attacker_shots, 2000);
+    cc = build(cc,
+               {{"kind", "scratch"}, {"arch", c.attacker_c_arch}, {"data", data}, {"epochs", epochs},
+                {"batch", batch}, {"lr", c.scratch_lr}},
+               train_model(data, c.attacker_c_arch, epochs, batch, c.scratch_lr, 2000, 0.0, 2));
+  }
+
+  // 3. Test accuracy of every victim and attacker.
+  say("evaluating");
+  const std::string test_spec = c.test_shots > 0 ? train::with_shots(c.test, c.test_shots, 0) : c.test;
+  const data::Dataset test = data::load(test_spec);
+  std::map<std::string, double> accuracy_of;
+  auto evaluate = [&](Member& m) {
+    auto lm = io::load_model_dir(m.dir);
+    m.accuracy = eval::evaluate(*lm.model, test).accuracy;
+    accuracy_of[m.dir] = m.accuracy;
+  };
+  for (auto& v : victims) evaluate(v);
+  for (auto& [h, twin] : hardened) {
+    h.accuracy = accuracy_of.at(h.dir);
+    twin.accuracy = accuracy_of.at(twin.dir);
+  }
+  evaluate(b);
+  evaluate(cc);
+
+  // Data efficiency: mean +- std over seeds per (method, shots).
+  Json efficiency = Json::array();
+  std::vector<std::string> methods = c.strategies;
+  for (const auto& arch : c.scratch_archs) methods.push_back("scratch-" + arch);
+  for (const auto& method : methods) {
+    for (int64_t k : c.shots) {
+      std::vector<double> accs, walls;
+      for (const auto& v : victims) {
+        if (v.role != "hardened" && v.method == method && v.shots == k &&
+            std::find(c.seeds.begin(), c.seeds.end(), v.seed) != c.seeds.end()) {
+          accs.push_back(v.accuracy);
+          walls.push_back(v.wall_seconds);
+        }
+      }
+      if (accs.empty()) continue;
+      double mean = 0, wall = 0, var = 0;
+      for (size_t i = 0; i < accs.size(); ++i) {
+        mean += accs[i];
+        wall += walls[i];
+      }
+      mean /= double(accs.size());
+      wall /= double(accs.size());
+      for (double a : accs) var += (a - mean) * (a - mean);
+      const double sd = accs.size() > 1 ? std::sqrt(var / double(accs.size() - 1)) : 0.0;
+      efficiency.push_back({{"method", method},
+                            {"transfer", method.rfind("scratch-", 0) != 0},
+                            {"shots", k},
+                            {"mean_accuracy", mean},
+                            {"std_accuracy", sd},
+                            {"seeds", accs.size()},
+                            {"mean_wall_seconds", wall}});
+    }
+  }
+
+  // 4-6. Attacks from A, B, C on every victim.
+  say("attacking");
+  eval::TransferOptions to;
+  to.sources = {eval::TransferSource::parse(pub.dir), eval::TransferSource::parse(b.dir),
+                eval::TransferSource::parse(cc.dir)};
+  for (const auto& v : victims) to.targets.push_back(eval::model_source_from_path(v.dir));
+  to.data = test_spec;
+  to.attacks = c.attacks;
+  if (std::find(to.attacks.begin(), to.attacks.end(), "feature") == to.attacks.end()) to.attacks.push_back("feature");
+  to.eps = c.eps;
+  to.overrides = {{"steps", c.attack_steps}};
+  to.predictor_samples = c.predictor_samples;
+  to.cache = (out / "adv").string();
+  to.out = (out / "transfer").string();
+  auto tr = eval::run_transfer(to);
+
+  std::map<std::string, std::string> attacker_of = {{fs::path(pub.dir).filename().string(), "A"},
+                                                    {fs::path(b.dir).filename().string(), "B"},
+                                                    {fs::path(cc.dir).filename().string(), "C"}};
+  std::map<std::string, const Member*> victim_of;
+  for (const auto& v : victims) victim_of[fs::path(v.dir).filename().string()] = &v;
+  Json cells = Json::array();
+  for (const auto& cell : tr.cells) {
+    Json j = cell.to_json();
+    const auto* v = victim_of.at(cell.target);
+    j["attacker"] = attacker_of.at(cell.source);
+    j["victim"] = v->label;
+    j["victim_role"] = v->role;
+    j["descendant"] = v->parent_id == pub.id;
+    cells.push_back(j);
+  }
+
+  // Lineage effect: descendants of the public base vs unrelated victims, pooled.
+  Json lineage = Json::array();
+  for (const std::string attacker : {"A", "B", "C"}) {
+    for (const auto& a : to.attacks) {
+      for (double e : c.eps) {
+        int64_t f[2] = {0, 0}, n[2] = {0, 0}, count[2] = {0, 0};
+        for (const auto& cell : tr.cells) {
+          if (attacker_of.at(cell.source) != attacker || cell.attack != a || cell.eps != e) continue;
+          const auto* v = victim_of.at(cell.target);
+          if (v->role == "hardened") continue;
+          const int g = v->parent_id == pub.id ? 0 : 1;
+          f[g] += cell.fooled;
+          n[g] += cell.clean_correct;
+          ++count[g];
+        }
+        if (count[0] + count[1] == 0) continue;
+        Json row = {{"attacker", attacker}, {"attack", a}, {"eps", e}};
+        const char* names[2] = {"descendants", "unrelated"};
+        for (int g = 0; g < 2; ++g) {
+          auto ci = n[g] ? eval::wilson_interval(f[g], n[g]) : std::make_pair(0.0, 1.0);
+          row[names[g]] = {{"victims", count[g]},
+                           {"fooled", f[g]},
+                           {"clean_correct", n[g]},
+                           {"success", n[g] ? double(f[g]) / double(n[g]) : 0.0},
+                           {"ci95", {ci.first, ci.second}}};
+        }
+        lineage.push_back(row);
+      }
+    }
+  }
+
+  // Hardening: the adversarially fine-tuned victim vs its plain twin.
+  Json hardening = Json::array();
+  for (const auto& [h, twin] : hardened) {
+    Json rows = Json::array();
+    for (const auto& cell : tr.cells) {
+      const auto* v = victim_of.at(cell.target);
+      if (v->dir != h.dir) continue;
+      for (const auto& other : tr.cells) {
+        if (victim_of.at(other.target)->dir == twin.dir && other.source == cell.source && other.attack == cell.attack &&
+            other.eps == cell.eps) {
+          rows.push_back({{"attacker", attacker_of.at(cell.source)},
+                          {"attack", cell.attack},
+                          {"eps", cell.eps},
+                          {"hardened_success", cell.success_rate},
+                          {"hardened_ci95", {cell.success_low, cell.success_high}},
+                          {"plain_success", other.success_rate},
+                          {"plain_ci95", {other.success_low, other.success_high}}});
+        }
+      }
+    }
+    hardening.push_back({{"hardened", h.label},
+                         {"plain", twin.label},
+                         {"recipe", c.adv_train},
+                         {"hardened_accuracy", h.accuracy},
+                         {"plain_accuracy", twin.accuracy},
+                         {"transfer", rows}});
+  }
+
+  Json models = Json::array();
+  for (const auto& [arch, m] : bases) models.push_back(m.to_json());
+  for (const auto& v : victims) models.push_back(v.to_json());
+  models.push_back(b.to_json());
+  models.push_back(cc.to_json());
+  result.seconds = seconds_since(t0);
+  result.results = {
+      {"format", "xfer-study/1"},
+      {"provenance",
+       {{"xfer_version", version()},
+        {"libtorch_version", torch_version()},
+        {"created", utc_timestamp()},
+        {"threads", torch::get_num_threads()},
+        {"seeds", c.seeds},
+        {"data",
+         {{"source", source_spec},
+          {"target", c.target},
+          {"test", {{"spec", test_spec}, {"sha256", test.content_hash()}, {"samples", test.size()}}}}},
+        {"public_base", {{"arch", c.public_base}, {"id", pub.id}}}}},
+      {"config", c.to_json()},
+      {"models", models},
+      {"data_efficiency", efficiency},
+      {"transfer",
+       {{"cells", cells},
+        {"skipped", tr.matrix["skipped"]},
+        {"predictors", tr.matrix["predictors"]},
+        {"matrix", "transfer/matrix.json"}}},
+      {"lineage_effect", lineage},
+      {"hardening", hardening},
+      {"timing",
+       {{"seconds", result.seconds},
+        {"models_trained", result.models_trained},
+        {"models_cached", result.models_cached},
+        {"sets_crafted", tr.sets_crafted},
+        {"sets_cached", tr.sets_cached}}}};
+  result.summary = findings_text(result.results);
+  result.results["findings"] = result.summary;
+
+  // CSV tables.
+  std::ostringstream eff;
+  eff << "method,transfer,shots,mean_accuracy,std_accuracy,seeds,mean_wall_seconds\n";
+  for (const auto& r : efficiency) {
+    eff << r["method"].get<std::string>() << "," << (r["transfer"].get<bool>() ? 1 : 0) << "," << r["shots"] << ","
+        << r["mean_accuracy"] << "," << r["std_accuracy"] << "," << r["seeds"] << "," << r["mean_wall_seconds"] << "\n";
+  }
+  std::ostringstream lin;
+  lin << "attacker,attack,eps,group,victims,fooled,clean_correct,success,ci_low,ci_high\n";
+  for (const auto& r : lineage) {
+    for (const char* g : {"descendants", "unrelated"}) {
+      const auto& x = r[g];
+      lin << r["attacker"].get<std::string>() << "," << r["attack"].get<std::string>() << "," << r["eps"] << "," << g
+          << "," << x["victims"] << "," << x["fooled"] << "," << x["clean_correct"] << "," << x["success"] << ","
+          << x["ci95"][0] << "," << x["ci95"][1] << "\n";
+    }
+  }
+  write_file_atomic((out / "data_efficiency.csv").string(), eff.str());
+  write_file_atomic((out / "lineage_effect.csv").string(), lin.str());
+  write_json((out / "results.json").string(), result.results);
+  return result;
+}
+
+std::string findings_text(const Json& r) {
+  std::ostringstream os;
+  // Data efficiency: best transfer vs best scratch at the smallest and largest shot counts.
+  const auto& eff = r.at("data_efficiency");
+  std::set<int64_t> shots;
+  for (const auto& e : eff) shots.insert(e.at("shots").get<int64_t>());
+  auto best = [&](int64_t k, bool transfer, std::string* name) {
+    double v = -1;
+    for (const auto& e : eff) {
+      if (e.at("shots").get<int64_t>() == k && e.at("transfer").get<bool>() == transfer &&
+          e.at("mean_accuracy").get<double>() > v) {
+        v = e.at("mean_accuracy").get<double>();
+        *name = e.at("method").get<std::string>();
+      }
+    }
+    return v;
+  };
+  for (int64_t k : shots) {
+    std::string tn, sn;
+    const double t = best(k, true, &tn), s = best(k, false, &sn);
+    if (t < 0 || s < 0) continue;
+    os << "- At " << k << " labels per class, the best transfer strategy (" << tn << ") reaches " << pct(t)
+       << " test accuracy and the best scratch model (" << sn << ") " << pct(s) << ": "
+       << (t >= s ? "transfer leads by " : "scratch leads by ") << std::fixed << std::setprecision(1)
+       << 100 * std::abs(t - s) << " points.\n";
+  }
+  if (!shots.empty()) {
+    std::string tn, sn;
+    const int64_t k0 = *shots.begin();
+    const double t0 = best(k0, true, &tn);
+    int64_t match = -1;
+    for (int64_t k : shots) {
+      if (best(k, false, &sn) >= t0) {
+        match = k;
+        break;
+      }
+    }
+    if (match > 0) {
+      os << "- Scratch needs " << match << " labels per class to match transfer at " << k0 << ".\n";
+    } else {
+      os << "- Scratch does not match transfer at " << k0 << " labels per class within " << *shots.rbegin()
+         << " labels per class.\n";
+    }
+  }
+  // Lineage effect of attacker A's feature attack, and B vs C.
+  for (const auto& row : r.at("lineage_effect")) {
+    const auto& d = row.at("descendants");
+    const auto& u = row.at("unrelated");
+    if (d.at("victims").get<int64_t>() == 0 || u.at("victims").get<int64_t>() == 0) continue;
+    if (row.at("attacker") == "A" && row.at("attack") == "feature") {
+      const double ds = d.at("success").get<double>(), us = u.at("success").get<double>();
+      os << "- Attacker A (the public base alone, feature attack, eps " << row.at("eps").get<double>()
+         << ") fools descendants of the base on " << pct(ds) << " (95% CI " << pct(d["ci95"][0].get<double>())
+         << "-" << pct(d["ci95"][1].get<double>()) << ") of their correctly classified samples and unrelated "
+         << "victims on " << pct(us) << " (" << pct(u["ci95"][0].get<double>()) << "-"
+         << pct(u["ci95"][1].get<double>()) << ")"
+         << (d["ci95"][0].get<double>() > u["ci95"][1].get<double>()
+                 ? ": lineage carries the attack.\n"
+                 : (ds > us ? ": higher for descendants, but the intervals overlap.\n"
+                            : ": no lineage effect at this budget.\n"));
+    }
+  }
+  for (const std::string attacker : {"B", "C"}) {
+    double top = -1;
+    std::string how;
+    for (const auto& row : r.at("lineage_effect")) {
+      if (row.at("attacker") != attacker) continue;
+      const double s = row.at("descendants").at("success").get<double>();
+      if (s > top) {
+        top = s;
+        how = row.at("attack").get<std::string>();
+      }
+    }
+    if (top >= 0) {
+      os << "- Attacker " << attacker
+         << (attacker == "B" ? " (own surrogate fine-tuned from the public base)" : " (independent surrogate)")
+         << ": best on the descendants " << pct(top) << " with " << how << ".\n";
+    }
+  }
+  // Predictors.
+  const auto& corr = r.at("transfer").at("predictors").at("spearman_vs_success");
+  std::string best_name;
+  double best_rho = 0;
+  for (const auto& row : corr) {
+    for (const char* p : {"gradient_alignment", "cka", "agreement"}) {
+      const auto& v = row.at(std::string("spearman_") + p);
+      if (v.is_number() && std::abs(v.get<double>()) > std::abs(best_rho)) {
+        best_rho = v.get<double>();
+        best_name = str_cat(p, " (", row.at("attack").get<std::string>(), ")");
+      }
+    }
+  }
+  if (!best_name.empty()) {
+    os << "- The strongest predictor of transfer is " << best_name << ", Spearman " << std::setprecision(2)
+       << best_rho << ".\n";
+  }
+  for (const auto& h : r.at("hardening")) {
+    double worst_h = 0, worst_p = 0;
+    for (const auto& t : h.at("transfer")) {
+      if (t.at("attacker") == "B") {
+        worst_h = std::max(worst_h, t.at("hardened_success").get<double>());
+        worst_p = std::max(worst_p, t.at("plain_success").get<double>());
+      }
+    }
+    os << "- Hardening (" << h.at("recipe").get<std::string>() << "): clean accuracy " << pct(h.at("plain_accuracy").get<double>())
+       << " -> " << pct(h.at("hardened_accuracy").get<double>()) << "; attacker B's best success " << pct(worst_p) << " -> "
+       << pct(worst_h) << ".\n";
+  }
+  return os.str();
+}
+
+}  // namespace xfer::study

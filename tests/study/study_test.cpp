@@ -1,0 +1,119 @@
+#include "xfer/study/study.h"
+
+#include <filesystem>
+
+#include <gtest/gtest.h>
+
+#include "support/errors.h"
+#include "support/support.h"
+#include "xfer/core/fs.h"
+#include "xfer/core/runtime.h"
+
+namespace xfer::study {
+namespace {
+
+using xfer::testing::SeededTest;
+using xfer::testing::TempDir;
+namespace fs = std::filesystem;
+
+// A whole study on synthetic data: two bases, two strategies x two shot
+// counts, scratch victims, a hardened victim, attackers A/B/C.
+class StudyTest : public SeededTest {
+ protected:
+  StudyConfig tiny() {
+    for (const char* d : {"src", "dst", "tst"}) fs::create_directories(tmp_.file(d));
+    StudyConfig c = StudyConfig::preset_config("quick");
+    c.source = xfer::testing::write_synthetic_idx(tmp_.file("src"), 80, 4, 12, 12, 1);
+    c.target = xfer::testing::write_synthetic_idx(tmp_.file("dst"), 90, 3, 12, 12, 2);
+    c.test = xfer::testing::write_synthetic_idx(tmp_.file("tst"), 45, 3, 12, 12, 3);
+    c.test_shots = 0;
+    c.base_shots = 0;
+    c.base_epochs = 1;
+    c.base_archs = {"cnn", "mlp"};
+    c.public_base = "cnn";
+    c.strategies = {"linear-probe", "full"};
+    c.shots = {2, 5};
+    c.seeds = {0};
+    c.scratch_archs = {"mlp"};
+    c.min_epochs = 2;
+    c.min_steps = 2;
+    c.attacks = {"fgsm"};
+    c.attack_steps = 2;
+    c.attacker_shots = 3;
+    c.attacker_c_arch = "mlp";
+    c.adv_train = "pgd:0.1:2";
+    c.predictor_samples = 20;
+    return c;
+  }
+  TempDir tmp_;
+};
+
+TEST_F(StudyTest, RunsEndToEndAndARerunRedoesNothing) {
+  StudyOptions o;
+  o.config = tiny();
+  o.out = tmp_.file("study");
+  auto r = run_study(o);
+  for (const char* f : {"config.json", "results.json", "data_efficiency.csv", "lineage_effect.csv",
+                        "transfer/matrix.json", "transfer/heatmap.svg"}) {
+    EXPECT_TRUE(fs::exists(o.out + "/" + f)) << f;
+  }
+  const auto res = read_json(o.out + "/results.json");
+  EXPECT_EQ(res["format"], "xfer-study/1");
+  EXPECT_EQ(res["provenance"]["xfer_version"], version());
+  // 2 bases; 2 strategies x 2 shots + 1 scratch arch x 2 shots + 1 hardened; attackers B and C.
+  EXPECT_EQ(res["models"].size(), 2u + 7u + 2u);
+  EXPECT_EQ(r.models_trained, 11);
+  EXPECT_EQ(res["data_efficiency"].size(), 3u * 2u);
+  for (const auto& e : res["data_efficiency"]) {
+    EXPECT_GE(e["mean_accuracy"].get<double>(), 0.0);
+    EXPECT_LE(e["mean_accuracy"].get<double>(), 1.0);
+  }
+  // Attackers A, B, C x (fgsm, feature): descendants (4 fine-tuned) vs unrelated (2 scratch).
+  ASSERT_EQ(res["lineage_effect"].size(), 6u);
+  for (const auto& row : res["lineage_effect"]) {
+    EXPECT_EQ(row["descendants"]["victims"], 4);
+    EXPECT_EQ(row["unrelated"]["victims"], 2);
+    EXPECT_LE(row["descendants"]["ci95"][0].get<double>(), row["descendants"]["success"].get<double>());
+  }
+  ASSERT_EQ(res["hardening"].size(), 1u);
+  EXPECT_EQ(res["hardening"][0]["transfer"].size(), 6u);
+  EXPECT_NE(r.summary.find("Attacker A"), std::string::npos) << r.summary;
+  EXPECT_NE(r.summary.find("labels per class"), std::string::npos) << r.summary;
+  // Every cell names its attacker and victim; descendants are the public base's children.
+  for (const auto& c : res["transfer"]["cells"]) {
+    EXPECT_TRUE(c["attacker"] == "A" || c["attacker"] == "B" || c["attacker"] == "C");
+    EXPECT_EQ(c["descendant"].get<bool>(), c["victim_role"] != "scratch") << c["victim"];
+  }
+  // The written config reads back to the same config.
+  EXPECT_EQ(StudyConfig::from_json(read_json(o.out + "/config.json"), "config.json").to_json(), o.config.to_json());
+
+  auto again = run_study(o);
+  EXPECT_EQ(again.models_trained, 0);
+  EXPECT_EQ(again.models_cached, r.models_trained + r.models_cached);
+  EXPECT_EQ(again.results["timing"]["sets_crafted"], 0);
+  EXPECT_EQ(again.results["data_efficiency"], res["data_efficiency"]);
+}
+
+TEST(StudyConfigTest, PresetsAndBadConfigs) {
+  for (const char* p : {"quick", "default", "full"}) {
+    auto c = StudyConfig::preset_config(p);
+    EXPECT_EQ(c.preset, p);
+    c.validate();
+    EXPECT_EQ(StudyConfig::from_json(c.to_json(), "x").to_json(), c.to_json());
+  }
+  EXPECT_LT(StudyConfig::preset_config("quick").shots.size(), StudyConfig::preset_config("full").shots.size());
+  xfer::testing::expect_error_naming([] { StudyConfig::preset_config("huge"); }, "huge");
+  xfer::testing::expect_error_naming([] { StudyConfig::from_json({{"shotz", 3}}, "cfg.json"); }, "shotz");
+  xfer::testing::expect_error_naming([] { StudyConfig::from_json({{"public_base", "mlp"}}, "cfg.json"); },
+                                     "public_base");
+  xfer::testing::expect_error_naming([] { StudyConfig::from_json({{"strategies", {"fly"}}}, "cfg.json"); }, "fly");
+  xfer::testing::expect_error_naming([] { StudyConfig::from_json({{"shots", "ten"}}, "cfg.json"); }, "cfg.json");
+  xfer::testing::expect_error_naming([] { StudyConfig::from_json({{"adv_train", "pgd:x"}}, "cfg.json"); },
+                                     "--adv-train");
+  auto q = StudyConfig::from_json({{"preset", "quick"}, {"seeds", {4, 5}}}, "cfg.json");
+  EXPECT_EQ(q.seeds, (std::vector<int64_t>{4, 5}));
+  EXPECT_EQ(q.shots, StudyConfig::preset_config("quick").shots);
+}
+
+}  // namespace
+}  // namespace xfer::study
