@@ -120,16 +120,7 @@ void TransferOptions::validate() const {
   XFER_CHECK_USAGE(!data.empty(), "--data is required");
   XFER_CHECK_USAGE(!out.empty(), "--out is required");
   XFER_CHECK_USAGE(!attacks.empty(), "--attack: at least one attack");
-  XFER_CHECK_USAGE(!eps.empty(), "--eps: at least one budget");
-  XFER_CHECK_USAGE(!overrides.contains("eps"), "eps is set per budget (--eps), not as an override");
-  for (const auto& a : attacks) {
-    for (double e : eps) {
-      auto o = attack::options_for(a, base);
-      attack::apply_overrides(o, overrides);
-      o.eps(e);
-      o.validate();
-    }
-  }
+  validate_attack_grid(attacks, eps, base, overrides);
   XFER_CHECK_USAGE(limit >= 0, "--limit must be >= 0, got ", limit);
   XFER_CHECK_USAGE(batch_size >= 1, "--batch-size must be >= 1, got ", batch_size);
   XFER_CHECK_USAGE(predictor_samples >= 1, "--predictor-samples must be >= 1, got ", predictor_samples);
@@ -359,6 +350,20 @@ torch::Tensor predict_classes(models::ClassifierImpl& model, const torch::Tensor
   return predict_logits(model, images, batch_size, device).argmax(1);
 }
 
+void validate_attack_grid(const std::vector<std::string>& attacks, const std::vector<double>& eps,
+                          const attack::AttackOptions& base, const Json& overrides) {
+  XFER_CHECK_USAGE(!eps.empty(), "--eps: at least one budget");
+  XFER_CHECK_USAGE(!overrides.contains("eps"), "eps is set per budget (--eps), not as an override");
+  for (const auto& a : attacks) {
+    for (double e : eps) {
+      auto o = attack::options_for(a, base);
+      attack::apply_overrides(o, overrides);
+      o.eps(e);
+      o.validate();
+    }
+  }
+}
+
 void check_label_space(const NamedModel& target, const data::Dataset& ds, const std::string& spec) {
   if (io::label_space_matches(target.loaded, ds)) return;
   std::string have, want;
@@ -479,9 +484,9 @@ TransferResult run_transfer(const TransferOptions& o) {
         auto set = craft_or_reuse(ctx, surrogates, a, e, &cached);
         craft_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
         ++(cached ? r.sets_cached : r.sets_crafted);
-        auto delta = (set.images - images).flatten(1);
-        const double linf = delta.abs().amax(1).mean().item<double>();
-        const double l2 = delta.norm(2, 1).mean().item<double>();
+        // attack.json already holds the set's norms.
+        const double linf = set.info.at("norms").at("linf_mean").get<double>();
+        const double l2 = set.info.at("norms").at("l2_mean").get<double>();
         for (size_t t = 0; t < target_idx.size(); ++t) {
           auto& target = models[target_idx[t]];
           auto adv_pred = predict_classes(*target.loaded.model, set.images, o.batch_size, device);

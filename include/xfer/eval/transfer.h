@@ -131,6 +131,12 @@ torch::Tensor predict_classes(models::ClassifierImpl& model, const torch::Tensor
 /// target predicts the data's classes (io::label_space_matches).
 void check_label_space(const NamedModel& target, const data::Dataset& data, const std::string& spec);
 
+/// Checks every attack at every budget (presets, then overrides, then eps):
+/// xfer::UsageError naming the flag, before any model or data is read. eps
+/// must come from the budget list, not the overrides.
+void validate_attack_grid(const std::vector<std::string>& attacks, const std::vector<double>& eps,
+                          const attack::AttackOptions& base, const Json& overrides);
+
 /// Prepares an output directory that several runs may fill: created when
 /// missing; an existing one must be a directory that is empty or holds
 /// `marker` (a previous run's output) or `cache` (a run killed before it).
