@@ -315,6 +315,12 @@ int run(int argc, char** argv) {
   study_cmd->add_option("--config", st_config, "Study config JSON (the config.json a study writes)");
   study_cmd->add_option("--out", st_out, "Output directory (new, or an earlier study to resume)")->required();
 
+  // xfer report
+  auto* report_cmd = app.add_subcommand(
+      "report", "Re-render DIR/report.html from a study's DIR/results.json (runs nothing).");
+  std::string rp_dir;
+  report_cmd->add_option("DIR", rp_dir, "Study directory")->required();
+
   // xfer eval
   auto* eval_cmd = app.add_subcommand(
       "eval",
@@ -440,8 +446,13 @@ int run(int argc, char** argv) {
     if (!g.quiet) so.on_message = [](const std::string& m) { std::fprintf(stderr, "%s\n", m.c_str()); };
     auto r = xfer::study::run_study(so);
     std::cout << r.summary;
-    std::printf("wrote %s/results.json (%lld models trained, %lld reused; %.0f s)\n", st_out.c_str(),
+    std::printf("wrote %s/results.json and %s/report.html (%lld models trained, %lld reused; %.0f s)\n",
+                st_out.c_str(), st_out.c_str(),
                 static_cast<long long>(r.models_trained), static_cast<long long>(r.models_cached), r.seconds);
+    return 0;
+  }
+  if (report_cmd->parsed()) {
+    std::printf("wrote %s\n", xfer::report::write_report(rp_dir).c_str());
     return 0;
   }
   if (transfer_cmd->parsed()) {

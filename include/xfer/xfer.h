@@ -35,6 +35,7 @@
 #include "xfer/models/registry.h"
 #include "xfer/models/resnet.h"
 #include "xfer/models/torchscript.h"
+#include "xfer/report/report.h"
 #include "xfer/study/study.h"
 #include "xfer/train/finetune.h"
 #include "xfer/train/freeze.h"

@@ -18,6 +18,7 @@
 #include "xfer/eval/metrics.h"
 #include "xfer/eval/transfer.h"
 #include "xfer/io/model_dir.h"
+#include "xfer/report/report.h"
 #include "xfer/train/finetune.h"
 #include "xfer/train/freeze.h"
 #include "xfer/train/run.h"
@@ -490,6 +491,23 @@ StudyResult run_study(const StudyOptions& opt) {
                          {"transfer", rows}});
   }
 
+  // Where the attackers' preview grids are (for the report): the cached sets' directories.
+  Json examples = Json::array();
+  const std::string test_sha = test.content_hash();
+  auto example = [&](const std::string& who, const Member& m, const std::string& attack_name) {
+    attack::AttackSetOptions so;
+    so.attack = attack_name;
+    so.overrides = {{"steps", c.attack_steps}, {"eps", c.eps.front()}};
+    const auto key = eval::adversarial_cache_key({m.id}, test_sha, so.resolved().to_json());
+    examples.push_back({{"attacker", who},
+                        {"attack", attack_name},
+                        {"eps", c.eps.front()},
+                        {"preview", "adv/" + key + "/preview.png"}});
+  };
+  example("A", pub, "feature");
+  example("B", b, c.attacks.front());
+  example("C", cc, c.attacks.front());
+
   Json models = Json::array();
   for (const auto& [arch, m] : bases) models.push_back(m.to_json());
   for (const auto& v : victims) models.push_back(v.to_json());
@@ -519,6 +537,7 @@ StudyResult run_study(const StudyOptions& opt) {
         {"matrix", "transfer/matrix.json"}}},
       {"lineage_effect", lineage},
       {"hardening", hardening},
+      {"examples", examples},
       {"timing",
        {{"seconds", result.seconds},
         {"models_trained", result.models_trained},
@@ -548,6 +567,7 @@ StudyResult run_study(const StudyOptions& opt) {
   write_file_atomic((out / "data_efficiency.csv").string(), eff.str());
   write_file_atomic((out / "lineage_effect.csv").string(), lin.str());
   write_json((out / "results.json").string(), result.results);
+  report::write_report(opt.out);
   return result;
 }
 

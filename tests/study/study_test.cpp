@@ -1,5 +1,8 @@
 #include "xfer/study/study.h"
 
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
 #include <gtest/gtest.h>
@@ -8,6 +11,7 @@
 #include "support/support.h"
 #include "xfer/core/fs.h"
 #include "xfer/core/runtime.h"
+#include "xfer/data/image_folder.h"
 
 namespace xfer::study {
 namespace {
@@ -87,11 +91,54 @@ TEST_F(StudyTest, RunsEndToEndAndARerunRedoesNothing) {
   // The written config reads back to the same config.
   EXPECT_EQ(StudyConfig::from_json(read_json(o.out + "/config.json"), "config.json").to_json(), o.config.to_json());
 
+  // The report: every section, numbers equal to results.json.
+  const std::string html = read_file(o.out + "/report.html");
+  for (const char* id : {"findings", "data-efficiency", "transfer", "lineage", "predictors", "hardening",
+                         "examples", "models"}) {
+    EXPECT_NE(html.find(std::string("id=\"") + id + "\""), std::string::npos) << id;
+  }
+  const double first = res["data_efficiency"][0]["mean_accuracy"].get<double>();
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f%%", 100 * first);
+  EXPECT_NE(html.find(buf), std::string::npos) << buf;
+  EXPECT_EQ(std::count(html.begin(), html.end(), '\n') > 5, true);
+  EXPECT_NE(html.find("data:image/png;base64,"), std::string::npos);  // the preview grids are embedded
+  EXPECT_EQ(html.find("src=\"http"), std::string::npos);              // nothing fetched: opens offline
+
   auto again = run_study(o);
   EXPECT_EQ(again.models_trained, 0);
   EXPECT_EQ(again.models_cached, r.models_trained + r.models_cached);
   EXPECT_EQ(again.results["timing"]["sets_crafted"], 0);
   EXPECT_EQ(again.results["data_efficiency"], res["data_efficiency"]);
+}
+
+// The report in a real browser: Debian's chromium, headless (scripts/setup
+// installs it; skipped where it is missing).
+TEST_F(StudyTest, ReportRendersInChromium) {
+  const char* chromium = "/usr/bin/chromium";
+  if (!fs::exists(chromium)) GTEST_SKIP() << "chromium not installed (scripts/setup installs it)";
+  StudyOptions o;
+  o.config = tiny();
+  o.out = tmp_.file("study");
+  run_study(o);
+  const std::string page = "file://" + fs::absolute(o.out + "/report.html").string();
+  const std::string flags = " --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --hide-scrollbars ";
+  const std::string dom_file = tmp_.file("dom.html"), shot = tmp_.file("shot.png");
+  std::string cmd = std::string("timeout 120 ") + chromium + flags + "--dump-dom '" + page + "' > '" + dom_file +
+                    "' 2>/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const std::string dom = read_file(dom_file);
+  size_t svgs = 0;
+  for (size_t p = dom.find("<svg"); p != std::string::npos; p = dom.find("<svg", p + 1)) ++svgs;
+  EXPECT_GE(svgs, 5u);  // data efficiency, heatmap, lineage, three scatter plots
+  EXPECT_NE(dom.find("<table"), std::string::npos);
+  EXPECT_NE(dom.find("class=\"bar\""), std::string::npos);
+  cmd = std::string("cd '") + tmp_.path() + "' && timeout 120 " + chromium + flags + "--window-size=1200,1600 " +
+        "--screenshot='" + shot + "' '" + page + "' >/dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  auto img = data::read_image(shot).to(torch::kFloat);
+  EXPECT_GT(img.size(1), 100);
+  EXPECT_GT(img.std().item<double>(), 5.0) << "blank screenshot";
 }
 
 TEST(StudyConfigTest, PresetsAndBadConfigs) {

@@ -68,7 +68,8 @@ struct StudyResult {
 };
 
 /// Runs (or resumes) the study and writes config.json, results.json, the CSV
-/// tables and transfer/ (matrix.json, matrix.csv, heatmap.svg) into out.
+/// tables, transfer/ (matrix.json, matrix.csv, heatmap.svg) and report.html
+/// into out.
 StudyResult run_study(const StudyOptions& options);
 
 /// Plain-language findings computed from results.json's numbers.
