@@ -173,7 +173,7 @@ AttackSetResult run_attack_set(const AttackSetOptions& opt, const std::vector<io
   StagedDir staged(opt.out, opt.overwrite);
   io::write_safetensors(staged.file("adv.safetensors"), file);
   write_json(staged.file("attack.json"), info);
-  data::write_png(staged.file("preview.png"), preview_grid(all_images, adv, o.eps(), 8));
+  data::write_png(staged.file("preview.png"), preview_grid(all_images, adv, o.eps(), kPreviewColumns));
   staged.commit();
   AttackSetResult r;
   r.info = info;

@@ -1,6 +1,7 @@
 #include "xfer/core/fs.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <vector>
 
 #include "xfer/core/error.h"
 
@@ -145,6 +147,39 @@ void StagedDir::commit() {
     ::fsync(dfd);
     ::close(dfd);
   }
+}
+
+DirLock::DirLock(const std::string& dir) {
+  const std::string path = (fs::path(dir) / ".lock").string();
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  XFER_CHECK(fd_ >= 0, path, ": cannot open (", std::strerror(errno), ")");
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd_);
+    fd_ = -1;
+    XFER_CHECK(err != EWOULDBLOCK, dir, ": in use by another xfer process (", path, " is locked)");
+    throw Error(str_cat(path, ": cannot lock (", std::strerror(err), ")"));
+  }
+}
+
+DirLock::~DirLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing releases the flock
+}
+
+int remove_stale_staging(const std::string& dir) {
+  std::error_code ec;
+  int removed = 0;
+  if (!fs::is_directory(dir, ec)) return 0;
+  std::vector<fs::path> stale;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.path().filename().string().find(".tmp-") != std::string::npos) stale.push_back(e.path());
+  }
+  for (const auto& p : stale) {
+    fs::remove_all(p, ec);
+    XFER_CHECK(!ec, p.string(), ": cannot remove a stale temporary entry (", ec.message(), ")");
+    ++removed;
+  }
+  return removed;
 }
 
 }  // namespace xfer

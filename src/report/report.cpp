@@ -257,6 +257,8 @@ std::string render_report(const Json& r, const std::string& dir) {
        "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;"
        "text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
        "section{margin-bottom:2.5em}.charts{display:flex;flex-wrap:wrap;gap:12px}img{image-rendering:pixelated}"
+       "table.labels{table-layout:fixed;font-size:11px;margin:2px 0}table.labels td{text-align:center;padding:1px;"
+       "overflow:hidden;white-space:nowrap}td.fooled{background:#fbd5d5;color:#900}"
        "</style></head><body>\n<h1>xfer study report</h1>\n";
   h << "<p>xfer " << esc(prov.at("xfer_version").get<std::string>()) << ", LibTorch "
     << esc(prov.at("libtorch_version").get<std::string>()) << ", " << esc(prov.at("created").get<std::string>())
@@ -408,15 +410,32 @@ std::string render_report(const Json& r, const std::string& dir) {
 
   // Adversarial examples: the preview grids of the attackers' sets.
   h << "<section id=\"examples\"><h2>Adversarial examples</h2><p>Rows: clean, perturbation (grey = 0), "
-       "adversarial.</p><div class=\"charts\">";
+       "adversarial. Under each grid: the true class, then what a descendant victim predicts on the clean and on "
+       "the adversarial image (red: fooled).</p><div class=\"charts\">";
   for (const auto& ex : r.value("examples", Json::array())) {
     const fs::path png = fs::path(dir) / ex.at("preview").get<std::string>();
     std::error_code ec;
     if (!fs::is_regular_file(png, ec)) continue;
     h << "<figure><img alt=\"adversarial examples\" width=\"" << 3 * 180 << "\" src=\"data:image/png;base64,"
       << base64(read_file(png.string())) << "\"><figcaption>attacker " << esc(ex.at("attacker").get<std::string>())
-      << ", " << esc(ex.at("attack").get<std::string>()) << ", eps " << num(ex.at("eps").get<double>(), 3)
-      << "</figcaption></figure>";
+      << ", " << esc(ex.at("attack").get<std::string>()) << ", eps " << num(ex.at("eps").get<double>(), 3);
+    if (ex.contains("samples") && ex.contains("victim")) {
+      const auto& samples = ex.at("samples");
+      h << "; victim " << esc(ex.at("victim").get<std::string>()) << "<table class=\"labels\" style=\"width:"
+        << 3 * 180 << "px\">";
+      const std::pair<const char*, const char*> rows[] = {{"label", "true"}, {"clean", "clean"}, {"adversarial", "adv"}};
+      for (const auto& [key, title] : rows) {
+        h << "<tr>";
+        for (const auto& sm : samples) {
+          const bool fooled = std::string(key) == "adversarial" && sm.at(key) != sm.at("label");
+          h << "<td" << (fooled ? " class=\"fooled\"" : "") << " title=\"" << title << "\">"
+            << esc(sm.at(key).get<std::string>()) << "</td>";
+        }
+        h << "</tr>";
+      }
+      h << "</table>";
+    }
+    h << "</figcaption></figure>";
   }
   h << "</div></section>\n";
 

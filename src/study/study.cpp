@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <iomanip>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -183,8 +184,13 @@ StudyResult run_study(const StudyOptions& opt) {
   c.validate();
   XFER_CHECK_USAGE(!opt.out.empty(), "--out is required");
   const auto t0 = Clock::now();
-  eval::prepare_results_dir(opt.out, "results.json");
+  // config.json is written first, so a folder killed at any later moment is
+  // recognised as this command's and resumed.
+  eval::prepare_results_dir(opt.out, "config.json");
   const fs::path out(opt.out);
+  const DirLock lock(opt.out);
+  int stale = 0;
+  for (const char* d : {"", "models", "adv", "transfer"}) stale += remove_stale_staging((out / d).string());
   write_json((out / "config.json").string(), c.to_json());
   const fs::path models_dir = out / "models";
   fs::create_directories(models_dir);
@@ -195,13 +201,15 @@ StudyResult run_study(const StudyOptions& opt) {
 
   // Every model is a directory named by its label and a hash of its recipe:
   // present (complete: outputs are staged and renamed) = done.
+  std::set<std::string> counted;
   auto build = [&](Member m, Json recipe, const std::function<void(const std::string&)>& make) {
     recipe["xfer_version"] = version();
     m.dir = (models_dir / (safe(m.label) + "-" + sha256_hex(recipe.dump()).substr(0, 12))).string();
     if (fs::exists(fs::path(m.dir) / "card.json")) {
       m.cached = true;
-      ++result.models_cached;
+      if (counted.insert(m.dir).second) ++result.models_cached;  // the hardened twin is a victim too
     } else {
+      counted.insert(m.dir);
       say("training " + m.label);
       make(m.dir);
       ++result.models_trained;
@@ -494,15 +502,43 @@ StudyResult run_study(const StudyOptions& opt) {
   // Where the attackers' preview grids are (for the report): the cached sets' directories.
   Json examples = Json::array();
   const std::string test_sha = test.content_hash();
+  // Under each grid: the true class and what one descendant victim (the full
+  // strategy at the most shots) predicts on the clean and the adversarial image.
+  const Member* shown = nullptr;
+  for (const auto& v : victims) {
+    if (v.role != "victim") continue;
+    if (!shown || (v.method == "full" && (shown->method != "full" || v.shots > shown->shots))) shown = &v;
+  }
+  std::optional<io::LoadedModel> shown_model;
+  if (shown) shown_model = io::load_model_dir(shown->dir);
   auto example = [&](const std::string& who, const Member& m, const std::string& attack_name) {
     attack::AttackSetOptions so;
     so.attack = attack_name;
     so.overrides = {{"steps", c.attack_steps}, {"eps", c.eps.front()}};
     const auto key = eval::adversarial_cache_key({m.id}, test_sha, so.resolved().to_json());
-    examples.push_back({{"attacker", who},
-                        {"attack", attack_name},
-                        {"eps", c.eps.front()},
-                        {"preview", "adv/" + key + "/preview.png"}});
+    Json ex = {{"attacker", who}, {"attack", attack_name}, {"eps", c.eps.front()},
+               {"preview", "adv/" + key + "/preview.png"}};
+    const std::string set_dir = (out / "adv" / key).string();
+    std::error_code ec;
+    if (shown_model && fs::is_directory(set_dir, ec)) {
+      const auto set = attack::load_adversarial_set(set_dir);
+      const int64_t n = std::min<int64_t>(attack::kPreviewColumns, std::min(set.images.size(0), test.size()));
+      // The set was crafted on the test data in order; check rather than assume.
+      if (torch::equal(set.index.slice(0, 0, n), test.index.slice(0, 0, n))) {
+        auto& model = *shown_model->model;
+        const auto clean = eval::predict_classes(model, test.float_images().slice(0, 0, n), 64, torch::kCPU);
+        const auto adv = eval::predict_classes(model, set.images.slice(0, 0, n), 64, torch::kCPU);
+        Json samples = Json::array();
+        for (int64_t i = 0; i < n; ++i) {
+          samples.push_back({{"label", test.class_names.at(test.labels[i].item<int64_t>())},
+                             {"clean", test.class_names.at(clean[i].item<int64_t>())},
+                             {"adversarial", test.class_names.at(adv[i].item<int64_t>())}});
+        }
+        ex["victim"] = shown->label;
+        ex["samples"] = samples;
+      }
+    }
+    examples.push_back(ex);
   };
   example("A", pub, "feature");
   example("B", b, c.attacks.front());
@@ -543,7 +579,8 @@ StudyResult run_study(const StudyOptions& opt) {
         {"models_trained", result.models_trained},
         {"models_cached", result.models_cached},
         {"sets_crafted", tr.sets_crafted},
-        {"sets_cached", tr.sets_cached}}}};
+        {"sets_cached", tr.sets_cached},
+        {"stale_temporaries_removed", stale}}}};
   result.summary = findings_text(result.results);
   result.results["findings"] = result.summary;
 

@@ -470,19 +470,11 @@ TEST_F(CliFinetuneTest, ResumeOfADifferentRecipeIsRefused) {
   EXPECT_TRUE(one_error_line(r, "--resume"));
 }
 
-// Runs xfer with the arguments (through sh) and SIGKILLs it after `delay_ms`.
+// Runs xfer with the arguments and SIGKILLs it after `delay_ms` (if still running).
 void run_and_kill(const std::string& args, int delay_ms) {
-  std::string cmd = std::string("exec '") + XFER_BINARY + "' " + args + " >/dev/null 2>&1";
-  pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
-  kill(pid, SIGKILL);
-  int status = 0;
-  waitpid(pid, &status, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  xfer::testing::run_xfer_until(
+      args, [&] { return std::chrono::steady_clock::now() - t0 >= std::chrono::milliseconds(delay_ms); });
 }
 
 TEST_F(CliFinetuneTest, SigkillAtRandomMomentsThenResumeGivesTheSameWeights) {

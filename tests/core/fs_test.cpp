@@ -301,5 +301,29 @@ TEST(FsTest, StagedDirFinalPathIsAFileThrows) {
   EXPECT_EQ(list_dir(dir.path()), std::set<std::string>{"file"});
 }
 
+TEST(FsTest, DirLockExcludesASecondHolderUntilReleased) {
+  xfer::testing::TempDir dir;
+  {
+    DirLock first(dir.path());
+    // flock conflicts between open file descriptions, even within one process.
+    expect_error_containing([&] { DirLock second(dir.path()); }, {dir.path(), "in use by another xfer process"});
+  }
+  DirLock again(dir.path());  // released by the first one's destructor
+  EXPECT_TRUE(fs::exists(dir.file(".lock")));
+  expect_error_containing([] { DirLock l("/nonexistent/xfer-lock-dir"); }, {"/nonexistent/xfer-lock-dir", "cannot open"});
+}
+
+TEST(FsTest, RemoveStaleStagingRemovesOnlyTemporaries) {
+  xfer::testing::TempDir dir;
+  fs::create_directories(dir.file("model.tmp-123-4-5/sub"));
+  std::ofstream(dir.file("results.json.tmp-9-8-7")) << "{";
+  fs::create_directories(dir.file("model"));
+  std::ofstream(dir.file("results.json")) << "{}";
+  EXPECT_EQ(remove_stale_staging(dir.path()), 2);
+  EXPECT_EQ(list_dir(dir.path()), (std::set<std::string>{"model", "results.json"}));
+  EXPECT_EQ(remove_stale_staging(dir.path()), 0);
+  EXPECT_EQ(remove_stale_staging(dir.file("missing")), 0);
+}
+
 }  // namespace
 }  // namespace xfer

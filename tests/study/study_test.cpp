@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 
 #include <gtest/gtest.h>
 
@@ -104,12 +105,75 @@ TEST_F(StudyTest, RunsEndToEndAndARerunRedoesNothing) {
   EXPECT_EQ(std::count(html.begin(), html.end(), '\n') > 5, true);
   EXPECT_NE(html.find("data:image/png;base64,"), std::string::npos);  // the preview grids are embedded
   EXPECT_EQ(html.find("src=\"http"), std::string::npos);              // nothing fetched: opens offline
+  // Under each grid: true classes and a descendant victim's predictions, as in results.json.
+  ASSERT_EQ(res["examples"].size(), 3u);
+  for (const auto& ex : res["examples"]) {
+    ASSERT_TRUE(ex.contains("samples")) << ex.dump();
+    EXPECT_EQ(ex["victim"], "ft-full-k5-s0");
+    EXPECT_EQ(ex["samples"].size(), 8u);
+    for (const char* k : {"label", "clean", "adversarial"}) {
+      const std::string cell = "title=\"" + std::string(k == std::string("label") ? "true" : k == std::string("clean") ? "clean" : "adv") +
+                               "\">" + ex["samples"][0][k].get<std::string>() + "</td>";
+      EXPECT_NE(html.find(cell), std::string::npos) << cell;
+    }
+  }
 
   auto again = run_study(o);
   EXPECT_EQ(again.models_trained, 0);
   EXPECT_EQ(again.models_cached, r.models_trained + r.models_cached);
   EXPECT_EQ(again.results["timing"]["sets_crafted"], 0);
   EXPECT_EQ(again.results["data_efficiency"], res["data_efficiency"]);
+}
+
+// SIGKILLed midway (once some models are complete), then rerun: finished
+// models are reused untouched, nothing temporary is left, and every model
+// equals the uninterrupted run's. A second writer on the folder is refused.
+TEST_F(StudyTest, SigkillMidwayThenRerunRedoesNoFinishedWork) {
+  const std::string cfg = tmp_.file("study.json"), ref = tmp_.file("ref"), out = tmp_.file("killed");
+  write_json(cfg, tiny().to_json());
+  auto args = [&](const std::string& dir) { return "--quiet study --config '" + cfg + "' --out '" + dir + "'"; };
+  auto r = xfer::testing::run_xfer(args(ref));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // Complete model directories and when their weights were written.
+  auto complete = [](const std::string& dir) {
+    std::map<std::string, fs::file_time_type> m;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir + "/models", ec)) {
+      const std::string name = e.path().filename().string();
+      if (name.find(".tmp-") == std::string::npos && fs::exists(e.path() / "card.json")) m[name] = fs::last_write_time(e.path() / "model.safetensors");
+    }
+    return m;
+  };
+  const auto all = complete(ref);
+  ASSERT_EQ(all.size(), 11u);
+
+  ASSERT_TRUE(xfer::testing::run_xfer_until(args(out), [&] { return complete(out).size() >= 4; }));
+  const auto before = complete(out);
+  ASSERT_GE(before.size(), 4u);
+  ASSERT_LT(before.size(), all.size());
+  EXPECT_FALSE(fs::exists(out + "/results.json"));
+
+  r = xfer::testing::run_xfer(args(out));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto res = read_json(out + "/results.json");
+  EXPECT_EQ(res["timing"]["models_cached"].get<size_t>(), before.size());
+  EXPECT_EQ(res["timing"]["models_trained"].get<size_t>(), all.size() - before.size());
+  const auto after = complete(out);
+  EXPECT_EQ(after.size(), all.size());
+  for (const auto& [name, written] : before) EXPECT_TRUE(after.at(name) == written) << name << " was rewritten";
+  std::map<std::string, std::string> ids, ref_ids;
+  for (const auto& m : res["models"]) ids[m["label"]] = m["id"];
+  const auto ref_res = read_json(ref + "/results.json");
+  for (const auto& m : ref_res["models"]) ref_ids[m["label"]] = m["id"];
+  EXPECT_EQ(ids, ref_ids);
+  for (const auto& e : fs::recursive_directory_iterator(out)) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
+  }
+
+  DirLock held(out);
+  r = xfer::testing::run_xfer(args(out));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("in use by another xfer process"), std::string::npos) << r.err;
 }
 
 // The report in a real browser: Debian's chromium, headless (scripts/setup

@@ -1,13 +1,17 @@
 #include "support/support.h"
 
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
+#include <thread>
 
 #include "xfer/core/runtime.h"
 #include "xfer/data/idx.h"
@@ -78,6 +82,25 @@ RunResult run_xfer(const std::string& args) {
   r.out = slurp(tmp.file("out"));
   r.err = slurp(tmp.file("err"));
   return r;
+}
+
+bool run_xfer_until(const std::string& args, const std::function<bool()>& stop) {
+  const std::string cmd = std::string("exec '") + XFER_BINARY + "' " + args + " >/dev/null 2>&1 </dev/null";
+  const pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  for (;;) {
+    if (waitpid(pid, &status, WNOHANG) == pid) return false;
+    if (stop()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, &status, 0);
+  return true;
 }
 
 bool make_torchscript_golden(const std::string& dir) {

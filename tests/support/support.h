@@ -3,6 +3,7 @@
 // directories and a runner for the xfer binary.
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -45,6 +46,10 @@ struct RunResult {
 };
 /// Runs build/xfer with the arguments (a shell-quoted string), capturing stdout and stderr.
 RunResult run_xfer(const std::string& args);
+/// Starts build/xfer with the arguments (output discarded), polls `stop`
+/// every 10 ms and SIGKILLs the process once it returns true. Returns whether
+/// it was killed (false: it exited first).
+bool run_xfer_until(const std::string& args, const std::function<bool()>& stop);
 
 /// Runs tests/python/make_torchscript_golden.py into dir (classifier.pt,
 /// backbone.pt, io.safetensors); false when Debian's python3-torch is missing.

@@ -17,6 +17,9 @@
 
 namespace xfer::attack {
 
+/// Samples shown in an adversarial set's preview.png (its first ones, in order).
+constexpr int64_t kPreviewColumns = 8;
+
 struct AttackSetOptions {
   std::vector<io::ModelSource> surrogates;
   std::string data;

@@ -50,4 +50,25 @@ class StagedDir {
   bool committed_ = false;
 };
 
+/// An exclusive advisory lock (flock) on DIR/.lock, held while the object
+/// lives, so two long-running jobs never write one output folder at once. The
+/// kernel drops it when the process dies, even by SIGKILL: a later run is not
+/// blocked by a stale lock. Throws xfer::Error naming the folder if another
+/// process holds it.
+class DirLock {
+ public:
+  explicit DirLock(const std::string& dir);
+  ~DirLock();
+  DirLock(const DirLock&) = delete;
+  DirLock& operator=(const DirLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+/// Removes what killed writers left in dir: entries whose names carry the
+/// temporary suffix of StagedDir / write_file_atomic (".tmp-"). Call it only
+/// while holding the folder's DirLock. Returns how many were removed.
+int remove_stale_staging(const std::string& dir);
+
 }  // namespace xfer
