@@ -1,11 +1,15 @@
 // The xfer command line: parses flags into the library's Options structs and
 // calls the library. Only this file prints errors and chooses exit codes.
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 
@@ -20,6 +24,16 @@ constexpr const char* kDataSpecHelp =
 struct Globals {
   int threads = 0;
   bool quiet = false;
+  double dist_timeout = 300;
+};
+
+// This process's rank in a distributed run (0 otherwise): ranks > 0 leave
+// usage errors, which every rank hits alike, to rank 0.
+int64_t g_rank = 0;
+
+// Leaves the process group however run() ends.
+struct DistSession {
+  ~DistSession() { xfer::dist::shutdown(); }
 };
 
 void add_train_options(CLI::App* cmd, xfer::train::TrainOptions& t, bool& hflip, int64_t& crop,
@@ -108,6 +122,9 @@ int run(int argc, char** argv) {
   app.add_option("--image-size", image_size,
                  "Resize folder: images to N x N (same as :size=N in the SPEC)");
   app.add_flag("--quiet,-q", g.quiet, "No progress bars or per-epoch lines");
+  app.add_option("--dist-timeout", g.dist_timeout,
+                 "Distributed runs: seconds a rank waits for the others before failing")
+      ->capture_default_str();
   app.fallthrough();
 
   // xfer data info SPEC
@@ -348,10 +365,22 @@ int run(int argc, char** argv) {
   predict_cmd->add_option("--batch-size", pr.batch_size, "Batch size")->capture_default_str();
   predict_cmd->add_option("--device", pr.device, "cpu (default), cuda, cuda:N or auto");
 
+  // xfer launch
+  auto* launch_cmd = app.add_subcommand(
+      "launch",
+      "Run a command as N local processes of one distributed job (as torchrun does): each gets RANK,\n"
+      "LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT; signals are forwarded; when one fails the\n"
+      "others are stopped. Example: xfer launch --nproc 2 -- xfer finetune --from base --data ... --out m");
+  xfer::dist::LaunchOptions ln;
+  launch_cmd->add_option("--nproc", ln.nproc, "Processes")->capture_default_str();
+  launch_cmd->add_option("--master-addr", ln.master_addr, "Rendezvous address")->capture_default_str();
+  launch_cmd->add_option("--master-port", ln.master_port, "Rendezvous port (0 = a free one)")->capture_default_str();
+  launch_cmd->add_option("command", ln.command, "The command after --")->required();
+
   // CLI11 reports a misspelt command as "a subcommand is required"; name it instead.
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--threads" || a == "--image-size") {
+    if (a == "--threads" || a == "--image-size" || a == "--dist-timeout") {
       ++i;
       continue;
     }
@@ -384,6 +413,37 @@ int run(int argc, char** argv) {
     return 2;
   }
 
+  if (launch_cmd->parsed()) {
+    auto r = xfer::dist::launch(ln);
+    // Ranks that exit with 1 or 2 printed their own error line.
+    if (r.exit_code != 0 && r.exit_code != 1 && r.exit_code != 2) {
+      std::fprintf(stderr, "xfer: error: launch: %s\n", r.failure.c_str());
+    }
+    return r.exit_code;
+  }
+  DistSession dist_session;
+  const auto env = xfer::dist::Env::from_environment();
+  if (env.world_size > 1) {
+    const bool distributable = train_cmd->parsed() || ft_cmd->parsed() || eval_cmd->parsed() ||
+                               predict_cmd->parsed() || attack_cmd->parsed() || transfer_cmd->parsed() ||
+                               audit_cmd->parsed();
+    XFER_CHECK_USAGE(distributable, "WORLD_SIZE=", env.world_size,
+                     ": only train, finetune, eval, predict, attack, transfer and audit run distributed");
+    XFER_CHECK_USAGE(g.dist_timeout > 0, "--dist-timeout must be > 0");
+    g_rank = env.rank;
+    xfer::dist::init(env, std::chrono::milliseconds(static_cast<int64_t>(g.dist_timeout * 1000)));
+    if (g.threads <= 0) {
+      // Share the cores among the local processes (torchrun sets one thread each).
+      const char* local = std::getenv("LOCAL_WORLD_SIZE");
+      const int64_t procs = local != nullptr ? std::max<int64_t>(1, std::atoll(local)) : env.world_size;
+      g.threads = std::max<int>(1, static_cast<int>(std::thread::hardware_concurrency() / procs));
+    }
+    if (env.rank > 0) {
+      // One rank reports: the others compute the same numbers.
+      g.quiet = true;
+      if (std::freopen("/dev/null", "w", stdout) == nullptr) std::fprintf(stderr, "xfer: warning: stdout\n");
+    }
+  }
   xfer::set_quiet(g.quiet);
   xfer::set_threads(g.threads);
 
@@ -565,8 +625,9 @@ int main(int argc, char** argv) {
   try {
     return run(argc, argv);
   } catch (const xfer::Error& e) {
-    std::fprintf(stderr, "xfer: error: %s\n", e.what());
-    return e.kind() == xfer::ErrorKind::kUsage ? 2 : 1;
+    const bool usage = e.kind() == xfer::ErrorKind::kUsage;
+    if (!(usage && g_rank > 0)) std::fprintf(stderr, "xfer: error: %s\n", e.what());
+    return usage ? 2 : 1;
   } catch (const c10::Error& e) {
     std::string msg = e.what_without_backtrace();
     auto nl = msg.find('\n');

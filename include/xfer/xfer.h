@@ -4,6 +4,7 @@
 
 #include "xfer/attack/attack.h"
 #include "xfer/attack/run.h"
+#include "xfer/core/dist.h"
 #include "xfer/core/error.h"
 #include "xfer/core/fs.h"
 #include "xfer/core/json.h"

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <filesystem>
 
+#include "xfer/core/dist.h"
 #include "xfer/core/error.h"
 #include "xfer/core/json.h"
 #include "xfer/core/progress.h"
@@ -90,11 +91,14 @@ AttackSetResult run_attack_set(const AttackSetOptions& opt, const std::vector<io
   const int64_t n = ds.size();
   auto all_images = ds.float_images();
   std::vector<torch::Tensor> advs, targets;
-  Progress progress(str_cat("attack ", opt.attack), n);
+  // In a distributed run each rank crafts whole batches of its shard: a batch
+  // is seeded by its index, so the gathered set equals a one-process run's.
+  const auto [first, last] = dist::shard(n, opt.batch_size);
+  Progress progress(str_cat("attack ", opt.attack), last - first);
   const auto t0 = std::chrono::steady_clock::now();
-  int64_t batch_index = 0;
-  for (int64_t b = 0; b < n; b += opt.batch_size, ++batch_index) {
-    const int64_t e = std::min(n, b + opt.batch_size);
+  int64_t batch_index = first / opt.batch_size;
+  for (int64_t b = first; b < last; b += opt.batch_size, ++batch_index) {
+    const int64_t e = std::min(last, b + opt.batch_size);
     auto x = all_images.slice(0, b, e).to(device);
     auto y = ds.labels.slice(0, b, e).to(device);
     auto r = run_attack(models, x, y, o, batch_index);
@@ -104,7 +108,13 @@ AttackSetResult run_attack_set(const AttackSetOptions& opt, const std::vector<io
   }
   progress.done();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  auto adv = torch::cat(advs, 0).contiguous();
+  auto local = advs.empty() ? torch::empty({0, all_images.size(1), all_images.size(2), all_images.size(3)})
+                            : torch::cat(advs, 0);
+  auto adv = dist::all_gather_rows(local).contiguous();
+  if (dist::active() && o.target() != "none") {
+    auto t = targets.empty() ? torch::empty({0}, torch::kLong) : torch::cat(targets);
+    targets = {dist::all_gather_rows(t)};
+  }
 
   // Norms and white-box success (ensemble logits) on the samples it classified correctly.
   auto delta = (adv - all_images).flatten(1);
@@ -170,11 +180,14 @@ AttackSetResult run_attack_set(const AttackSetOptions& opt, const std::vector<io
   file.add("index", ds.index.contiguous());
   if (!targets.empty()) file.add("targets", torch::cat(targets).contiguous());
   file.metadata["format"] = "xfer-adv/1";
-  StagedDir staged(opt.out, opt.overwrite);
-  io::write_safetensors(staged.file("adv.safetensors"), file);
-  write_json(staged.file("attack.json"), info);
-  data::write_png(staged.file("preview.png"), preview_grid(all_images, adv, o.eps(), kPreviewColumns));
-  staged.commit();
+  if (dist::is_main()) {
+    StagedDir staged(opt.out, opt.overwrite);
+    io::write_safetensors(staged.file("adv.safetensors"), file);
+    write_json(staged.file("attack.json"), info);
+    data::write_png(staged.file("preview.png"), preview_grid(all_images, adv, o.eps(), kPreviewColumns));
+    staged.commit();
+  }
+  dist::barrier();  // the set exists for every rank from here on
   AttackSetResult r;
   r.info = info;
   r.samples = n;

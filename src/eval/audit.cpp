@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "xfer/core/dist.h"
 #include "xfer/core/error.h"
 #include "xfer/core/fs.h"
 #include "xfer/core/runtime.h"
@@ -461,8 +462,10 @@ AuditResult run_audit(const AuditOptions& o) {
      << num(result.seconds, 1) << " s.\n";
   result.summary = md.str();
   result.audit["summary"] = result.summary;
-  write_json((fs::path(o.out) / "audit.json").string(), result.audit);
-  write_file_atomic((fs::path(o.out) / "summary.md").string(), result.summary);
+  if (dist::is_main()) {
+    write_json((fs::path(o.out) / "audit.json").string(), result.audit);
+    write_file_atomic((fs::path(o.out) / "summary.md").string(), result.summary);
+  }
   return result;
 }
 

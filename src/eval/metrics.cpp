@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "xfer/core/dist.h"
 #include "xfer/core/error.h"
 
 namespace xfer::eval {
@@ -54,14 +55,16 @@ torch::Tensor predict_logits(models::ClassifierImpl& model, const torch::Tensor&
   model.eval();
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> out;
-  const int64_t n = images_float.size(0);
-  for (int64_t i = 0; i < n; i += batch_size) {
-    auto x = images_float.slice(0, i, std::min(n, i + batch_size)).to(device);
+  // Distributed: each rank runs whole batches of its shard (the same batches
+  // as one process), and every rank gets all rows back.
+  const auto [first, last] = dist::shard(images_float.size(0), batch_size);
+  for (int64_t i = first; i < last; i += batch_size) {
+    auto x = images_float.slice(0, i, std::min(last, i + batch_size)).to(device);
     out.push_back(model.forward(x).to(torch::kCPU));
   }
   model.train(was_training);
-  if (out.empty()) return torch::empty({0, model.num_classes()});
-  return torch::cat(out);
+  auto local = out.empty() ? torch::empty({0, model.num_classes()}) : torch::cat(out);
+  return dist::all_gather_rows(local);
 }
 
 Evaluation evaluate(models::ClassifierImpl& model, const data::Dataset& ds, int64_t batch_size,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "xfer/core/dist.h"
 #include "xfer/core/error.h"
 #include "xfer/core/runtime.h"
 #include "xfer/data/image_folder.h"
@@ -95,7 +96,7 @@ PredictResult run_predict(PredictOptions o) {
   out.metadata["model"] = lm.path;
   out.metadata["class_names"] = Json(lm.config.class_names).dump();
   if (!r.files.empty()) out.metadata["files"] = Json(r.files).dump();
-  io::write_safetensors(o.out, out);
+  if (dist::is_main()) io::write_safetensors(o.out, out);
   return r;
 }
 

@@ -3,6 +3,7 @@
 #include <iomanip>
 #include <sstream>
 
+#include "xfer/core/dist.h"
 #include "xfer/core/error.h"
 #include "xfer/core/runtime.h"
 #include "xfer/data/spec.h"
@@ -36,7 +37,7 @@ EvalRunResult run_eval(const EvalRunOptions& o) {
                 {"data", {{"spec", o.data}, {"sha256", ds.content_hash()}}},
                 {"evaluation", r.evaluation.to_json()},
                 {"xfer_version", version()}};
-  if (!o.json.empty()) write_json(o.json, r.json);
+  if (!o.json.empty() && dist::is_main()) write_json(o.json, r.json);
   return r;
 }
 

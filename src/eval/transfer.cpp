@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "xfer/core/dist.h"
 #include "xfer/core/error.h"
 #include "xfer/core/fs.h"
 #include "xfer/core/parse.h"
@@ -379,6 +380,7 @@ void prepare_results_dir(const std::string& dir, const std::string& marker) {
   if (!fs::exists(p, ec)) {
     const fs::path parent = p.has_parent_path() ? p.parent_path() : fs::path(".");
     XFER_CHECK(fs::is_directory(parent, ec), dir, ": the parent folder ", parent.string(), " does not exist");
+    if (!dist::is_main()) return;  // rank 0 creates it; the others only check
     fs::create_directory(p, ec);
     XFER_CHECK(!ec, dir, ": cannot create: ", ec.message());
     return;
@@ -594,9 +596,11 @@ TransferResult run_transfer(const TransferOptions& o) {
               {"cache", ctx.cache_dir},
               {"xfer_version", version()},
               {"created", utc_timestamp()}};
-  write_json((fs::path(o.out) / "matrix.json").string(), r.matrix);
-  write_file_atomic((fs::path(o.out) / "matrix.csv").string(), transfer_csv(r.cells, pairs));
-  write_file_atomic((fs::path(o.out) / "heatmap.svg").string(), transfer_heatmap_svg(r.cells));
+  if (dist::is_main()) {
+    write_json((fs::path(o.out) / "matrix.json").string(), r.matrix);
+    write_file_atomic((fs::path(o.out) / "matrix.csv").string(), transfer_csv(r.cells, pairs));
+    write_file_atomic((fs::path(o.out) / "heatmap.svg").string(), transfer_heatmap_svg(r.cells));
+  }
   return r;
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "xfer/core/dist.h"
 #include "xfer/core/error.h"
 #include "xfer/core/runtime.h"
 #include "xfer/core/sha256.h"
@@ -354,12 +355,17 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
                   {"trainable_parameters", r.trainable_parameters},
                   {"parameters", models::count_parameters(*model)},
                   {"threads", torch::get_num_threads()},
+                  {"world_size", r.phases.back().world_size},
+                  {"rank_max_param_diff", r.phases.back().rank_max_param_diff},
                   {"phases", phase_json},
                   {"plan", r.plans.back().to_json(phases.back().lr)}};
   // Plain tensors again (a frozen parameter saves the same either way).
   for (auto& p : model->parameters()) p.set_requires_grad(true);
-  r.card = io::save_model_dir(o.out, *model, config, card, o.overwrite, extra);
-  if (o.checkpoints && !o.keep_checkpoint) fs::remove_all(ckpt_dir, ec);
+  // Only rank 0 writes; the others read its card once it is there.
+  if (dist::is_main()) r.card = io::save_model_dir(o.out, *model, config, card, o.overwrite, extra);
+  dist::barrier();
+  if (!dist::is_main()) r.card = io::load_model_dir(o.out).card;
+  if (o.checkpoints && !o.keep_checkpoint && dist::is_main()) fs::remove_all(ckpt_dir, ec);
   r.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }

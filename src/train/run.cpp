@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "xfer/core/dist.h"
 #include "xfer/core/error.h"
 #include "xfer/core/runtime.h"
 #include "xfer/data/spec.h"
@@ -115,9 +116,14 @@ TrainRunResult run_train(const TrainRunOptions& o) {
                   {"trainable_parameters", r.train.trainable_parameters},
                   {"parameters", models::count_parameters(*model)},
                   {"threads", torch::get_num_threads()},
+                  {"world_size", r.train.world_size},
+                  {"rank_max_param_diff", r.train.rank_max_param_diff},
                   {"history", history}};
-  r.card = io::save_model_dir(o.out, *model, config, card, o.overwrite);
-  if (o.checkpoints && !o.keep_checkpoint) std::filesystem::remove_all(ckpt_dir, ec);
+  // Only rank 0 writes; the others read its card once it is there.
+  if (dist::is_main()) r.card = io::save_model_dir(o.out, *model, config, card, o.overwrite);
+  dist::barrier();
+  if (!dist::is_main()) r.card = io::load_model_dir(o.out).card;
+  if (o.checkpoints && !o.keep_checkpoint && dist::is_main()) std::filesystem::remove_all(ckpt_dir, ec);
   return r;
 }
 

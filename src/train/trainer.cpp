@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "xfer/attack/attack.h"
+#include "xfer/core/dist.h"
 #include "xfer/core/error.h"
 #include "xfer/core/parse.h"
 #include "xfer/core/progress.h"
@@ -133,7 +134,9 @@ LossAccuracy evaluate_loss(models::ClassifierImpl& model, const data::Dataset& d
   loader.start_epoch(0);
   double loss_sum = 0;
   int64_t correct = 0;
-  for (int64_t i = 0; i < loader.num_batches(); ++i) {
+  // Distributed: each rank evaluates its share of the batches; sums are all-reduced.
+  const auto [first, last] = dist::shard(loader.num_batches(), 1);
+  for (int64_t i = first; i < last; ++i) {
     auto b = loader.batch(i);
     auto logits = model.forward(b.images.to(device));
     auto labels = b.labels.to(device);
@@ -142,6 +145,12 @@ LossAccuracy evaluate_loss(models::ClassifierImpl& model, const data::Dataset& d
                     torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                     .item<double>();
     correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
+  }
+  if (dist::active()) {
+    auto sums = torch::tensor({loss_sum, double(correct)}, torch::kDouble);
+    dist::all_reduce_sum(sums);
+    loss_sum = sums[0].item<double>();
+    correct = static_cast<int64_t>(std::llround(sums[1].item<double>()));
   }
   r.loss = loss_sum / double(ds.size());
   r.accuracy = double(correct) / double(ds.size());
@@ -348,7 +357,7 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
 
   at::Generator gen = at::detail::getDefaultCPUGenerator();
   auto save = [&](int64_t epoch, int64_t batch, int64_t next_step, double epoch_seconds) {
-    if (checkpoint_.dir.empty()) return;
+    if (checkpoint_.dir.empty() || !dist::is_main()) return;
     io::Checkpoint c;
     c.state["context"] = checkpoint_.context;
     c.state["epoch"] = epoch;
@@ -421,6 +430,13 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
                ") is outside this run's ", o.epochs(), " epochs");
   }
 
+  if (dist::active()) {
+    // Every rank starts from rank 0's parameters and buffers (torch DDP does the same).
+    std::vector<torch::Tensor> state;
+    for (auto& p : model.parameters()) state.push_back(p);
+    for (auto& b : model.buffers()) state.push_back(b);
+    dist::broadcast(state);
+  }
   for (int64_t epoch = first_epoch; epoch < o.epochs(); ++epoch) {
     model.train();
     loader.start_epoch(epoch);
@@ -440,31 +456,72 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
       for (size_t g = 0; g < optimizer->param_groups().size(); ++g) {
         optimizer->param_groups()[g].options().set_lr(lr_now * groups[g].lr_scale);
       }
+      // Every rank draws the same global batch (same permutation and
+      // augmentation) and trains on its slice of rows: a run gives the same
+      // batches whatever the number of processes, and resumes under any.
       auto batch = loader.batch(i);
-      auto x = batch.images.to(device);
-      auto y = batch.labels.to(device);
-      if (adv) {
+      const int64_t global_n = batch.images.size(0);
+      const auto [lo, hi] = dist::shard(global_n, 1);
+      auto x = batch.images.slice(0, lo, hi).to(device);
+      auto y = batch.labels.slice(0, lo, hi).to(device);
+      if (adv && x.size(0) > 0) {
         // run_attack crafts in eval mode and restores train mode; seeded by the
         // step, so a resumed run crafts the same examples.
         x = attack::run_attack({adv_model}, x, y, adv_options, step).adv.detach();
       }
       optimizer->zero_grad();
-      auto logits = model.forward(x);
-      auto loss = torch::nn::functional::cross_entropy(logits, y, ce_options);
-      double loss_value = loss.item<double>();
-      torch::Tensor total = penalty_ ? loss + penalty_() : loss;
-      double total_value = penalty_ ? total.item<double>() : loss_value;
+      const bool ddp = dist::active();
+      // This rank's share of the global mean loss (and of the penalty, so it counts once).
+      const double share = ddp ? double(x.size(0)) / double(global_n) : 1.0;
+      torch::Tensor logits, total;
+      double loss_value = 0, total_value = 0;
+      int64_t batch_correct = 0;
+      if (x.size(0) > 0) {
+        logits = model.forward(x);
+        auto loss = torch::nn::functional::cross_entropy(logits, y, ce_options);
+        loss_value = loss.item<double>();
+        total = ddp ? loss * share : loss;
+        batch_correct = logits.detach().argmax(1).eq(y).sum().item<int64_t>();
+      }
+      if (penalty_) {
+        auto p = ddp ? penalty_() * share : penalty_();
+        total = total.defined() ? total + p : p;
+      }
+      total_value = total.defined() ? (penalty_ || ddp ? total.item<double>() : loss_value) : 0.0;
+      double batch_loss_sum = loss_value * double(x.size(0));
+      int64_t batch_seen = x.size(0);
+      if (ddp) {
+        auto stats = torch::tensor({batch_loss_sum, double(batch_correct), double(batch_seen), total_value},
+                                   torch::kDouble);
+        dist::all_reduce_sum(stats);
+        batch_loss_sum = stats[0].item<double>();
+        batch_correct = static_cast<int64_t>(std::llround(stats[1].item<double>()));
+        batch_seen = static_cast<int64_t>(std::llround(stats[2].item<double>()));
+        total_value = stats[3].item<double>();
+        loss_value = batch_loss_sum / double(std::max<int64_t>(batch_seen, 1));
+      }
       if (!std::isfinite(total_value)) {
         restore(model, last_good);
         throw Error(str_cat("training diverged: loss is ", total_value, " at epoch ", epoch + 1,
                             " step ", i + 1, " (try a lower --lr); weights restored to the end of epoch ",
                             epoch));
       }
-      total.backward();
+      if (total.defined() && total.requires_grad()) total.backward();
+      if (ddp) {
+        // Sum the ranks' gradients (each already weighted by its share of the batch).
+        std::vector<torch::Tensor> grads;
+        for (auto& g : optimizer->param_groups()) {
+          for (auto& p : g.params()) {
+            if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+            grads.push_back(p.mutable_grad());
+          }
+        }
+        dist::all_reduce_sum(grads);
+      }
       optimizer->step();
-      loss_sum += loss_value * double(x.size(0));
-      correct += logits.detach().argmax(1).eq(y).sum().item<int64_t>();
-      seen += x.size(0);
+      loss_sum += batch_loss_sum;
+      correct += batch_correct;
+      seen += batch_seen;
       progress.advance(1, str_cat("loss ", std::round(loss_value * 1000) / 1000));
       if (checkpoint_.every_steps > 0 && (step + 1) % checkpoint_.every_steps == 0 &&
           i + 1 < steps_per_epoch) {
@@ -503,6 +560,26 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
     if (on_epoch_) on_epoch_(rec);
   }
   if (val.size() == 0) result.best_val_accuracy = -1;
+  result.world_size = dist::world_size();
+  if (dist::active()) {
+    // The replicas must be identical: compare with rank 0's parameters.
+    std::vector<torch::Tensor> mine, root;
+    for (auto& p : model.parameters()) {
+      mine.push_back(p.detach());
+      root.push_back(p.detach().clone());
+    }
+    dist::broadcast(root);
+    double diff = 0;
+    for (size_t k = 0; k < mine.size(); ++k) {
+      if (mine[k].numel() > 0) diff = std::max(diff, (mine[k] - root[k]).abs().max().item<double>());
+    }
+    auto worst = torch::tensor({diff}, torch::kDouble);
+    // The sum of non-negative differences is 0 exactly when every rank matched.
+    dist::all_reduce_sum(worst);
+    result.rank_max_param_diff = worst.item<double>();
+    XFER_CHECK(result.rank_max_param_diff == 0, "data-parallel replicas diverged: parameters differ from rank 0's by up to ",
+               result.rank_max_param_diff);
+  }
   if (o.keep_best() && val.size() > 0) restore(model, best);
   if (!o.keep_best()) result.best_epoch = o.epochs();
   model.eval();

@@ -69,7 +69,7 @@ TEST_F(CliTest, HelpAndVersion) {
   auto h = run_xfer("--help");
   EXPECT_EQ(h.exit_code, 0);
   auto listed = [&](const std::string& cmd) { return h.out.find("\n  " + cmd + " ") != std::string::npos; };
-  for (const char* cmd : {"data", "train", "finetune", "attack", "transfer", "audit", "study", "report", "eval",
+  for (const char* cmd : {"data", "train", "finetune", "attack", "transfer", "audit", "study", "report", "launch", "eval",
                           "predict"})
     EXPECT_TRUE(listed(cmd)) << cmd;
   auto v = run_xfer("--version");

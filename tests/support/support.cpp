@@ -66,9 +66,9 @@ TempDir::~TempDir() {
   return ::testing::AssertionSuccess();
 }
 
-RunResult run_xfer(const std::string& args) {
+RunResult run_xfer(const std::string& args, const std::string& env) {
   TempDir tmp;
-  std::string cmd = std::string("'") + XFER_BINARY + "' " + args + " >'" + tmp.file("out") +
+  std::string cmd = (env.empty() ? std::string() : "env " + env + " ") + "'" + XFER_BINARY + "' " + args + " >'" + tmp.file("out") +
                     "' 2>'" + tmp.file("err") + "' </dev/null";
   int status = std::system(cmd.c_str());
   RunResult r;
@@ -84,8 +84,8 @@ RunResult run_xfer(const std::string& args) {
   return r;
 }
 
-bool run_xfer_until(const std::string& args, const std::function<bool()>& stop) {
-  const std::string cmd = std::string("exec '") + XFER_BINARY + "' " + args + " >/dev/null 2>&1 </dev/null";
+bool run_xfer_until(const std::string& args, const std::function<bool()>& stop, const std::string& env) {
+  const std::string cmd = "exec " + (env.empty() ? std::string() : "env " + env + " ") + "'" + XFER_BINARY + "' " + args + " >/dev/null 2>&1 </dev/null";
   const pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {

@@ -44,12 +44,13 @@ struct RunResult {
   int exit_code = -1;
   std::string out, err;
 };
-/// Runs build/xfer with the arguments (a shell-quoted string), capturing stdout and stderr.
-RunResult run_xfer(const std::string& args);
+/// Runs build/xfer with the arguments (a shell-quoted string), capturing stdout
+/// and stderr; `env` ("NAME=value ...") is added to its environment.
+RunResult run_xfer(const std::string& args, const std::string& env = "");
 /// Starts build/xfer with the arguments (output discarded), polls `stop`
 /// every 10 ms and SIGKILLs the process once it returns true. Returns whether
 /// it was killed (false: it exited first).
-bool run_xfer_until(const std::string& args, const std::function<bool()>& stop);
+bool run_xfer_until(const std::string& args, const std::function<bool()>& stop, const std::string& env = "");
 
 /// Runs tests/python/make_torchscript_golden.py into dir (classifier.pt,
 /// backbone.pt, io.safetensors); false when Debian's python3-torch is missing.

@@ -85,6 +85,10 @@ struct TrainResult {
   double wall_seconds = 0;
   double images_per_second = 0;  ///< training throughput over all epochs
   int64_t trainable_parameters = 0;
+  int64_t world_size = 1;  ///< processes that trained it (data parallel)
+  /// Distributed: each rank's largest |parameter - rank 0's| at the end, summed
+  /// over ranks (0 exactly when the replicas stayed in sync, as they must).
+  double rank_max_param_diff = 0;
 };
 
 /// Loss and accuracy of a model on a dataset (eval mode, no grad).
