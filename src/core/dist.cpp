@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -333,6 +334,7 @@ LaunchResult launch(const LaunchOptions& o) {
   g_forward = 0;
 
   std::map<pid_t, int64_t> rank_of;
+  const pid_t parent = ::getpid();
   for (int64_t r = 0; r < o.nproc; ++r) {
     const pid_t pid = ::fork();
     if (pid < 0) {
@@ -342,6 +344,9 @@ LaunchResult launch(const LaunchOptions& o) {
     if (pid == 0) {
       ::signal(SIGINT, SIG_DFL);
       ::signal(SIGTERM, SIG_DFL);
+      // A launcher killed outright (SIGKILL) takes its ranks with it.
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() != parent) ::_exit(128 + SIGTERM);
       ::setenv("RANK", std::to_string(r).c_str(), 1);
       ::setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
       ::setenv("WORLD_SIZE", std::to_string(o.nproc).c_str(), 1);

@@ -147,9 +147,10 @@ class DistRunTest : public ::testing::Test {
     return "launch --nproc 2 -- xfer --quiet --threads 1 --dist-timeout 60 " + args;
   }
   static std::string one(const std::string& args) { return "--quiet --threads 1 " + args; }
-  std::string train_args(const std::string& out, int64_t epochs = 2) const {
+  std::string train_args(const std::string& out, int64_t epochs = 2, const char* val_fraction = "0.25") const {
     return "train --data '" + spec_ + "' --arch mlp --arch-options '{\"hidden\":[16],\"dropout\":0}' --epochs " +
-           std::to_string(epochs) + " --batch-size 16 --val-fraction 0.25 --seed 3 --out '" + out + "'";
+           std::to_string(epochs) + " --batch-size 16 --val-fraction " + val_fraction + " --seed 3 --out '" + out +
+           "'";
   }
   TempDir tmp_;
   std::string spec_;
@@ -174,6 +175,24 @@ TEST_F(DistRunTest, TwoProcessesTrainLikeOneWithTheSameGlobalBatch) {
   }
   EXPECT_NEAR(ca["metrics"]["val_accuracy"].get<double>(), cb["metrics"]["val_accuracy"].get<double>(), 1e-9);
   EXPECT_FALSE(fs::exists(b + ".ckpt"));
+}
+
+// A checkpoint of a 2-process run resumes in one process (the global batch
+// does not depend on the world size) and ends where an uninterrupted run does.
+TEST_F(DistRunTest, ACheckpointOfTwoProcessesResumesInOne) {
+  const std::string ref = tmp_.file("ref"), out = tmp_.file("m");
+  auto r = run_xfer(one(train_args(ref, 30, "0")));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string ckpt = out + ".ckpt/checkpoint.safetensors";
+  // Killing the launcher takes its ranks with it; stop at the first checkpoint.
+  ASSERT_TRUE(xfer::testing::run_xfer_until(two(train_args(out, 30, "0")), [&] { return fs::exists(ckpt); }));
+  ASSERT_FALSE(fs::exists(out));
+  r = run_xfer(one(train_args(out, 30, "0") + " --resume '" + out + ".ckpt'"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto wa = io::read_safetensors(ref + "/model.safetensors"), wb = io::read_safetensors(out + "/model.safetensors");
+  for (const auto& [name, t] : wa.tensors) {
+    EXPECT_TRUE(xfer::testing::tensors_close(wb.at(name), t, 1e-4, 1e-4)) << name;
+  }
 }
 
 TEST_F(DistRunTest, ShardedEvalAttackAndTransferEqualOneProcess) {
