@@ -426,9 +426,9 @@ int run(int argc, char** argv) {
   if (env.world_size > 1) {
     const bool distributable = train_cmd->parsed() || ft_cmd->parsed() || eval_cmd->parsed() ||
                                predict_cmd->parsed() || attack_cmd->parsed() || transfer_cmd->parsed() ||
-                               audit_cmd->parsed();
+                               audit_cmd->parsed() || study_cmd->parsed();
     XFER_CHECK_USAGE(distributable, "WORLD_SIZE=", env.world_size,
-                     ": only train, finetune, eval, predict, attack, transfer and audit run distributed");
+                     ": only train, finetune, eval, predict, attack, transfer, audit and study run distributed");
     XFER_CHECK_USAGE(g.dist_timeout > 0, "--dist-timeout must be > 0");
     g_rank = env.rank;
     xfer::dist::init(env, std::chrono::milliseconds(static_cast<int64_t>(g.dist_timeout * 1000)));

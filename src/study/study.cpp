@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "xfer/core/dist.h"
 #include "xfer/core/error.h"
 #include "xfer/core/fs.h"
 #include "xfer/core/runtime.h"
@@ -187,13 +188,20 @@ StudyResult run_study(const StudyOptions& opt) {
   // config.json is written first, so a folder killed at any later moment is
   // recognised as this command's and resumed.
   eval::prepare_results_dir(opt.out, "config.json");
+  dist::barrier();  // every rank has checked the folder before rank 0 writes into it
   const fs::path out(opt.out);
-  const DirLock lock(opt.out);
+  // Distributed: every rank runs the pipeline (training data-parallel, attacks
+  // and evaluation sharded); rank 0 holds the lock and writes.
+  std::optional<DirLock> lock;
   int stale = 0;
-  for (const char* d : {"", "models", "adv", "transfer"}) stale += remove_stale_staging((out / d).string());
-  write_json((out / "config.json").string(), c.to_json());
+  if (dist::is_main()) {
+    lock.emplace(opt.out);
+    for (const char* d : {"", "models", "adv", "transfer"}) stale += remove_stale_staging((out / d).string());
+    write_json((out / "config.json").string(), c.to_json());
+  }
   const fs::path models_dir = out / "models";
-  fs::create_directories(models_dir);
+  if (dist::is_main()) fs::create_directories(models_dir);
+  dist::barrier();
   auto say = [&](const std::string& m) {
     if (opt.on_message) opt.on_message(m);
   };
@@ -601,10 +609,13 @@ StudyResult run_study(const StudyOptions& opt) {
           << x["ci95"][0] << "," << x["ci95"][1] << "\n";
     }
   }
-  write_file_atomic((out / "data_efficiency.csv").string(), eff.str());
-  write_file_atomic((out / "lineage_effect.csv").string(), lin.str());
-  write_json((out / "results.json").string(), result.results);
-  report::write_report(opt.out);
+  if (dist::is_main()) {
+    write_file_atomic((out / "data_efficiency.csv").string(), eff.str());
+    write_file_atomic((out / "lineage_effect.csv").string(), lin.str());
+    write_json((out / "results.json").string(), result.results);
+    report::write_report(opt.out);
+  }
+  dist::barrier();
   return result;
 }
 

@@ -228,6 +228,35 @@ TEST_F(DistRunTest, ShardedEvalAttackAndTransferEqualOneProcess) {
   EXPECT_EQ(read_file(tmp_.file("t1") + "/matrix.csv"), read_file(tmp_.file("t2") + "/matrix.csv"));
 }
 
+// The whole study on two processes: models trained data-parallel, attacks and
+// evaluation sharded, one results.json and report from rank 0.
+TEST_F(DistRunTest, TheStudyRunsOnTwoProcesses) {
+  for (const char* d : {"src", "dst", "tst"}) fs::create_directories(tmp_.file(d));
+  Json cfg = {{"preset", "quick"},
+              {"source", xfer::testing::write_synthetic_idx(tmp_.file("src"), 60, 3, 10, 10, 1)},
+              {"target", xfer::testing::write_synthetic_idx(tmp_.file("dst"), 60, 3, 10, 10, 2)},
+              {"test", xfer::testing::write_synthetic_idx(tmp_.file("tst"), 30, 3, 10, 10, 3)},
+              {"test_shots", 0},          {"base_shots", 0},
+              {"base_epochs", 1},         {"base_archs", {"mlp", "cnn"}},
+              {"public_base", "mlp"},     {"strategies", {"full"}},
+              {"shots", {3}},             {"seeds", {0}},
+              {"scratch_archs", {"mlp"}}, {"min_epochs", 1},
+              {"min_steps", 2},           {"attacks", {"fgsm"}},
+              {"attack_steps", 1},        {"attacker_shots", 3},
+              {"attacker_c_arch", "mlp"}, {"adv_train", ""},
+              {"predictor_samples", 10}};
+  write_json(tmp_.file("cfg.json"), cfg);
+  const std::string out = tmp_.file("study");
+  auto r = run_xfer(two("study --config '" + tmp_.file("cfg.json") + "' --out '" + out + "'"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto res = read_json(out + "/results.json");
+  EXPECT_EQ(res["timing"]["models_trained"], 6);  // 2 bases, 1 fine-tuned, 1 scratch, attackers B and C
+  EXPECT_TRUE(fs::exists(out + "/report.html"));
+  for (const auto& m : res["models"]) {
+    EXPECT_EQ(read_json(m["dir"].get<std::string>() + "/card.json")["metrics"]["world_size"], 2) << m["label"];
+  }
+}
+
 TEST_F(DistRunTest, ARankThatDiesStopsTheOtherWithAnErrorNamingIt) {
   const std::string env = "WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port());
   const std::string args = "--quiet --threads 1 --dist-timeout 30 " + train_args(tmp_.file("m"), 100000);
