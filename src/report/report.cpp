@@ -257,7 +257,7 @@ std::string render_report(const Json& r, const std::string& dir) {
        "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;"
        "text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
        "section{margin-bottom:2.5em}.charts{display:flex;flex-wrap:wrap;gap:12px}img{image-rendering:pixelated}"
-       "table.labels{table-layout:fixed;font-size:11px;margin:2px 0}table.labels td{text-align:center;padding:1px;"
+       ".scroll{overflow-x:auto;max-width:100%}table.labels{table-layout:fixed;font-size:11px;margin:2px 0}table.labels td{text-align:center;padding:1px;"
        "overflow:hidden;white-space:nowrap}td.fooled{background:#fbd5d5;color:#900}"
        "</style></head><body>\n<h1>xfer study report</h1>\n";
   h << "<p>xfer " << esc(prov.at("xfer_version").get<std::string>()) << ", LibTorch "
@@ -324,7 +324,7 @@ std::string render_report(const Json& r, const std::string& dir) {
     << "<p>A holds only the public base (feature attack on its backbone); B fine-tuned its own surrogate from the "
        "public base; C trained an independent surrogate. Cells: success rate on the victim's correctly classified "
        "samples.</p>"
-    << eval::transfer_heatmap_svg(cells) << "</section>\n";
+    << "<div class=\"scroll\">" << eval::transfer_heatmap_svg(cells) << "</div></section>\n";
 
   // Lineage effect.
   std::vector<Bar> bars;
@@ -381,7 +381,8 @@ std::string render_report(const Json& r, const std::string& dir) {
     for (const auto& c : pred.at("spearman_vs_success")) {
       if (c.at("attack") == attack && c.at("eps").get<double>() == eps) rho = jnum(c.at(std::string("spearman_") + p));
     }
-    h << scatter_svg(str_cat(p, " vs success (", attack, "), Spearman ", num(rho, 2)), p, "success", xs, ys);
+    // The x axis names the predictor; the title stays short enough for the chart.
+    h << scatter_svg(str_cat(attack, ": Spearman rho ", num(rho, 2)), p, "success", xs, ys);
   }
   h << "</div><table><tr><th>attack</th><th>eps</th><th>pairs</th><th>gradient alignment</th><th>CKA</th>"
        "<th>agreement</th></tr>";
