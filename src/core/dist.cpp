@@ -368,6 +368,10 @@ LaunchResult launch(const LaunchOptions& o) {
   auto stop_rest = [&](int sig) {
     for (const auto& [p, r] : rank_of) ::kill(p, sig);
   };
+  auto grace_end = [&] {
+    return std::chrono::steady_clock::now() +
+           std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(o.grace_seconds));
+  };
   std::chrono::steady_clock::time_point kill_at{};
   bool stopping = false;
   while (!rank_of.empty()) {
@@ -375,8 +379,7 @@ LaunchResult launch(const LaunchOptions& o) {
       stop_rest(g_forward);
       if (!stopping) {
         stopping = true;
-        kill_at = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                                          std::chrono::duration<double>(o.grace_seconds));
+        kill_at = grace_end();
       }
       if (result.exit_code == 0) {
         result.exit_code = 128 + g_forward;
@@ -405,8 +408,7 @@ LaunchResult launch(const LaunchOptions& o) {
       if (code != 0 && !stopping) {
         stopping = true;
         stop_rest(SIGTERM);
-        kill_at = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                                          std::chrono::duration<double>(o.grace_seconds));
+        kill_at = grace_end();
       }
       continue;
     }

@@ -40,20 +40,6 @@ std::string csv_field(const std::string& s) {
   return q + "\"";
 }
 
-std::string xml_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
-
 std::string fmt(double v, int precision = 4) {
   if (!std::isfinite(v)) return "";
   std::ostringstream os;
@@ -206,6 +192,20 @@ std::string transfer_csv(const std::vector<TransferCell>& cells, const Json& pai
     os << "\n";
   }
   return os.str();
+}
+
+std::string xml_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += c;
+    }
+  }
+  return out;
 }
 
 std::string transfer_heatmap_svg(const std::vector<TransferCell>& cells) {

@@ -18,19 +18,7 @@ namespace {
 
 const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
 
-std::string esc(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
+using eval::xml_escape;
 
 std::string num(double v, int precision = 3) {
   if (!std::isfinite(v)) return "n/a";
@@ -62,7 +50,7 @@ std::string frame_svg(const Frame& f, const std::string& title, const std::strin
      << "\" viewBox=\"0 0 " << f.w << " " << f.h << "\" font-family=\"sans-serif\" font-size=\"11\">"
      << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>"
      << "<text x=\"" << f.w / 2 << "\" y=\"16\" text-anchor=\"middle\" font-size=\"13\" font-weight=\"bold\">"
-     << esc(title) << "</text>";
+     << xml_escape(title) << "</text>";
   for (int i = 0; i <= 4; ++i) {
     const double v = f.y0 + (f.y1 - f.y0) * i / 4.0;
     const double y = f.py(v);
@@ -80,8 +68,8 @@ std::string frame_svg(const Frame& f, const std::string& title, const std::strin
      << f.h - f.bottom << "\" stroke=\"black\"/><line x1=\"" << f.left << "\" x2=\"" << f.left << "\" y1=\"" << f.top
      << "\" y2=\"" << f.h - f.bottom << "\" stroke=\"black\"/>"
      << "<text x=\"" << (f.left + f.w - f.right) / 2 << "\" y=\"" << f.h - 8 << "\" text-anchor=\"middle\">"
-     << esc(xl) << "</text><text transform=\"translate(14," << (f.top + f.h - f.bottom) / 2
-     << ") rotate(-90)\" text-anchor=\"middle\">" << esc(yl) << "</text>";
+     << xml_escape(xl) << "</text><text transform=\"translate(14," << (f.top + f.h - f.bottom) / 2
+     << ") rotate(-90)\" text-anchor=\"middle\">" << xml_escape(yl) << "</text>";
   return os.str();
 }
 
@@ -161,10 +149,10 @@ std::string line_chart_svg(const std::string& title, const std::string& x_label,
            << "\" stroke=\"" << color << "\"/>";
       }
       os << "<circle cx=\"" << x << "\" cy=\"" << f.py(s.y[i]) << "\" r=\"3\" fill=\"" << color << "\"><title>"
-         << esc(s.name) << ": " << pct(s.y[i]) << " at " << num(s.x[i], 0) << "</title></circle>";
+         << xml_escape(s.name) << ": " << pct(s.y[i]) << " at " << num(s.x[i], 0) << "</title></circle>";
     }
     os << "<text x=\"" << f.w - f.right + 10 << "\" y=\"" << f.top + 14 * int(k) + 4 << "\" fill=\"" << color << "\">"
-       << esc(s.name) << "</text></g>";
+       << xml_escape(s.name) << "</text></g>";
   }
   os << "</svg>";
   return os.str();
@@ -197,7 +185,7 @@ std::string bar_chart_svg(const std::string& title, const std::vector<Bar>& bars
       const double x = gx + bw * 0.5 + bw * double(k++);
       const double y = f.py(std::clamp(b.value, 0.0, 1.0));
       os << "<rect class=\"bar\" x=\"" << x << "\" y=\"" << y << "\" width=\"" << bw * 0.9 << "\" height=\""
-         << f.py(0) - y << "\" fill=\"" << kColors[ni % 8] << "\"><title>" << esc(b.group) << ", " << esc(b.name)
+         << f.py(0) - y << "\" fill=\"" << kColors[ni % 8] << "\"><title>" << xml_escape(b.group) << ", " << xml_escape(b.name)
          << ": " << pct(b.value) << " (95% CI " << pct(b.low) << "-" << pct(b.high) << ")</title></rect>";
       const double cx = x + bw * 0.45;
       os << "<line class=\"whisker\" x1=\"" << cx << "\" x2=\"" << cx << "\" y1=\"" << f.py(b.low) << "\" y2=\""
@@ -206,11 +194,11 @@ std::string bar_chart_svg(const std::string& title, const std::vector<Bar>& bars
          << cx + 4 << "\" y1=\"" << f.py(b.high) << "\" y2=\"" << f.py(b.high) << "\" stroke=\"black\"/>";
     }
     os << "<text transform=\"translate(" << gx + slot / 2 << "," << f.h - f.bottom + 14
-       << ") rotate(20)\" font-size=\"10\">" << esc(groups[g]) << "</text>";
+       << ") rotate(20)\" font-size=\"10\">" << xml_escape(groups[g]) << "</text>";
   }
   for (size_t n = 0; n < names.size(); ++n) {
     os << "<text x=\"" << f.w - f.right + 10 << "\" y=\"" << f.top + 14 * int(n) + 4 << "\" fill=\"" << kColors[n % 8]
-       << "\">" << esc(names[n]) << "</text>";
+       << "\">" << xml_escape(names[n]) << "</text>";
   }
   os << "</svg>";
   return os.str();
@@ -260,19 +248,19 @@ std::string render_report(const Json& r, const std::string& dir) {
        ".scroll{overflow-x:auto;max-width:100%}table.labels{table-layout:fixed;font-size:11px;margin:2px 0}table.labels td{text-align:center;padding:1px;"
        "overflow:hidden;white-space:nowrap}td.fooled{background:#fbd5d5;color:#900}"
        "</style></head><body>\n<h1>xfer study report</h1>\n";
-  h << "<p>xfer " << esc(prov.at("xfer_version").get<std::string>()) << ", LibTorch "
-    << esc(prov.at("libtorch_version").get<std::string>()) << ", " << esc(prov.at("created").get<std::string>())
-    << ", preset <b>" << esc(r.at("config").at("preset").get<std::string>()) << "</b>; test data <code>"
-    << esc(prov.at("data").at("test").at("spec").get<std::string>()) << "</code> ("
+  h << "<p>xfer " << xml_escape(prov.at("xfer_version").get<std::string>()) << ", LibTorch "
+    << xml_escape(prov.at("libtorch_version").get<std::string>()) << ", " << xml_escape(prov.at("created").get<std::string>())
+    << ", preset <b>" << xml_escape(r.at("config").at("preset").get<std::string>()) << "</b>; test data <code>"
+    << xml_escape(prov.at("data").at("test").at("spec").get<std::string>()) << "</code> ("
     << prov.at("data").at("test").at("samples").get<int64_t>() << " samples, sha256 "
-    << esc(prov.at("data").at("test").at("sha256").get<std::string>().substr(0, 16)) << "...).</p>\n";
+    << xml_escape(prov.at("data").at("test").at("sha256").get<std::string>().substr(0, 16)) << "...).</p>\n";
 
   // Findings.
   h << "<section id=\"findings\"><h2>Findings</h2><ul>";
   std::istringstream fin(r.value("findings", std::string()));
   for (std::string line; std::getline(fin, line);) {
     if (line.rfind("- ", 0) == 0) line = line.substr(2);
-    if (!line.empty()) h << "<li>" << esc(line) << "</li>";
+    if (!line.empty()) h << "<li>" << xml_escape(line) << "</li>";
   }
   h << "</ul></section>\n";
 
@@ -295,7 +283,7 @@ std::string render_report(const Json& r, const std::string& dir) {
                       "test accuracy", series, true)
     << "<table><tr><th>method</th><th>shots</th><th>mean accuracy</th><th>std</th><th>seeds</th><th>mean wall (s)</th></tr>";
   for (const auto& e : r.at("data_efficiency")) {
-    h << "<tr><td>" << esc(e.at("method").get<std::string>()) << "</td><td>" << e.at("shots") << "</td><td>"
+    h << "<tr><td>" << xml_escape(e.at("method").get<std::string>()) << "</td><td>" << e.at("shots") << "</td><td>"
       << pct(e.at("mean_accuracy").get<double>()) << "</td><td>" << pct(e.at("std_accuracy").get<double>())
       << "</td><td>" << e.at("seeds") << "</td><td>" << num(e.at("mean_wall_seconds").get<double>(), 1)
       << "</td></tr>";
@@ -343,7 +331,7 @@ std::string render_report(const Json& r, const std::string& dir) {
     << "<table><tr><th>attacker, attack, eps</th><th>group</th><th>victims</th><th>fooled / correct</th>"
        "<th>success</th><th>95% CI</th></tr>";
   for (const auto& b : bars) {
-    h << "<tr><td>" << esc(b.group) << "</td><td>" << b.name << "</td>";
+    h << "<tr><td>" << xml_escape(b.group) << "</td><td>" << b.name << "</td>";
     for (const auto& row : r.at("lineage_effect")) {
       const std::string group = str_cat(row.at("attacker").get<std::string>(), " ",
                                         row.at("attack").get<std::string>(), " ", num(row.at("eps").get<double>(), 2));
@@ -387,7 +375,7 @@ std::string render_report(const Json& r, const std::string& dir) {
   h << "</div><table><tr><th>attack</th><th>eps</th><th>pairs</th><th>gradient alignment</th><th>CKA</th>"
        "<th>agreement</th></tr>";
   for (const auto& c : pred.at("spearman_vs_success")) {
-    h << "<tr><td>" << esc(c.at("attack").get<std::string>()) << "</td><td>" << num(c.at("eps").get<double>(), 3)
+    h << "<tr><td>" << xml_escape(c.at("attack").get<std::string>()) << "</td><td>" << num(c.at("eps").get<double>(), 3)
       << "</td><td>" << c.at("pairs") << "</td><td>" << num(jnum(c.at("spearman_gradient_alignment"))) << "</td><td>"
       << num(jnum(c.at("spearman_cka"))) << "</td><td>" << num(jnum(c.at("spearman_agreement"))) << "</td></tr>";
   }
@@ -396,12 +384,12 @@ std::string render_report(const Json& r, const std::string& dir) {
   // Hardening.
   h << "<section id=\"hardening\"><h2>Hardening by adversarial fine-tuning</h2>";
   for (const auto& hd : r.at("hardening")) {
-    h << "<p><b>" << esc(hd.at("hardened").get<std::string>()) << "</b> (" << esc(hd.at("recipe").get<std::string>())
-      << ") vs <b>" << esc(hd.at("plain").get<std::string>()) << "</b>: clean accuracy "
+    h << "<p><b>" << xml_escape(hd.at("hardened").get<std::string>()) << "</b> (" << xml_escape(hd.at("recipe").get<std::string>())
+      << ") vs <b>" << xml_escape(hd.at("plain").get<std::string>()) << "</b>: clean accuracy "
       << pct(hd.at("plain_accuracy").get<double>()) << " -> " << pct(hd.at("hardened_accuracy").get<double>())
       << ".</p><table><tr><th>attacker</th><th>attack</th><th>eps</th><th>plain</th><th>hardened</th></tr>";
     for (const auto& t : hd.at("transfer")) {
-      h << "<tr><td>" << esc(t.at("attacker").get<std::string>()) << "</td><td>" << esc(t.at("attack").get<std::string>())
+      h << "<tr><td>" << xml_escape(t.at("attacker").get<std::string>()) << "</td><td>" << xml_escape(t.at("attack").get<std::string>())
         << "</td><td>" << num(t.at("eps").get<double>(), 3) << "</td><td>" << pct(t.at("plain_success").get<double>())
         << "</td><td>" << pct(t.at("hardened_success").get<double>()) << "</td></tr>";
     }
@@ -418,11 +406,11 @@ std::string render_report(const Json& r, const std::string& dir) {
     std::error_code ec;
     if (!fs::is_regular_file(png, ec)) continue;
     h << "<figure><img alt=\"adversarial examples\" width=\"" << 3 * 180 << "\" src=\"data:image/png;base64,"
-      << base64(read_file(png.string())) << "\"><figcaption>attacker " << esc(ex.at("attacker").get<std::string>())
-      << ", " << esc(ex.at("attack").get<std::string>()) << ", eps " << num(ex.at("eps").get<double>(), 3);
+      << base64(read_file(png.string())) << "\"><figcaption>attacker " << xml_escape(ex.at("attacker").get<std::string>())
+      << ", " << xml_escape(ex.at("attack").get<std::string>()) << ", eps " << num(ex.at("eps").get<double>(), 3);
     if (ex.contains("samples") && ex.contains("victim")) {
       const auto& samples = ex.at("samples");
-      h << "; victim " << esc(ex.at("victim").get<std::string>()) << "<table class=\"labels\" style=\"width:"
+      h << "; victim " << xml_escape(ex.at("victim").get<std::string>()) << "<table class=\"labels\" style=\"width:"
         << 3 * 180 << "px\">";
       const std::pair<const char*, const char*> rows[] = {{"label", "true"}, {"clean", "clean"}, {"adversarial", "adv"}};
       for (const auto& [key, title] : rows) {
@@ -430,7 +418,7 @@ std::string render_report(const Json& r, const std::string& dir) {
         for (const auto& sm : samples) {
           const bool fooled = std::string(key) == "adversarial" && sm.at(key) != sm.at("label");
           h << "<td" << (fooled ? " class=\"fooled\"" : "") << " title=\"" << title << "\">"
-            << esc(sm.at(key).get<std::string>()) << "</td>";
+            << xml_escape(sm.at(key).get<std::string>()) << "</td>";
         }
         h << "</tr>";
       }
@@ -444,12 +432,12 @@ std::string render_report(const Json& r, const std::string& dir) {
   h << "<section id=\"models\"><h2>Models</h2><table><tr><th>label</th><th>role</th><th>arch</th><th>method</th>"
        "<th>shots</th><th>seed</th><th>test accuracy</th><th>wall (s)</th><th>id</th></tr>";
   for (const auto& m : r.at("models")) {
-    h << "<tr><td>" << esc(m.at("label").get<std::string>()) << "</td><td>" << esc(m.at("role").get<std::string>())
-      << "</td><td>" << esc(m.at("arch").get<std::string>()) << "</td><td>" << esc(m.at("method").get<std::string>())
+    h << "<tr><td>" << xml_escape(m.at("label").get<std::string>()) << "</td><td>" << xml_escape(m.at("role").get<std::string>())
+      << "</td><td>" << xml_escape(m.at("arch").get<std::string>()) << "</td><td>" << xml_escape(m.at("method").get<std::string>())
       << "</td><td>" << m.at("shots") << "</td><td>" << m.at("seed") << "</td><td>"
       << (m.at("test_accuracy").is_number() ? pct(m.at("test_accuracy").get<double>()) : std::string("-"))
       << "</td><td>" << num(m.at("wall_seconds").get<double>(), 1) << "</td><td><code>"
-      << esc(m.at("id").get<std::string>().substr(0, 12)) << "</code></td></tr>";
+      << xml_escape(m.at("id").get<std::string>().substr(0, 12)) << "</code></td></tr>";
   }
   h << "</table></section>\n</body></html>\n";
   return h.str();

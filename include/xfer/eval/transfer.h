@@ -86,6 +86,9 @@ std::string transfer_csv(const std::vector<TransferCell>& cells, const Json& pai
 /// colour = success rate, white-box cells outlined. A complete SVG document.
 std::string transfer_heatmap_svg(const std::vector<TransferCell>& cells);
 
+/// Escapes & < > " for XML and HTML text and attribute values (the SVG charts, report.html).
+std::string xml_escape(const std::string& s);
+
 // --- building blocks shared with `xfer audit` ---------------------------
 
 /// A loaded model with the name it has in tables.
