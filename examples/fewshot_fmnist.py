@@ -1,16 +1,25 @@
 #!/usr/bin/python3
 """Few-shot transfer on the Fashion-MNIST split of DESIGN.md, through the xfer CLI.
 
-Pretrains a small resnet on classes 0-4 (the public base), then for each k in
---shots, each seed and each strategy fine-tunes it on k labelled images per
-class of classes 5-9 (relabelled 0-4), and trains the same architecture from
-scratch on exactly the same k-shot subset (`xfer train --shots K`) with its own
-best learning rate from a small grid. Every model is evaluated on the 5000 test
-images of classes 5-9. Writes OUT/results.json and OUT/table.md (mean +/- std
-test accuracy and wall time over seeds), and the label saving: the fewest shots
-per class scratch needs to match the best transfer strategy at 10 and 100 shots.
+Pre-trains the public base, then for each k in --shots, each seed and each
+strategy fine-tunes it on k labelled images per class of classes 5-9
+(relabelled 0-4), and trains the same architecture from scratch on exactly the
+same k-shot subset (`xfer train --shots K`) with its own best learning rate
+from a small grid. Every model is evaluated on the 5000 test images of classes
+5-9. Writes OUT/results.json and OUT/table.md (mean +/- std test accuracy and
+wall time over seeds), and the label saving: the fewest shots per class scratch
+needs to match the best transfer strategy at 10 and 100 shots.
+
+The base (--base):
+  supervised  cross-entropy on the labelled source task, classes 0-4
+  simclr      self-supervised (SimCLR) on --ssl-data, no labels at all: by
+              default the 60 000 Fashion-MNIST training images of every class,
+              as a foundation model is pre-trained on broad unlabelled data
+              that includes images of its later downstream tasks. The target
+              task's labels are never seen; its test images never.
 
 Usage: examples/fewshot_fmnist.py [--xfer build/xfer] [--out out/fewshot]
+       [--base supervised|simclr] [--arch resnet] [--base-epochs N]
        [--shots 1,5,10,50,100] [--scratch-extra 200,500,1000] [--seeds 0,1,2]
 Runs already finished (their eval JSON exists) are not redone.
 Standard library only.
@@ -27,6 +36,7 @@ import time
 SRC = "fashion-mnist:train:classes=0-4"
 TGT = "fashion-mnist:train:classes=5-9"
 TEST = "fashion-mnist:test:classes=5-9"
+SSL = "fashion-mnist:train"
 STRATEGIES = ["linear-probe", "full", "lp-ft", "lora:8", "l2-sp:0.01"]
 SCRATCH_LRS = [1e-3, 3e-3, 1e-2]
 
@@ -54,12 +64,20 @@ def main():
     ap.add_argument("--shots", default="1,5,10,50,100")
     ap.add_argument("--scratch-extra", default="200,500,1000")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--base-epochs", type=int, default=3)
+    ap.add_argument("--base", choices=["supervised", "simclr"], default="supervised")
+    ap.add_argument("--arch", default="resnet")
+    ap.add_argument("--base-epochs", type=int, default=None,
+                    help="default 3 (supervised) or 15 (simclr)")
+    ap.add_argument("--ssl-data", default=SSL)
+    ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--threads", default="")
     a = ap.parse_args()
     shots = [int(x) for x in a.shots.split(",") if x]
     extra = [int(x) for x in a.scratch_extra.split(",") if x]
     seeds = [int(x) for x in a.seeds.split(",") if x]
+    strategies = [x for x in a.strategies.split(",") if x]
+    if a.base_epochs is None:
+        a.base_epochs = 3 if a.base == "supervised" else 15
     os.makedirs(a.out, exist_ok=True)
     xfer = [a.xfer, "--quiet"] + (["--threads", a.threads] if a.threads else [])
     results_path = os.path.join(a.out, "results.json")
@@ -78,13 +96,24 @@ def main():
     base = os.path.join(a.out, "models", "base")
     if not os.path.exists(base):
         os.makedirs(os.path.dirname(base), exist_ok=True)
-        wall = run(xfer + ["train", "--data", SRC, "--arch", "resnet", "--epochs", str(a.base_epochs),
-                           "--batch-size", "128", "--out", base], base + ".log")
+        if a.base == "supervised":
+            cmd = ["train", "--data", SRC, "--arch", a.arch, "--epochs", str(a.base_epochs),
+                   "--batch-size", "128"]
+        else:
+            cmd = ["train", "--data", a.ssl_data, "--objective", "simclr", "--arch", a.arch,
+                   "--epochs", str(a.base_epochs), "--batch-size", "256", "--lr", "2e-3",
+                   "--weight-decay", "1e-4", "--warmup-epochs", "1", "--val-fraction", "0.02",
+                   "--view-min-scale", "0.5"]
+        wall = run(xfer + cmd + ["--out", base], base + ".log")
         results["base_wall_seconds"] = wall
     if "base" not in results:
         card = json.load(open(os.path.join(base, "card.json")))
-        results["base"] = {"spec": SRC, "id": card["id"], "val_accuracy": card["metrics"]["val_accuracy"],
+        results["base"] = {"kind": a.base, "spec": card["data"]["spec"], "arch": card["recipe"]["arch"],
+                           "id": card["id"], "val_accuracy": card["metrics"]["val_accuracy"],
                            "wall_seconds": card["metrics"]["wall_seconds"], "epochs": card["recipe"]["epochs"]}
+    else:
+        assert results["base"].get("kind", "supervised") == a.base and results["base"].get("arch", "resnet") == a.arch, \
+            f"{a.out} holds a {results['base'].get('kind', 'supervised')} base: use another --out"
 
     def scratch(k, seed, lr):
         key = f"scratch/lr={lr:g}/k={k}/seed={seed}"
@@ -92,7 +121,7 @@ def main():
             return
         b, epochs = budget(k)
         out = os.path.join(a.out, "models", key.replace("/", "_"))
-        wall = run(xfer + ["train", "--data", TGT, "--shots", str(k), "--seed", str(seed), "--arch", "resnet",
+        wall = run(xfer + ["train", "--data", TGT, "--shots", str(k), "--seed", str(seed), "--arch", a.arch,
                            "--val-fraction", "0", "--epochs", str(epochs), "--batch-size", str(b),
                            "--lr", str(lr), "--crop-padding", "2", "--force", "--out", out], out + ".log")
         evaluate(out, key, wall)
@@ -100,7 +129,7 @@ def main():
     for k in shots:
         for seed in seeds:
             b, epochs = budget(k)
-            for s in STRATEGIES:
+            for s in strategies:
                 key = f"{s}/k={k}/seed={seed}"
                 if key in results["runs"]:
                     continue
@@ -132,15 +161,15 @@ def main():
             scratch(k, seed, best_lr[max(shots)])
         best_lr[k] = best_lr[max(shots)]
 
-    rows = ["| k (shots/class) | " + " | ".join(["scratch (best lr)"] + STRATEGIES) + " |",
-            "|---|" + "---|" * (len(STRATEGIES) + 1)]
+    rows = ["| k (shots/class) | " + " | ".join(["scratch (best lr)"] + strategies) + " |",
+            "|---|" + "---|" * (len(strategies) + 1)]
     summary = {}
     for k in sorted(set(shots) | set(extra)):
         cells = []
         sc = stats(f"scratch/lr={best_lr[k]:g}", k)
         summary.setdefault(str(k), {})["scratch"] = {"lr": best_lr[k], "mean": sc[0], "std": sc[1], "wall": sc[2]}
         cells.append(f"{sc[0]*100:.1f} ± {sc[1]*100:.1f} (lr {best_lr[k]:g}, {sc[2]:.0f} s)")
-        for s in STRATEGIES:
+        for s in strategies:
             st = stats(s, k)
             if st is None:
                 cells.append("-")
@@ -148,13 +177,16 @@ def main():
             summary[str(k)][s] = {"mean": st[0], "std": st[1], "wall": st[2]}
             cells.append(f"{st[0]*100:.1f} ± {st[1]*100:.1f} ({st[2]:.0f} s)")
         rows.append(f"| {k} | " + " | ".join(cells) + " |")
-    lines = ["Test accuracy (%) on Fashion-MNIST classes 5-9 (5000 test images), mean ± std over seeds "
+    bs = results["base"]
+    lines = [f"Base: {bs.get('kind', 'supervised')} `{bs.get('arch', 'resnet')}` on `{bs['spec']}`, "
+             f"{bs['epochs']} epochs, {bs['wall_seconds']:.0f} s.", "",
+             "Test accuracy (%) on Fashion-MNIST classes 5-9 (5000 test images), mean ± std over seeds "
              f"{a.seeds}; wall time per run (training + data loading) in parentheses.", ""] + rows + [""]
     saving = {}
     for k in (10, 100):
         if str(k) not in summary:
             continue
-        best = max((s for s in STRATEGIES if s in summary[str(k)]), key=lambda s: summary[str(k)][s]["mean"])
+        best = max((s for s in strategies if s in summary[str(k)]), key=lambda s: summary[str(k)][s]["mean"])
         target = summary[str(k)][best]["mean"]
         need = [int(kk) for kk in sorted(summary, key=int) if summary[kk]["scratch"]["mean"] >= target]
         saving[k] = {"best_strategy": best, "accuracy": target, "scratch_shots_needed": need[0] if need else None,

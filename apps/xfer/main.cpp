@@ -156,6 +156,21 @@ int run(int argc, char** argv) {
   train_cmd->add_option("--shots", train_shots,
                         "K labelled samples per class (seeded by --seed unless the SPEC names a seed)");
   add_train_options(train_cmd, tr.train, hflip, crop, epochs, batch, seed);
+  train_cmd->add_option_function<std::string>(
+      "--objective", [&tr](const std::string& v) { tr.train.objective(v); },
+      "supervised (default) or simclr: self-supervised contrastive pre-training that ignores the\n"
+      "labels and writes an encoder (a parent for xfer finetune, a surrogate for feature attacks)");
+  train_cmd->add_option_function<double>("--temperature", [&tr](double v) { tr.train.temperature(v); },
+                                         "simclr: NT-Xent temperature (default 0.2)");
+  train_cmd->add_option("--proj-dim", tr.proj_dim, "simclr: width of the projection head")->capture_default_str();
+  train_cmd->add_option_function<double>(
+      "--view-min-scale",
+      [&tr](double v) {
+        auto views = tr.train.views();
+        views.min_scale = v;
+        tr.train.views(views);
+      },
+      "simclr: smallest area fraction of a view's random crop (default 0.3)");
   train_cmd->add_option("--out", tr.out, "Output model directory (must not exist)")->required();
   train_cmd->add_flag("--force", force, "Replace --out (and a stale checkpoint) if they exist");
   bool train_no_checkpoint = false;

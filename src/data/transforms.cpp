@@ -1,5 +1,7 @@
 #include "xfer/data/transforms.h"
 
+#include <cmath>
+
 #include <torch/torch.h>
 
 #include "xfer/core/error.h"
@@ -32,6 +34,54 @@ torch::Tensor augment(const torch::Tensor& batch, const AugmentOptions& options,
     out = torch::where(flip.view({n, 1, 1, 1}), out.flip({3}), out);
   }
   return out.contiguous();
+}
+
+void ViewOptions::validate() const {
+  XFER_CHECK_USAGE(min_scale > 0 && min_scale <= max_scale && max_scale <= 1,
+                   "views: crop scales must satisfy 0 < min <= max <= 1, got ", min_scale, " and ",
+                   max_scale);
+  XFER_CHECK_USAGE(max_ratio >= 1 && std::isfinite(max_ratio), "views: max aspect ratio must be >= 1, got ",
+                   max_ratio);
+  XFER_CHECK_USAGE(contrast >= 0 && contrast < 1, "views: contrast jitter must be in [0, 1), got ", contrast);
+  XFER_CHECK_USAGE(brightness >= 0 && brightness <= 1, "views: brightness jitter must be in [0, 1], got ",
+                   brightness);
+}
+
+torch::Tensor random_view(const torch::Tensor& batch, const ViewOptions& options,
+                          torch::Generator& gen) {
+  XFER_CHECK(batch.dim() == 4, "random_view: expected a batch [N,C,H,W], got ", batch.sizes());
+  options.validate();
+  const int64_t n = batch.size(0);
+  if (n == 0) return batch;
+  // Every random number is drawn on the CPU generator in a fixed order, so a
+  // view depends only on the generator's seed, whatever the device.
+  const auto f64 = torch::TensorOptions().dtype(torch::kDouble);
+  auto uniform = [&](double lo, double hi) { return torch::rand({n}, gen, f64) * (hi - lo) + lo; };
+  auto area = uniform(options.min_scale, options.max_scale);
+  auto log_ratio = uniform(-std::log(options.max_ratio), std::log(options.max_ratio));
+  auto ratio = log_ratio.exp();
+  // Side fractions of the crop (clamped: a very wide crop of a small area stays inside).
+  auto sx = (area * ratio).sqrt().clamp_max(1.0);
+  auto sy = (area / ratio).sqrt().clamp_max(1.0);
+  auto tx = (torch::rand({n}, gen, f64) * 2 - 1) * (1 - sx);
+  auto ty = (torch::rand({n}, gen, f64) * 2 - 1) * (1 - sy);
+  auto flip = torch::ones({n}, f64);
+  if (options.hflip) flip = torch::where(torch::rand({n}, gen, f64) < 0.5, -flip, flip);
+  auto contrast = uniform(1 - options.contrast, 1 + options.contrast);
+  auto brightness = uniform(-options.brightness, options.brightness);
+  // affine_grid maps output coordinates in [-1, 1] to input coordinates:
+  // x_in = sx * flip * x_out + tx, y_in = sy * y_out + ty.
+  auto zeros = torch::zeros({n}, f64);
+  auto theta = torch::stack({torch::stack({sx * flip, zeros, tx}, 1), torch::stack({zeros, sy, ty}, 1)}, 1)
+                   .to(batch.options());
+  namespace F = torch::nn::functional;
+  auto grid = F::affine_grid(theta, batch.sizes(), /*align_corners=*/false);
+  auto out = F::grid_sample(batch, grid,
+                            F::GridSampleFuncOptions().mode(torch::kBilinear).padding_mode(torch::kZeros).align_corners(false));
+  auto mean = out.mean({1, 2, 3}, /*keepdim=*/true);
+  auto c = contrast.to(batch.options()).view({n, 1, 1, 1});
+  auto b = brightness.to(batch.options()).view({n, 1, 1, 1});
+  return ((out - mean) * c + mean + b).clamp(0, 1).contiguous();
 }
 
 torch::Tensor normalize(const torch::Tensor& batch, const std::vector<double>& mean,

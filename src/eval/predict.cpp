@@ -78,6 +78,7 @@ PredictResult run_predict(PredictOptions o) {
     o.source.input_shape = {x.size(1), x.size(2), x.size(3)};
   }
   auto lm = io::load_model_source(o.source);
+  io::require_classifier(lm, "xfer predict");
   const auto& shape = lm.config.input_shape;
   if (!x.defined()) x = read_input_images(o.input, shape[0], &r.files);
   XFER_CHECK(x.size(1) == shape[0] && x.size(2) == shape[1] && x.size(3) == shape[2], o.input,

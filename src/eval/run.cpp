@@ -23,6 +23,7 @@ EvalRunResult run_eval(const EvalRunOptions& o) {
     source.input_shape = {ds.channels(), ds.height(), ds.width()};
   }
   auto lm = io::load_model_source(source);
+  io::require_classifier(lm, "xfer eval");
   const std::string model_name = lm.path;
   const auto& shape = lm.config.input_shape;
   XFER_CHECK(ds.channels() == shape[0] && ds.height() == shape[1] && ds.width() == shape[2], o.data,

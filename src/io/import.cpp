@@ -216,6 +216,7 @@ void check_model_for_data(const LoadedModel& lm, const data::Dataset& ds, const 
   XFER_CHECK(shape == data_shape, lm.path, ": the model takes ", shape.at(0), "x", shape.at(1), "x",
              shape.at(2), " images but ", spec, " has ", ds.channels(), "x", ds.height(), "x", ds.width());
   if (check_classes) {
+    require_classifier(lm, "a classification of " + spec);
     XFER_CHECK(lm.model->num_classes() >= ds.num_classes(), lm.path, ": the model has ",
                lm.model->num_classes(), " classes but ", spec, " has ", ds.num_classes());
   }

@@ -23,6 +23,8 @@ Json ModelConfig::to_json() const {
               {"mean", mean},
               {"std", std},
               {"class_names", class_names}};
+  // Only when not the default, so classifiers' config.json keep their form.
+  if (task != "classifier") j["task"] = task;
   if (!lora_targets.empty()) {
     j["adapters"] = {{"lora", lora.to_json()}};
     j["adapters"]["lora"]["targets"] = lora_targets;
@@ -54,6 +56,10 @@ ModelConfig ModelConfig::from_json(const Json& j, const std::string& what) {
   XFER_CHECK(c.class_names.empty() || static_cast<int64_t>(c.class_names.size()) == c.num_classes,
              what, ": class_names has ", c.class_names.size(), " names but num_classes is ",
              c.num_classes);
+  c.task = json_get_or<std::string>(j, "task", "classifier", what);
+  XFER_CHECK(c.task == "classifier" || c.task == "embedding", what,
+             ": task must be classifier or embedding, got '", c.task, "'");
+  XFER_CHECK(c.task == "classifier" || c.class_names.empty(), what, ": an embedding model has no class_names");
   if (j.contains("adapters") && !j["adapters"].is_null()) {
     const Json& a = j["adapters"];
     XFER_CHECK(a.is_object() && a.size() == 1 && a.contains("lora"), what,
@@ -191,6 +197,12 @@ ModelCard save_model_dir(const std::string& dir, models::ClassifierImpl& model,
   write_json(staged.file("card.json"), card.to_json());
   staged.commit();
   return card;
+}
+
+void require_classifier(const LoadedModel& m, const std::string& what) {
+  XFER_CHECK_USAGE(m.config.task == "classifier", m.path, " is a self-supervised ", m.config.task,
+                   " model (its head is a projection, not classes): ", what,
+                   " needs a classifier; fine-tune it first (xfer finetune --from ", m.path, ")");
 }
 
 LoadedModel load_model_dir(const std::string& dir) {

@@ -163,6 +163,7 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
   if (o.head == "new") {
     model->reset_classifier(all.num_classes());
   } else {
+    io::require_classifier(lm, "--head keep");
     XFER_CHECK_USAGE(model->num_classes() == all.num_classes(), "--head keep: the model has ",
                      model->num_classes(), " classes but ", spec_text, " has ", all.num_classes(),
                      "; use --head new");
@@ -302,6 +303,7 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
   io::ModelConfig config = lm.config;
   config.num_classes = model->num_classes();
   config.class_names = all.class_names;
+  config.task = "classifier";
   if (strategy.kind == Kind::kLora) {
     if (o.lora_merge) {
       models::merge_lora(*model);

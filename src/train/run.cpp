@@ -16,6 +16,7 @@ void TrainRunOptions::validate() const {
   XFER_CHECK_USAGE(val_fraction >= 0 && val_fraction < 1, "--val-fraction must be in [0, 1), got ",
                    val_fraction);
   train.validate();
+  XFER_CHECK_USAGE(proj_dim >= 2 && proj_dim <= 65536, "--proj-dim must be in [2, 65536], got ", proj_dim);
   XFER_CHECK_USAGE(checkpoint_every >= 0, "--checkpoint-every must be >= 0, got ", checkpoint_every);
   XFER_CHECK_USAGE(checkpoints || (resume.empty() && checkpoint_every == 0),
                    "--no-checkpoint cannot be combined with --resume or --checkpoint-every");
@@ -55,9 +56,16 @@ TrainRunResult run_train(const TrainRunOptions& o) {
   io::ModelConfig config;
   config.arch = o.arch;
   config.arch_options = Json::parse(o.arch_options);
-  config.num_classes = all.num_classes();
+  const bool ssl = o.train.objective() == "simclr";
   config.input_shape = {train_ds.channels(), train_ds.height(), train_ds.width()};
-  config.class_names = all.class_names;
+  if (ssl) {
+    // An encoder: the head is the projection of the contrastive objective.
+    config.task = "embedding";
+    config.num_classes = o.proj_dim;
+  } else {
+    config.num_classes = all.num_classes();
+    config.class_names = all.class_names;
+  }
   if (o.normalize) {
     auto stats = data::compute_stats(train_ds);
     config.mean = stats.mean;
@@ -73,13 +81,14 @@ TrainRunResult run_train(const TrainRunOptions& o) {
   const auto& t = o.train;
   Json recipe = t.to_json();
   recipe.update({{"command", "train"},
-                 {"strategy", "scratch"},
+                 {"strategy", ssl ? "self-supervised" : "scratch"},
                  {"arch", o.arch},
                  {"arch_options", config.arch_options},
                  {"shots", spec.shots ? Json(*spec.shots) : Json(nullptr)},
                  {"data_sha256", all.content_hash()},
                  {"val_spec", o.val_data.empty() ? Json(nullptr) : Json(o.val_data)},
                  {"val_fraction", o.val_data.empty() ? Json(o.val_fraction) : Json(nullptr)}});
+  if (ssl) recipe["proj_dim"] = o.proj_dim;
   auto ckpt = open_resume(o.resume, recipe, "train");
   std::error_code ec;
   if (ckpt) {

@@ -61,6 +61,16 @@ void TrainOptions::validate() const {
                    "--label-smoothing must be in [0, 1), got ", label_smoothing());
   XFER_CHECK_USAGE(augment().crop_padding >= 0, "--crop-padding must be >= 0");
   parse_adv_train(adv_train());
+  XFER_CHECK_USAGE(objective() == "supervised" || objective() == "simclr",
+                   "--objective: expected supervised or simclr, got '", objective(), "'");
+  if (objective() == "simclr") {
+    XFER_CHECK_USAGE(std::isfinite(temperature()) && temperature() >= 0.01 && temperature() <= 10,
+                     "--temperature must be in [0.01, 10], got ", temperature());
+    views().validate();
+    XFER_CHECK_USAGE(adv_train().empty(), "--adv-train needs labels: it cannot be combined with --objective simclr");
+    XFER_CHECK_USAGE(label_smoothing() == 0, "--label-smoothing applies to the supervised objective, not simclr");
+    XFER_CHECK_USAGE(batch_size() >= 2, "--objective simclr needs --batch-size >= 2 (the other images are the negatives)");
+  }
 }
 
 std::optional<AdvTrainSpec> parse_adv_train(const std::string& text) {
@@ -93,6 +103,13 @@ Json TrainOptions::to_json() const {
           {"seed", seed()}};
   // Only when set: recipes (and checkpoints) of plain runs keep their form.
   if (!adv_train().empty()) j["adv_train"] = adv_train();
+  if (objective() != "supervised") {
+    const auto& v = views();
+    j["objective"] = objective();
+    j["temperature"] = temperature();
+    j["views"] = {{"min_scale", v.min_scale}, {"max_scale", v.max_scale}, {"max_ratio", v.max_ratio},
+                  {"hflip", v.hflip},         {"contrast", v.contrast},   {"brightness", v.brightness}};
+  }
   return j;
 }
 
@@ -120,6 +137,72 @@ EpochRecord epoch_record_from_json(const Json& j) {
   r.lr = j.at("lr").get<double>();
   r.seconds = j.at("seconds").get<double>();
   r.images_per_second = j.at("images_per_second").get<double>();
+  return r;
+}
+
+ContrastiveLoss nt_xent(const torch::Tensor& z1, const torch::Tensor& z2, double temperature) {
+  XFER_CHECK(z1.dim() == 2 && z1.sizes() == z2.sizes() && z1.size(0) >= 1,
+             "nt_xent: expected two [N, D] embeddings of the same shape, got ", z1.sizes(), " and ",
+             z2.sizes());
+  XFER_CHECK(temperature > 0, "nt_xent: temperature must be positive, got ", temperature);
+  const int64_t n = z1.size(0);
+  namespace F = torch::nn::functional;
+  auto z = F::normalize(torch::cat({z1, z2}), F::NormalizeFuncOptions().dim(1));
+  auto sim = torch::mm(z, z.t()) / temperature;
+  // A view is not its own negative.
+  auto self = torch::eye(2 * n, torch::TensorOptions().dtype(torch::kBool).device(z.device()));
+  sim = sim.masked_fill(self, -std::numeric_limits<float>::infinity());
+  auto ar = torch::arange(n, torch::TensorOptions().dtype(torch::kLong).device(z.device()));
+  auto pair = torch::cat({ar + n, ar});
+  ContrastiveLoss r;
+  r.loss = F::cross_entropy(sim, pair);
+  r.correct = sim.detach().argmax(1).eq(pair);
+  return r;
+}
+
+namespace {
+// The generator of step `step`'s views: a function of (seed, step) only, so a
+// resumed or distributed run draws the same views.
+at::Generator view_generator(uint64_t seed, uint64_t step) {
+  Rng rng(seed * 0x9E3779B97F4A7C15ULL + 0x5157C1A5ULL);
+  for (int i = 0; i < 2; ++i) rng.next();
+  return at::detail::createCPUGenerator(rng.next() ^ (step * 0xBF58476D1CE4E5B9ULL + 1));
+}
+}  // namespace
+
+LossAccuracy evaluate_contrastive(models::ClassifierImpl& model, const data::Dataset& ds,
+                                  const TrainOptions& options, int64_t batch_size, torch::Device device) {
+  LossAccuracy r;
+  if (ds.size() == 0) return r;
+  bool was_training = model.is_training();
+  model.eval();
+  torch::NoGradGuard no_grad;
+  data::Loader loader(ds, data::LoaderOptions{batch_size, false, false, 0, {}});
+  loader.start_epoch(0);
+  double loss_sum = 0;
+  int64_t correct = 0;
+  const auto [first, last] = dist::shard(loader.num_batches(), 1);
+  for (int64_t i = first; i < last; ++i) {
+    auto b = loader.batch(i);
+    const int64_t n = b.images.size(0);
+    if (n < 2) continue;  // a lone image has no negative
+    auto gen = view_generator(options.seed() + 1000003, static_cast<uint64_t>(i));
+    auto v1 = data::random_view(b.images, options.views(), gen);
+    auto v2 = data::random_view(b.images, options.views(), gen);
+    auto z = model.forward(torch::cat({v1, v2}).to(device));
+    auto c = nt_xent(z.slice(0, 0, n), z.slice(0, n, 2 * n), options.temperature());
+    loss_sum += c.loss.item<double>() * double(n);
+    correct += c.correct.slice(0, 0, n).sum().item<int64_t>();
+  }
+  if (dist::active()) {
+    auto sums = torch::tensor({loss_sum, double(correct)}, torch::kDouble);
+    dist::all_reduce_sum(sums);
+    loss_sum = sums[0].item<double>();
+    correct = static_cast<int64_t>(std::llround(sums[1].item<double>()));
+  }
+  r.loss = loss_sum / double(ds.size());
+  r.accuracy = double(correct) / double(ds.size());
+  model.train(was_training);
   return r;
 }
 
@@ -347,6 +430,7 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
   int64_t correct = 0, seen = 0;
   auto ce_options = torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(o.label_smoothing());
   const auto adv = parse_adv_train(o.adv_train());
+  const bool ssl = o.objective() == "simclr";
   attack::AttackOptions adv_options;
   models::Classifier adv_model(nullptr);
   if (adv) {
@@ -462,6 +546,15 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
       auto batch = loader.batch(i);
       const int64_t global_n = batch.images.size(0);
       const auto [lo, hi] = dist::shard(global_n, 1);
+      torch::Tensor x2;
+      if (ssl) {
+        // Both views of the whole global batch, then this rank's rows of each.
+        auto gen = view_generator(o.seed(), static_cast<uint64_t>(step));
+        auto v1 = data::random_view(batch.images, o.views(), gen);
+        auto v2 = data::random_view(batch.images, o.views(), gen);
+        batch.images = v1;
+        x2 = v2.slice(0, lo, hi).to(device);
+      }
       auto x = batch.images.slice(0, lo, hi).to(device);
       auto y = batch.labels.slice(0, lo, hi).to(device);
       if (adv && x.size(0) > 0) {
@@ -476,18 +569,49 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
       torch::Tensor logits, total;
       double loss_value = 0, total_value = 0;
       int64_t batch_correct = 0;
-      if (x.size(0) > 0) {
+      if (ssl) {
+        // NT-Xent over the global batch: the other ranks' embeddings enter as
+        // constants and this rank's carry the gradient, so the summed gradients
+        // equal one process's (the loss is not scaled by the share).
+        const int64_t m = x.size(0);
+        auto z = m > 0 ? model.forward(torch::cat({x, x2})) : torch::Tensor();
+        torch::Tensor z1 = m > 0 ? z.slice(0, 0, m) : torch::Tensor(), z2 = m > 0 ? z.slice(0, m, 2 * m) : torch::Tensor();
+        if (ddp) {
+          const int64_t d = model.num_classes();
+          auto empty = torch::zeros({0, d});
+          auto g1 = dist::all_gather_rows(m > 0 ? z1.detach().to(torch::kCPU).contiguous() : empty).to(device);
+          auto g2 = dist::all_gather_rows(m > 0 ? z2.detach().to(torch::kCPU).contiguous() : empty).to(device);
+          if (m > 0) {
+            z1 = torch::cat({g1.slice(0, 0, lo), z1, g1.slice(0, hi, global_n)});
+            z2 = torch::cat({g2.slice(0, 0, lo), z2, g2.slice(0, hi, global_n)});
+          } else {
+            z1 = g1, z2 = g2;
+          }
+        }
+        auto c = nt_xent(z1, z2, o.temperature());
+        loss_value = c.loss.item<double>();
+        if (m > 0) total = c.loss;
+        batch_correct = c.correct.slice(0, lo, hi).sum().item<int64_t>();
+        // Counted over this rank's rows so that the all-reduced sums count each image once.
+        total_value = loss_value * (ddp ? share : 1.0);
+      } else if (x.size(0) > 0) {
         logits = model.forward(x);
         auto loss = torch::nn::functional::cross_entropy(logits, y, ce_options);
         loss_value = loss.item<double>();
         total = ddp ? loss * share : loss;
         batch_correct = logits.detach().argmax(1).eq(y).sum().item<int64_t>();
       }
+      double penalty_value = 0;
       if (penalty_) {
         auto p = ddp ? penalty_() * share : penalty_();
+        penalty_value = p.item<double>();
         total = total.defined() ? total + p : p;
       }
-      total_value = total.defined() ? (penalty_ || ddp ? total.item<double>() : loss_value) : 0.0;
+      if (ssl) {
+        total_value += penalty_value;
+      } else {
+        total_value = total.defined() ? (penalty_ || ddp ? total.item<double>() : loss_value) : 0.0;
+      }
       double batch_loss_sum = loss_value * double(x.size(0));
       int64_t batch_seen = x.size(0);
       if (ddp) {
@@ -540,7 +664,7 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
     rec.lr = lr_now;
     rec.images_per_second = double(seen) / std::max(epoch_train_seconds, 1e-9);
     if (val.size() > 0) {
-      auto v = evaluate_loss(model, val, 256, device);
+      auto v = ssl ? evaluate_contrastive(model, val, o, 256, device) : evaluate_loss(model, val, 256, device);
       rec.val_loss = v.loss;
       rec.val_accuracy = v.accuracy;
     }

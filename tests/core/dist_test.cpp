@@ -177,6 +177,26 @@ TEST_F(DistRunTest, TwoProcessesTrainLikeOneWithTheSameGlobalBatch) {
   EXPECT_FALSE(fs::exists(b + ".ckpt"));
 }
 
+// NT-Xent needs every rank's embeddings: gathered as constants, with each
+// rank's own carrying the gradient, two processes match one.
+TEST_F(DistRunTest, TwoProcessesPretrainSimclrLikeOne) {
+  const std::string a = tmp_.file("one"), b = tmp_.file("two");
+  const std::string ssl = " --objective simclr --proj-dim 8";
+  auto r = run_xfer(one(train_args(a) + ssl));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_xfer(two(train_args(b) + ssl));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto ca = read_json(a + "/card.json"), cb = read_json(b + "/card.json");
+  EXPECT_EQ(cb["metrics"]["rank_max_param_diff"].get<double>(), 0.0);
+  const auto wa = io::read_safetensors(a + "/model.safetensors"), wb = io::read_safetensors(b + "/model.safetensors");
+  for (const auto& [name, t] : wa.tensors) {
+    EXPECT_TRUE(xfer::testing::tensors_close(wb.at(name), t, 1e-4, 1e-4)) << name;
+  }
+  EXPECT_NEAR(ca["metrics"]["val_accuracy"].get<double>(), cb["metrics"]["val_accuracy"].get<double>(), 1e-9);
+  const auto ha = ca["metrics"]["history"], hb = cb["metrics"]["history"];
+  EXPECT_NEAR(ha.back()["train_loss"].get<double>(), hb.back()["train_loss"].get<double>(), 1e-4);
+}
+
 // A checkpoint of a 2-process run resumes in one process (the global batch
 // does not depend on the world size) and ends where an uninterrupted run does.
 TEST_F(DistRunTest, ACheckpointOfTwoProcessesResumesInOne) {

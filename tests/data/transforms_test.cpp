@@ -112,5 +112,62 @@ TEST_F(TransformsTest, Normalize) {
   EXPECT_THROW(normalize(x, mean, {1.0, 0.0, 1.0}), Error);
 }
 
+TEST_F(TransformsTest, ViewWithoutRandomnessIsTheIdentityAndFlipIsAMirror) {
+  auto x = torch::rand({6, 2, 9, 9});
+  ViewOptions fixed;
+  fixed.min_scale = fixed.max_scale = 1.0;
+  fixed.max_ratio = 1.0;
+  fixed.hflip = false;
+  fixed.contrast = fixed.brightness = 0;
+  auto gen = make_gen(5);
+  EXPECT_TENSOR_CLOSE(random_view(x, fixed, gen), x, 1e-5, 1e-5);
+  fixed.hflip = true;
+  auto y = random_view(x, fixed, gen);
+  int flipped = 0;
+  for (int64_t i = 0; i < x.size(0); ++i) {
+    const bool same = torch::allclose(y[i], x[i], 1e-5, 1e-5);
+    const bool mirror = torch::allclose(y[i], x[i].flip({2}), 1e-5, 1e-5);
+    EXPECT_TRUE(same || mirror) << i;
+    flipped += mirror && !same;
+  }
+  EXPECT_GT(flipped, 0);
+  EXPECT_LT(flipped, 6);
+}
+
+TEST_F(TransformsTest, ViewsStayInRangeDifferPerImageAndRepeatUnderASeed) {
+  auto x = torch::rand({32, 1, 14, 14});
+  ViewOptions o;
+  auto g1 = make_gen(11), g2 = make_gen(11), g3 = make_gen(12);
+  auto a = random_view(x, o, g1), b = random_view(x, o, g2), c = random_view(x, o, g3);
+  EXPECT_EQ(a.sizes(), x.sizes());
+  EXPECT_GE(a.min().item<float>(), 0.0f);
+  EXPECT_LE(a.max().item<float>(), 1.0f);
+  EXPECT_TENSOR_EQ(a, b);
+  EXPECT_FALSE(torch::allclose(a, c));
+  // The next draw of the same generator is another view.
+  EXPECT_FALSE(torch::allclose(random_view(x, o, g1), a));
+  // A crop of at most 30-100% of the area magnifies: the view is not the image.
+  EXPECT_GT((a - x).abs().mean().item<float>(), 0.01f);
+}
+
+TEST_F(TransformsTest, ViewOptionsAreValidated) {
+  auto x = torch::rand({2, 1, 8, 8});
+  auto gen = make_gen(0);
+  ViewOptions bad;
+  bad.min_scale = 0;
+  EXPECT_THROW(random_view(x, bad, gen), UsageError);
+  bad = ViewOptions();
+  bad.min_scale = 0.9;
+  bad.max_scale = 0.5;
+  EXPECT_THROW(bad.validate(), UsageError);
+  bad = ViewOptions();
+  bad.max_ratio = 0.5;
+  EXPECT_THROW(bad.validate(), UsageError);
+  bad = ViewOptions();
+  bad.contrast = 1.0;
+  EXPECT_THROW(bad.validate(), UsageError);
+  EXPECT_THROW(random_view(torch::rand({8, 8}), ViewOptions(), gen), Error);
+}
+
 }  // namespace
 }  // namespace xfer::data

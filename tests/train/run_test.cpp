@@ -115,5 +115,38 @@ TEST_F(TrainRunTest, ResumesAfterACrashToTheSameWeights) {
   EXPECT_FALSE(fs::exists(o.resume));
 }
 
+TEST_F(TrainRunTest, SimclrWritesAnEncoderThatOnlyFinetuningAndFeatureAttacksAccept) {
+  auto o = options();
+  o.train.objective("simclr").batch_size(32);
+  o.proj_dim = 8;
+  auto r = run_train(o);
+  auto lm = io::load_model_dir(o.out);
+  EXPECT_EQ(lm.config.task, "embedding");
+  EXPECT_EQ(lm.config.num_classes, 8);
+  EXPECT_TRUE(lm.config.class_names.empty());
+  EXPECT_EQ(lm.card.recipe["objective"], "simclr");
+  EXPECT_EQ(lm.card.recipe["strategy"], "self-supervised");
+  EXPECT_EQ(lm.card.recipe["proj_dim"], 8);
+  EXPECT_EQ(r.card.id, lm.card.id);
+  try {
+    io::require_classifier(lm, "xfer eval");
+    ADD_FAILURE() << "an embedding model passed as a classifier";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("xfer finetune --from"), std::string::npos) << e.what();
+  }
+  // A classifier's config keeps its form (no "task" key) and passes.
+  auto plain = options();
+  plain.out = tmp_.file("plain");
+  run_train(plain);
+  auto pm = io::load_model_dir(plain.out);
+  EXPECT_EQ(pm.config.task, "classifier");
+  EXPECT_FALSE(pm.config.to_json().contains("task"));
+  EXPECT_NO_THROW(io::require_classifier(pm, "xfer eval"));
+  auto bad = o;
+  bad.out = tmp_.file("bad");
+  bad.proj_dim = 1;
+  EXPECT_THROW(run_train(bad), UsageError);
+}
+
 }  // namespace
 }  // namespace xfer::train

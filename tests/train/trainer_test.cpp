@@ -163,5 +163,90 @@ TEST_F(TrainerTest, SgdWithAugmentationAlsoLearns) {
   EXPECT_GT(r.best_val_accuracy, 0.8);
 }
 
+TEST_F(TrainerTest, NtXentMatchesItsDefinition) {
+  auto z1 = torch::randn({5, 4}, torch::kDouble), z2 = torch::randn({5, 4}, torch::kDouble);
+  const double t = 0.3;
+  auto r = nt_xent(z1, z2, t);
+  // The definition, one view at a time.
+  auto z = torch::cat({z1, z2});
+  z = z / z.norm(2, 1, true);
+  double sum = 0;
+  std::vector<bool> correct;
+  for (int64_t i = 0; i < 10; ++i) {
+    const int64_t pos = i < 5 ? i + 5 : i - 5;
+    double denom = 0, best = -1e9;
+    int64_t arg = -1;
+    for (int64_t j = 0; j < 10; ++j) {
+      if (j == i) continue;
+      const double s = (z[i] * z[j]).sum().item<double>() / t;
+      denom += std::exp(s);
+      if (s > best) best = s, arg = j;
+    }
+    sum += -((z[i] * z[pos]).sum().item<double>() / t - std::log(denom));
+    correct.push_back(arg == pos);
+  }
+  EXPECT_NEAR(r.loss.item<double>(), sum / 10, 1e-9);
+  ASSERT_EQ(r.correct.size(0), 10);
+  for (int64_t i = 0; i < 10; ++i) EXPECT_EQ(r.correct[i].item<bool>(), correct[i]) << i;
+  // Identical pairs of orthogonal embeddings: every pair found, loss near its floor.
+  auto e = torch::eye(4, torch::kDouble);
+  auto p = nt_xent(e, e * 3, 0.05);
+  EXPECT_TRUE(p.correct.all().item<bool>());
+  EXPECT_LT(p.loss.item<double>(), 1e-6);
+  EXPECT_THROW(nt_xent(z1, z2.slice(0, 0, 4), t), Error);
+}
+
+TEST_F(TrainerTest, SimclrLearnsViewInvariantFeaturesWithoutLabels) {
+  auto encoder = [] {
+    models::ModelOptions mo;
+    mo.image_size = 12;
+    mo.num_classes = 16;  // the projection's width
+    mo.arch_options = {{"hidden", {32}}, {"dropout", 0.0}};
+    return models::create_model("mlp", mo);
+  };
+  auto m = encoder();
+  // Mild views: an MLP has no translation invariance to start from.
+  data::ViewOptions views;
+  views.min_scale = 0.8;
+  views.max_ratio = 1.1;
+  auto o = TrainOptions().epochs(6).batch_size(32).lr(1e-2).objective("simclr").temperature(0.5).views(views);
+  // Every image distinct and smooth (4x4 noise upsampled), so that a view can
+  // be told from the other images (the synthetic classes are near-copies).
+  auto smooth = [](int64_t n) {
+    data::Dataset d;
+    auto low = torch::rand({n, 1, 4, 4});
+    auto up = torch::nn::functional::interpolate(
+        low, torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{12, 12}).mode(torch::kBilinear).align_corners(false));
+    d.images = up.mul(255).round().to(torch::kUInt8);
+    d.labels = torch::randint(0, 3, {n}, torch::kLong);
+    d.index = torch::arange(n, torch::kLong);
+    d.class_names = {"a", "b", "c"};
+    return d;
+  };
+  auto train = smooth(256), val = smooth(64);
+  const double before = evaluate_contrastive(*m, val, o).accuracy;
+  // Labels are ignored: other labels give the same weights.
+  auto shuffled = train;
+  shuffled.labels = train.labels.flip({0}).clone();
+  ::xfer::seed_everything(5);
+  auto m2 = encoder();
+  ::xfer::seed_everything(5);
+  auto m1 = encoder();
+  Trainer t(o);
+  auto r = t.fit(*m1, train, val);
+  Trainer(o).fit(*m2, shuffled, val);
+  EXPECT_TENSOR_EQ(m1->head()->weight, m2->head()->weight);
+  ASSERT_EQ(r.history.size(), 6u);
+  EXPECT_LT(r.history.back().train_loss, r.history.front().train_loss);
+  EXPECT_GT(r.best_val_accuracy, before + 0.2) << "before " << before;
+  EXPECT_NEAR(evaluate_contrastive(*m1, val, o).accuracy, r.best_val_accuracy, 1e-12);
+  // Bad combinations are usage errors.
+  EXPECT_THROW(TrainOptions(o).adv_train("pgd:0.1").validate(), UsageError);
+  EXPECT_THROW(TrainOptions(o).label_smoothing(0.1).validate(), UsageError);
+  EXPECT_THROW(TrainOptions(o).temperature(0).validate(), UsageError);
+  EXPECT_THROW(TrainOptions(o).batch_size(1).validate(), UsageError);
+  EXPECT_THROW(TrainOptions().objective("byol").validate(), UsageError);
+}
+
 }  // namespace
 }  // namespace xfer::train

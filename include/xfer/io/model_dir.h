@@ -22,6 +22,11 @@ struct ModelConfig {
   std::vector<int64_t> input_shape;  ///< C, H, W
   std::vector<double> mean, std;     ///< normalisation inside the model
   std::vector<std::string> class_names;
+  /// "classifier": the head's outputs are class logits. "embedding": a
+  /// self-supervised encoder whose head is a projection (num_classes is its
+  /// width, there are no class names); it is a parent for `xfer finetune` and a
+  /// surrogate for feature-space attacks, and require_classifier refuses it elsewhere.
+  std::string task = "classifier";
   /// Unmerged LoRA adapters (config "adapters": {"lora": {rank, alpha, ..., targets}});
   /// empty targets = none. build_model adds them before the weights load.
   models::LoraOptions lora;
@@ -56,6 +61,10 @@ struct LoadedModel {
   ModelCard card;
   std::string path;
 };
+
+/// Throws xfer::UsageError unless `m` is a classifier (config task
+/// "classifier"): an embedding model has no class logits for `what` to use.
+void require_classifier(const LoadedModel& m, const std::string& what);
 
 /// State dict of a module (parameters and buffers, torch key names) as tensors.
 TensorFile state_dict(const torch::nn::Module& m);

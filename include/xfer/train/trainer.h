@@ -46,6 +46,15 @@ struct TrainOptions {
   /// the attack), after augmentation; the train loss/accuracy are then on
   /// adversarial examples.
   TORCH_ARG(std::string, adv_train) = "";
+  /// "supervised": cross-entropy on the labels. "simclr": self-supervised
+  /// contrastive pre-training (Chen et al. 2020) that ignores the labels: two
+  /// random views of each image (`views`) go through the model, whose head is
+  /// the projection, and the NT-Xent loss pulls each pair together against the
+  /// other 2N-2 images of the global batch. The "accuracy" of this objective is
+  /// the fraction of views whose most similar other view is their pair.
+  TORCH_ARG(std::string, objective) = "supervised";
+  TORCH_ARG(double, temperature) = 0.2;  ///< simclr: softmax temperature of NT-Xent
+  TORCH_ARG(data::ViewOptions, views) = {};
 
  public:
   /// Throws xfer::UsageError on out-of-range values.
@@ -62,6 +71,16 @@ struct AdvTrainSpec {
 /// Parses "pgd:EPS[:STEPS]" (EPS as 0.1 or 8/255); nullopt for "".
 /// Throws xfer::UsageError naming --adv-train.
 std::optional<AdvTrainSpec> parse_adv_train(const std::string& text);
+
+/// NT-Xent (normalised temperature-scaled cross-entropy, Chen et al. 2020)
+/// of paired embeddings z1[i] <-> z2[i], each [N, D]: the mean over the 2N
+/// views of -log softmax similarity of the pair against the other 2N-2 views
+/// (cosine similarity / temperature). `correct` [2N] (bool, no grad) says for
+/// each view whether its pair is its most similar other view.
+struct ContrastiveLoss {
+  torch::Tensor loss, correct;
+};
+ContrastiveLoss nt_xent(const torch::Tensor& z1, const torch::Tensor& z2, double temperature);
 
 /// One epoch's numbers.
 struct EpochRecord {
@@ -97,6 +116,12 @@ struct LossAccuracy {
 };
 LossAccuracy evaluate_loss(models::ClassifierImpl& model, const data::Dataset& ds,
                            int64_t batch_size = 256, torch::Device device = torch::kCPU);
+/// The simclr objective's loss and accuracy on a dataset (eval mode, no grad),
+/// in batches of `batch_size` with views drawn from a generator fixed by
+/// options.seed(): the same views every epoch, so epochs compare.
+LossAccuracy evaluate_contrastive(models::ClassifierImpl& model, const data::Dataset& ds,
+                                  const TrainOptions& options, int64_t batch_size = 256,
+                                  torch::Device device = torch::kCPU);
 
 /// Parameter groups as the optimizer sees them: decayed (conv/linear weights)
 /// and not decayed (1-d tensors: biases, norm weights). Frozen tensors
