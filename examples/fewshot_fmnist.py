@@ -70,6 +70,8 @@ def main():
                     help="default 3 (supervised) or 15 (simclr)")
     ap.add_argument("--ssl-data", default=SSL)
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument("--scratch-only", action="store_true",
+                    help="only the scratch runs (they do not need the base: run them while it trains)")
     ap.add_argument("--threads", default="")
     a = ap.parse_args()
     shots = [int(x) for x in a.shots.split(",") if x]
@@ -94,7 +96,9 @@ def main():
         print(f"{key}: test accuracy {acc:.4f}, {wall:.1f} s", flush=True)
 
     base = os.path.join(a.out, "models", "base")
-    if not os.path.exists(base):
+    if a.scratch_only:
+        strategies = []
+    elif not os.path.exists(base):
         os.makedirs(os.path.dirname(base), exist_ok=True)
         if a.base == "supervised":
             cmd = ["train", "--data", SRC, "--arch", a.arch, "--epochs", str(a.base_epochs),
@@ -106,7 +110,9 @@ def main():
                    "--view-min-scale", "0.5"]
         wall = run(xfer + cmd + ["--out", base], base + ".log")
         results["base_wall_seconds"] = wall
-    if "base" not in results:
+    if a.scratch_only:
+        pass
+    elif "base" not in results:
         card = json.load(open(os.path.join(base, "card.json")))
         results["base"] = {"kind": a.base, "spec": card["data"]["spec"], "arch": card["recipe"]["arch"],
                            "id": card["id"], "val_accuracy": card["metrics"]["val_accuracy"],
@@ -160,6 +166,8 @@ def main():
         for seed in seeds:
             scratch(k, seed, best_lr[max(shots)])
         best_lr[k] = best_lr[max(shots)]
+    if a.scratch_only:
+        return
 
     rows = ["| k (shots/class) | " + " | ".join(["scratch (best lr)"] + strategies) + " |",
             "|---|" + "---|" * (len(strategies) + 1)]

@@ -1,6 +1,7 @@
 // The xfer command line: parses flags into the library's Options structs and
 // calls the library. Only this file prints errors and chooses exit codes.
 
+#include <cmath>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -35,6 +36,18 @@ int64_t g_rank = 0;
 struct DistSession {
   ~DistSession() { xfer::dist::shutdown(); }
 };
+
+// An integer flag that, given, must be >= 1 (0 inside stands for "not given").
+const CLI::Validator at_least_one(
+    [](std::string& v) -> std::string {
+      try {
+        size_t used = 0;
+        if (std::stoll(v, &used) >= 1 && used == v.size()) return {};
+      } catch (const std::exception&) {
+      }
+      return "must be an integer >= 1, got " + v;
+    },
+    "K>=1");
 
 void add_train_options(CLI::App* cmd, xfer::train::TrainOptions& t, bool& hflip, int64_t& crop,
                        int64_t& epochs, int64_t& batch, uint64_t& seed) {
@@ -153,8 +166,10 @@ int run(int argc, char** argv) {
   }())->required();
   train_cmd->add_option("--arch-options", tr.arch_options, "Architecture options as a JSON object");
   int64_t train_shots = 0;
+  // 0 inside means "not given"; given, it must be >= 1 (never silently all the data).
   train_cmd->add_option("--shots", train_shots,
-                        "K labelled samples per class (seeded by --seed unless the SPEC names a seed)");
+                        "K labelled samples per class (seeded by --seed unless the SPEC names a seed)")
+      ->check(at_least_one);
   add_train_options(train_cmd, tr.train, hflip, crop, epochs, batch, seed);
   train_cmd->add_option_function<std::string>(
       "--objective", [&tr](const std::string& v) { tr.train.objective(v); },
@@ -208,7 +223,8 @@ int run(int argc, char** argv) {
       ->delimiter(',');
   ft_cmd->add_option("--data", ft.data, "Target data SPEC")->required();
   ft_cmd->add_option("--shots", ft.shots,
-                     "K labelled samples per class (seeded by --seed unless the SPEC names a seed)");
+                     "K labelled samples per class (seeded by --seed unless the SPEC names a seed)")
+      ->check(at_least_one);
   ft_cmd->add_option("--val-data", ft.val_data, "Validation SPEC (default: none, last epoch kept)");
   ft_cmd->add_option("--val-fraction", ft.val_fraction, "Fraction of --data held out for validation")
       ->capture_default_str();
@@ -437,6 +453,9 @@ int run(int argc, char** argv) {
     return r.exit_code;
   }
   DistSession dist_session;
+  XFER_CHECK_USAGE(g.threads >= 0, "--threads must be >= 0 (0: one per core), got ", g.threads);
+  XFER_CHECK_USAGE(std::isfinite(g.dist_timeout) && g.dist_timeout > 0, "--dist-timeout must be > 0 seconds, got ",
+                   g.dist_timeout);
   const auto env = xfer::dist::Env::from_environment();
   if (env.world_size > 1) {
     const bool distributable = train_cmd->parsed() || ft_cmd->parsed() || eval_cmd->parsed() ||
@@ -444,7 +463,6 @@ int run(int argc, char** argv) {
                                audit_cmd->parsed() || study_cmd->parsed();
     XFER_CHECK_USAGE(distributable, "WORLD_SIZE=", env.world_size,
                      ": only train, finetune, eval, predict, attack, transfer, audit and study run distributed");
-    XFER_CHECK_USAGE(g.dist_timeout > 0, "--dist-timeout must be > 0");
     g_rank = env.rank;
     xfer::dist::init(env, std::chrono::milliseconds(static_cast<int64_t>(g.dist_timeout * 1000)));
     if (g.threads <= 0) {

@@ -91,7 +91,8 @@ void check_output_path(const std::string& path_in, Overwrite overwrite) {
     XFER_CHECK(fs::is_directory(path, ec), path, ": exists and is not a directory");
   }
   std::string parent = parent_of(path);
-  XFER_CHECK(fs::is_directory(parent, ec), path, ": parent folder ", parent, " does not exist");
+  XFER_CHECK(fs::is_directory(parent, ec), path, ": parent folder ", parent,
+             fs::exists(parent, ec) ? " is not a folder" : " does not exist");
   XFER_CHECK(::access(parent.c_str(), W_OK) == 0, path, ": parent folder ", parent,
              " is not writable");
 }
@@ -101,7 +102,8 @@ void check_output_path_file(const std::string& path) {
   std::error_code ec;
   XFER_CHECK(!fs::is_directory(path, ec), path, ": is a directory, expected a file path");
   std::string parent = parent_of(path);
-  XFER_CHECK(fs::is_directory(parent, ec), path, ": parent folder ", parent, " does not exist");
+  XFER_CHECK(fs::is_directory(parent, ec), path, ": parent folder ", parent,
+             fs::exists(parent, ec) ? " is not a folder" : " does not exist");
   XFER_CHECK(::access(parent.c_str(), W_OK) == 0, path, ": parent folder ", parent,
              " is not writable");
 }

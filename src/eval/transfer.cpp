@@ -379,7 +379,8 @@ void prepare_results_dir(const std::string& dir, const std::string& marker) {
   const fs::path p(dir);
   if (!fs::exists(p, ec)) {
     const fs::path parent = p.has_parent_path() ? p.parent_path() : fs::path(".");
-    XFER_CHECK(fs::is_directory(parent, ec), dir, ": the parent folder ", parent.string(), " does not exist");
+    XFER_CHECK(fs::is_directory(parent, ec), dir, ": the parent folder ", parent.string(),
+               fs::exists(parent, ec) ? " is not a folder" : " does not exist");
     if (!dist::is_main()) return;  // rank 0 creates it; the others only check
     fs::create_directory(p, ec);
     XFER_CHECK(!ec, dir, ": cannot create: ", ec.message());

@@ -123,7 +123,6 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
   };
 
   // Output and checkpoint paths, checked before any work.
-  std::error_code ec;
   const std::string ckpt_dir =
       o.dry_run ? "" : prepare_checkpoint_dir(o.out, o.checkpoint_dir, o.resume, o.checkpoints, o.overwrite);
 
@@ -363,11 +362,8 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
                   {"plan", r.plans.back().to_json(phases.back().lr)}};
   // Plain tensors again (a frozen parameter saves the same either way).
   for (auto& p : model->parameters()) p.set_requires_grad(true);
-  // Only rank 0 writes; the others read its card once it is there.
-  if (dist::is_main()) r.card = io::save_model_dir(o.out, *model, config, card, o.overwrite, extra);
-  dist::barrier();
-  if (!dist::is_main()) r.card = io::load_model_dir(o.out).card;
-  if (o.checkpoints && !o.keep_checkpoint && dist::is_main()) fs::remove_all(ckpt_dir, ec);
+  r.card = write_output(o.out, *model, config, card, o.overwrite, o.checkpoints ? ckpt_dir : "",
+                        o.keep_checkpoint, extra);
   r.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }

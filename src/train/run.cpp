@@ -90,7 +90,6 @@ TrainRunResult run_train(const TrainRunOptions& o) {
                  {"val_fraction", o.val_data.empty() ? Json(o.val_fraction) : Json(nullptr)}});
   if (ssl) recipe["proj_dim"] = o.proj_dim;
   auto ckpt = open_resume(o.resume, recipe, "train");
-  std::error_code ec;
   if (ckpt) {
     r.resumed = true;
     if (auto done = finished_output(o.out, recipe, o.resume, o.keep_checkpoint)) {
@@ -128,11 +127,8 @@ TrainRunResult run_train(const TrainRunOptions& o) {
                   {"world_size", r.train.world_size},
                   {"rank_max_param_diff", r.train.rank_max_param_diff},
                   {"history", history}};
-  // Only rank 0 writes; the others read its card once it is there.
-  if (dist::is_main()) r.card = io::save_model_dir(o.out, *model, config, card, o.overwrite);
-  dist::barrier();
-  if (!dist::is_main()) r.card = io::load_model_dir(o.out).card;
-  if (o.checkpoints && !o.keep_checkpoint && dist::is_main()) std::filesystem::remove_all(ckpt_dir, ec);
+  r.card = write_output(o.out, *model, config, card, o.overwrite, o.checkpoints ? ckpt_dir : "",
+                        o.keep_checkpoint);
   return r;
 }
 

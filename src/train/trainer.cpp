@@ -762,6 +762,21 @@ std::optional<io::Checkpoint> open_resume(const std::string& resume, const Json&
   return ckpt;
 }
 
+io::ModelCard write_output(const std::string& out, models::ClassifierImpl& model,
+                           const io::ModelConfig& config, io::ModelCard card, Overwrite overwrite,
+                           const std::string& ckpt_dir, bool keep_checkpoint,
+                           const std::vector<std::pair<std::string, std::string>>& extra_files) {
+  io::ModelCard written;
+  if (dist::is_main()) written = io::save_model_dir(out, model, config, std::move(card), overwrite, extra_files);
+  dist::barrier();
+  if (!dist::is_main()) written = io::load_model_dir(out).card;
+  if (!ckpt_dir.empty() && !keep_checkpoint && dist::is_main()) {
+    std::error_code ec;
+    std::filesystem::remove_all(ckpt_dir, ec);
+  }
+  return written;
+}
+
 std::optional<io::ModelCard> finished_output(const std::string& out, const Json& recipe,
                                              const std::string& resume, bool keep_checkpoint,
                                              const std::vector<std::string>& ignore) {

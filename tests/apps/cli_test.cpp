@@ -8,7 +8,10 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <cstdlib>
 #include <random>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include "support/support.h"
@@ -575,4 +578,275 @@ TEST_F(CliTest, TransferAndAuditRunAndRefuseBadFlags) {
   }
 }
 
+}  // namespace xfer
+
+namespace xfer {
+namespace {
+
+// One entry of the bad-input catalogue (docs/bad-inputs.md).
+struct BadInput {
+  std::string id;      ///< the row's name in docs/bad-inputs.md
+  std::string what;    ///< the input, in words
+  std::string args;    ///< the xfer command line
+  int code;            ///< expected exit code: 2 usage, 1 bad data/file
+  std::string needle;  ///< the one error line must mention it
+  std::string prefix;  ///< shell set-up run before xfer (e.g. a file-size limit)
+};
+
+// Runs xfer after a shell prefix (run_xfer has no place for one).
+RunResult run_with_prefix(const std::string& prefix, const std::string& args, const TempDir& tmp) {
+  const std::string err = tmp.file("prefix-err.txt");
+  const std::string cmd = "sh -c \"" + prefix + "; exec '" + std::string(XFER_BINARY) + "' " + args + "\" >/dev/null 2>'" +
+                          err + "' </dev/null";
+  const int status = std::system(cmd.c_str());
+  RunResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  std::ifstream in(err);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  r.err = ss.str();
+  return r;
+}
+
+class CliCatalogueTest : public CliTest {};
+
+// Every case: the expected exit code, exactly one "xfer: error:" line naming
+// the culprit, and nothing named result* left behind (no partial output).
+// XFER_CATALOGUE_MD=FILE writes the table of docs/bad-inputs.md from the run.
+TEST_F(CliCatalogueTest, EveryBadInputGivesOneLineAndNoPartialOutput) {
+  const std::string t = tmp_.path();
+  auto q = [](const std::string& s) { return "'" + s + "'"; };
+  ASSERT_EQ(run_xfer(train_args(spec_)).exit_code, 0);
+  const std::string model = out(), data = q(spec_), images = tmp_.file("images.gz"), labels = tmp_.file("labels.gz");
+  ASSERT_EQ(run_xfer("--quiet train --data " + data + " --arch mlp --arch-options '{\"hidden\":[8]}' --epochs 1 "
+                     "--batch-size 16 --objective simclr --proj-dim 4 --out " + q(tmp_.file("encoder")))
+                .exit_code,
+            0);
+  const std::string res = tmp_.file("result");
+  const std::string o = " --out " + q(res);
+  auto read = [](const std::string& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  auto copy_model = [&](const std::string& name) {
+    fs::copy(model, tmp_.file(name), fs::copy_options::recursive);
+    return tmp_.file(name);
+  };
+  // Data files.
+  const std::string gz = read(images);
+  std::ofstream(tmp_.file("trunc.gz"), std::ios::binary) << gz.substr(0, gz.size() / 2);
+  std::string bad = gz;
+  for (size_t i = 20; i < bad.size() - 8; i += 7) bad[i] = static_cast<char>(bad[i] ^ 0x5a);
+  std::ofstream(tmp_.file("corrupt.gz"), std::ios::binary) << bad;
+  {
+    std::string raw(16 + 4, '\0');
+    raw[2] = 0x0d;
+    raw[3] = 1;
+    std::ofstream(tmp_.file("magic.idx"), std::ios::binary) << raw;
+    // uint8, 3 dims, 100000 x 1000 x 1000 images (100 GB) in a 16-byte file.
+    std::string huge = std::string("\0\0\x08\x03", 4) + std::string("\x00\x01\x86\xa0", 4) +
+                       std::string("\x00\x00\x03\xe8", 4) + std::string("\x00\x00\x03\xe8", 4);
+    std::ofstream(tmp_.file("huge.idx"), std::ios::binary) << huge;
+    std::ofstream(tmp_.file("empty.idx"), std::ios::binary);
+  }
+  data::write_idx(tmp_.file("few-labels.gz"), torch::zeros({59}, torch::kUInt8));
+  fs::create_directories(tmp_.file("imgs/cat"));
+  std::ofstream(tmp_.file("imgs/cat/broken.png"), std::ios::binary) << "\x89PNG\r\n\x1a\nnot really";
+  fs::create_directories(tmp_.file("jpgs/cat"));
+  std::ofstream(tmp_.file("jpgs/cat/broken.jpg"), std::ios::binary) << "\xff\xd8\xff\xe0 truncated";
+  fs::create_directories(tmp_.file("emptydir"));
+  // Weights and model directories.
+  std::string header = R"({"fc.weight":{"dtype":"F32","shape":[2],"data_offsets":[0,4000]}})";
+  write_model_with_weights(tmp_.file("badoffset"), le64(header.size()) + header + std::string(8, '\0'));
+  write_model_with_weights(tmp_.file("bighead"), le64(200'000'000) + "{}");
+  write_model_with_weights(tmp_.file("notjson"), le64(5) + "abcde");
+  std::string dtype = R"({"fc.weight":{"dtype":"Q7","shape":[2],"data_offsets":[0,8]}})";
+  write_model_with_weights(tmp_.file("baddtype"), le64(dtype.size()) + dtype + std::string(8, '\0'));
+  std::string overflow = R"({"fc.weight":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,8]}})";
+  write_model_with_weights(tmp_.file("overflow"), le64(overflow.size()) + overflow + std::string(8, '\0'));
+  const std::string tampered = copy_model("tampered");
+  {
+    std::fstream f(tampered + "/model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-1, std::ios::end);
+    f.put('\x7f');
+  }
+  const std::string noconfig = copy_model("noconfig");
+  fs::remove(noconfig + "/config.json");
+  const std::string badconfig = copy_model("badconfig");
+  std::ofstream(badconfig + "/config.json") << "{\"arch\": \"mlp\", ";
+  const std::string zeroclasses = copy_model("zeroclasses");
+  {
+    auto c = read_json(zeroclasses + "/config.json");
+    c["num_classes"] = 0;
+    write_json(zeroclasses + "/config.json", c);
+  }
+  const std::string wrongarch = copy_model("wrongarch");
+  {
+    auto c = read_json(wrongarch + "/config.json");
+    c["arch_options"] = {{"hidden", {9}}};
+    write_json(wrongarch + "/config.json", c);
+  }
+  const std::string noid = copy_model("noid");
+  {
+    auto c = read_json(noid + "/card.json");
+    c.erase("id");
+    write_json(noid + "/card.json", c);
+  }
+  std::ofstream(tmp_.file("garbage.pt"), std::ios::binary) << "PK\x03\x04 not a zip at all";
+  std::ofstream(tmp_.file("study.json")) << "{\"preset\": ";
+  std::ofstream(tmp_.file("afile")) << "x";
+  fs::create_directories(tmp_.file("existing"));
+  const std::string attack = "--quiet attack --surrogate " + q(model) + " --data " + data + o;
+  const std::string train = "--quiet train --data " + data + " --arch mlp --epochs 1" + o;
+  const std::string finetune = "--quiet finetune --from " + q(model) + " --data " + data + " --epochs 1" + o;
+  std::vector<BadInput> cases = {
+      // Data files and SPECs.
+      {"idx-truncated-gzip", "IDX images cut in half (gzip stream ends early)",
+       "--quiet train --data " + q("idx:" + tmp_.file("trunc.gz") + "," + labels) + " --arch mlp" + o, 1, "trunc.gz"},
+      {"idx-corrupt-gzip", "IDX gzip with flipped bytes (CRC/inflate error)",
+       "--quiet train --data " + q("idx:" + tmp_.file("corrupt.gz") + "," + labels) + " --arch mlp" + o, 1, "corrupt.gz"},
+      {"idx-bad-magic", "IDX file whose magic says float elements",
+       "--quiet train --data " + q("idx:" + images + "," + tmp_.file("magic.idx")) + " --arch mlp" + o, 1, "magic.idx"},
+      {"idx-huge-dims", "IDX header claiming 100 GB of images in a 16-byte file",
+       "--quiet train --data " + q("idx:" + tmp_.file("huge.idx") + "," + labels) + " --arch mlp" + o, 1, "huge.idx"},
+      {"idx-empty-file", "empty IDX file", "--quiet train --data " + q("idx:" + tmp_.file("empty.idx") + "," + labels) +
+       " --arch mlp" + o, 1, "empty.idx"},
+      {"idx-count-mismatch", "59 labels for 60 images",
+       "--quiet train --data " + q("idx:" + images + "," + tmp_.file("few-labels.gz")) + " --arch mlp" + o, 1, "few-labels.gz"},
+      {"idx-missing-file", "IDX path that does not exist",
+       "--quiet train --data " + q("idx:" + tmp_.file("nope.gz") + "," + labels) + " --arch mlp" + o, 1, "nope.gz"},
+      {"folder-missing", "image folder that does not exist",
+       "--quiet train --data " + q("folder:" + tmp_.file("nodir")) + " --arch mlp" + o, 1, "nodir"},
+      {"folder-empty", "image folder without class folders",
+       "--quiet train --data " + q("folder:" + tmp_.file("emptydir")) + " --arch mlp" + o, 1, "emptydir"},
+      {"png-corrupt", "PNG with a valid signature and garbage after it",
+       "--quiet train --data " + q("folder:" + tmp_.file("imgs")) + " --arch mlp" + o, 1, "broken.png"},
+      {"jpeg-truncated", "JPEG cut after its first marker",
+       "--quiet train --data " + q("folder:" + tmp_.file("jpgs")) + " --arch mlp" + o, 1, "broken.jpg"},
+      {"spec-unknown-source", "SPEC naming no known dataset", "--quiet train --data nosuchdata:train --arch mlp" + o, 2,
+       "nosuchdata"},
+      {"spec-missing-class", "SPEC asking for a class the data lacks",
+       "--quiet train --data " + q(spec_ + ":classes=0,5") + " --arch mlp" + o, 1, "5"},
+      {"spec-empty-class-list", "SPEC with an empty class list",
+       "--quiet train --data " + q(spec_ + ":classes=") + " --arch mlp" + o, 2, "classes"},
+      {"spec-too-many-shots", "more shots than a class has (20 per class)",
+       "--quiet train --data " + q(spec_ + ":shots=21") + " --arch mlp" + o, 1, "21"},
+      {"spec-bad-shots", "shots that are not a number", "--quiet train --data " + q(spec_ + ":shots=ten") + " --arch mlp" + o,
+       2, "ten"},
+      {"spec-zero-shots", "zero shots per class", "--quiet train --data " + q(spec_ + ":shots=0") + " --arch mlp" + o, 2,
+       "shots"},
+      // Weights, model directories, TorchScript.
+      {"safetensors-offset-past-end", "tensor data offsets beyond the file",
+       "--quiet eval --model " + q(tmp_.file("badoffset")) + " --data " + data + " --json " + q(res + ".json"), 1,
+       "past the end"},
+      {"safetensors-header-over-limit", "header length of 200 MB",
+       "--quiet eval --model " + q(tmp_.file("bighead")) + " --data " + data + " --json " + q(res + ".json"), 1, "limit"},
+      {"safetensors-header-not-json", "header that is not JSON",
+       "--quiet eval --model " + q(tmp_.file("notjson")) + " --data " + data + " --json " + q(res + ".json"), 1,
+       "model.safetensors"},
+      {"safetensors-unknown-dtype", "dtype Q7",
+       "--quiet eval --model " + q(tmp_.file("baddtype")) + " --data " + data + " --json " + q(res + ".json"), 1, "Q7"},
+      {"safetensors-shape-overflow", "shape whose element count overflows 64 bits",
+       "--quiet eval --model " + q(tmp_.file("overflow")) + " --data " + data + " --json " + q(res + ".json"), 1,
+       "model.safetensors"},
+      {"card-hash-mismatch", "weights changed after the card was written (sha256 differs)",
+       "--quiet eval --model " + q(tampered) + " --data " + data + " --json " + q(res + ".json"), 1, "sha256"},
+      {"model-dir-no-config", "model directory without config.json",
+       "--quiet eval --model " + q(noconfig) + " --data " + data + " --json " + q(res + ".json"), 1, "config.json"},
+      {"config-truncated-json", "config.json cut mid-object",
+       "--quiet eval --model " + q(badconfig) + " --data " + data + " --json " + q(res + ".json"), 1, "config.json"},
+      {"config-zero-classes", "config.json with num_classes 0",
+       "--quiet eval --model " + q(zeroclasses) + " --data " + data + " --json " + q(res + ".json"), 1, "num_classes"},
+      {"config-weights-mismatch", "config.json describing other layer sizes than the weights",
+       "--quiet eval --model " + q(wrongarch) + " --data " + data + " --json " + q(res + ".json"), 1, "model.safetensors"},
+      {"card-without-id", "card.json without its id",
+       "--quiet eval --model " + q(noid) + " --data " + data + " --json " + q(res + ".json"), 1, "card.json"},
+      {"weights-wrong-arch", "--weights file of another architecture",
+       "--quiet eval --weights " + q(model + "/model.safetensors") + " --arch cnn --data " + data +
+           " --json " + q(res + ".json"),
+       1, "model.safetensors"},
+      {"torchscript-garbage", "--torchscript file that is not a TorchScript archive",
+       "--quiet eval --torchscript " + q(tmp_.file("garbage.pt")) + " --data " + data + " --json " +
+           q(res + ".json"),
+       1, "garbage.pt"},
+      {"embedding-as-classifier", "a self-supervised encoder given to eval",
+       "--quiet eval --model " + q(tmp_.file("encoder")) + " --data " + data + " --json " + q(res + ".json"), 2,
+       "xfer finetune --from"},
+      // Configs and options.
+      {"study-config-truncated", "study --config JSON cut mid-object",
+       "--quiet study --config " + q(tmp_.file("study.json")) + o, 1, "study.json"},
+      {"arch-options-not-json", "--arch-options that is not JSON", train + " --arch-options '{hidden'", 2, "--arch-options"},
+      {"arch-options-unknown-key", "--arch-options with a key the architecture lacks",
+       train + " --arch-options '{\"bogus\":1}'", 2, "bogus"},
+      {"arch-unknown", "unknown --arch", "--quiet train --data " + data + " --arch nosucharch" + o, 2, "nosucharch"},
+      {"epochs-zero", "--epochs 0", "--quiet train --data " + data + " --arch mlp --epochs 0" + o, 2, "--epochs"},
+      {"batch-size-zero", "--batch-size 0", train + " --batch-size 0", 2, "--batch-size"},
+      {"lr-negative", "--lr -1", train + " --lr -1", 2, "--lr"},
+      {"lr-nan", "--lr nan", train + " --lr nan", 2, "--lr"},
+      {"val-fraction-over-one", "--val-fraction 1.5", train + " --val-fraction 1.5", 2, "--val-fraction"},
+      {"simclr-with-adv-train", "--objective simclr with --adv-train", train + " --objective simclr --adv-train pgd:0.1", 2,
+       "--adv-train"},
+      {"simclr-zero-temperature", "--temperature 0", train + " --objective simclr --temperature 0", 2, "--temperature"},
+      {"threads-negative", "--threads -2 (0 means one per core)", "--threads -2 " + train, 2, "--threads"},
+      {"eps-nan", "--eps nan", attack + " --eps nan", 2, "eps"},
+      {"eps-negative", "--eps -0.1", attack + " --eps -0.1", 2, "eps"},
+      {"eps-over-one", "--eps 2 (images are in [0, 1])", attack + " --eps 2", 2, "eps"},
+      {"steps-zero", "--steps 0", attack + " --steps 0", 2, "steps"},
+      {"norm-unknown", "--norm l3", attack + " --norm l3", 2, "l3"},
+      {"target-out-of-range", "--target label:99 for 3 classes", attack + " --target label:99", 2, "99"},
+      {"attack-unknown", "--attack nosuch", attack + " --attack nosuch", 2, "nosuch"},
+      {"strategy-unknown", "--strategy nosuch", finetune + " --strategy nosuch", 2, "nosuch"},
+      {"strategy-lora-rank-zero", "--strategy lora:0", finetune + " --strategy lora:0", 2, "lora"},
+      {"finetune-shots-zero", "--shots 0", finetune + " --strategy full --shots 0", 2, "shots"},
+      {"finetune-shots-over-class", "--shots 21 with 20 images per class", finetune + " --strategy full --shots 21", 1,
+       "21"},
+      {"head-keep-class-mismatch", "--head keep onto 2 classes",
+       "--quiet finetune --from " + q(model) + " --data " + q(spec_ + ":classes=0,1") + " --strategy full --head keep" + o,
+       2, "--head keep"},
+      {"resume-missing", "--resume of a directory that does not exist", train + " --resume " + q(tmp_.file("nockpt")), 2,
+       "--resume"},
+      {"dist-timeout-zero", "--dist-timeout 0", "--dist-timeout 0 " + train, 2, "--dist-timeout"},
+      {"unknown-command", "a command xfer does not have", "frobnicate", 2, "frobnicate"},
+      // Outputs.
+      {"out-exists", "--out naming an existing directory (no --force)",
+       "--quiet train --data " + data + " --arch mlp --epochs 1 --out " + q(tmp_.file("existing")), 1, "--force"},
+      {"out-under-a-file", "--out whose parent is a regular file",
+       "--quiet train --data " + data + " --arch mlp --epochs 1 --out " + q(tmp_.file("afile") + "/result"), 1, "afile"},
+      {"disk-full", "writing past a 64 KB file-size limit (ulimit -f; EFBIG as on a full disk)",
+       "--quiet train --data " + data + " --arch mlp --arch-options '{\\\"hidden\\\":[512]}' --epochs 1 --no-checkpoint" + o,
+       1, "result", "ulimit -f 128; trap '' XFSZ"},
+  };
+  std::ostringstream md;
+  std::set<std::string> ids;
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.id);
+    EXPECT_TRUE(ids.insert(c.id).second) << "duplicate id";
+    const auto r = c.prefix.empty() ? run_xfer(c.args) : run_with_prefix(c.prefix, c.args, tmp_);
+    EXPECT_EQ(r.exit_code, c.code) << c.args << "\n" << r.err;
+    EXPECT_TRUE(one_error_line(r, c.needle)) << c.args;
+    EXPECT_TRUE(no_output(t, "result")) << c.args;
+    fs::remove_all(res);  // a failed case must not spoil the next ones
+    // The line for the docs: the temporary folder shown as ".", '|' escaped for markdown.
+    const std::string raw = r.err.substr(0, r.err.find('\n'));
+    std::string line;
+    for (size_t i = 0; i < raw.size();) {
+      if (raw.compare(i, t.size(), t) == 0) {
+        line += ".";
+        i += t.size();
+      } else {
+        if (raw[i] == '|') line += '\\';
+        line += raw[i++];
+      }
+    }
+    md << "| `" << c.id << "` | " << c.what << " | " << r.exit_code << " | `" << line << "` |\n";
+  }
+  EXPECT_GE(cases.size(), 40u);
+  EXPECT_TRUE(fs::exists(model + "/card.json"));  // the good inputs were not harmed
+  // The documented catalogue lists exactly these cases.
+  const std::string doc = read(std::string(XFER_SOURCE_DIR) + "/docs/bad-inputs.md");
+  for (const auto& c : cases) EXPECT_NE(doc.find("| `" + c.id + "` |"), std::string::npos) << c.id << " not in docs";
+  if (const char* path = std::getenv("XFER_CATALOGUE_MD")) std::ofstream(path) << md.str();
+}
+
+}  // namespace
 }  // namespace xfer

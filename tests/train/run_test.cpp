@@ -148,5 +148,32 @@ TEST_F(TrainRunTest, SimclrWritesAnEncoderThatOnlyFinetuningAndFeatureAttacksAcc
   EXPECT_THROW(run_train(bad), UsageError);
 }
 
+// The views are a function of (seed, step): a crashed simclr run resumes to
+// the uninterrupted run's weights.
+TEST_F(TrainRunTest, SimclrResumesAfterACrashToTheSameWeights) {
+  auto ref = options();
+  ref.train.epochs(3).batch_size(32).objective("simclr");
+  ref.arch = "cnn";
+  ref.arch_options = R"({"widths": [4, 8], "hidden": 16})";
+  ref.proj_dim = 8;
+  ref.out = tmp_.file("ref");
+  const std::string expected = run_train(ref).card.id;
+  auto o = ref;
+  o.out = tmp_.file("crashed");
+  o.checkpoint_every = 1;
+  o.on_epoch = [](const EpochRecord& r) {
+    if (r.epoch == 2) throw Crash{};
+  };
+  EXPECT_THROW(run_train(o), Crash);
+  o.on_epoch = nullptr;
+  o.resume = o.out + ".ckpt";
+  auto other = o;
+  other.train.temperature(0.5);
+  EXPECT_THROW(run_train(other), UsageError);  // another recipe
+  auto r = run_train(o);
+  EXPECT_TRUE(r.resumed);
+  EXPECT_EQ(r.card.id, expected);
+}
+
 }  // namespace
 }  // namespace xfer::train

@@ -193,6 +193,14 @@ std::string prepare_checkpoint_dir(const std::string& out, const std::string& di
 std::optional<io::Checkpoint> open_resume(const std::string& resume, const Json& recipe,
                                           const std::string& command);
 
+/// Writes a finished run's model directory: rank 0 saves it (the other ranks
+/// wait at a barrier and read its card) and then removes `ckpt_dir` unless it
+/// is empty or keep_checkpoint. Returns the card written.
+io::ModelCard write_output(const std::string& out, models::ClassifierImpl& model,
+                           const io::ModelConfig& config, io::ModelCard card, Overwrite overwrite,
+                           const std::string& ckpt_dir, bool keep_checkpoint,
+                           const std::vector<std::pair<std::string, std::string>>& extra_files = {});
+
 /// A resumed run killed after its output was written but before its
 /// checkpoint was removed: the card of `out` when it exists (its recipe, less
 /// the `ignore` keys, must equal `recipe`, else xfer::UsageError naming out),
