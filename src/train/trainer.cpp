@@ -170,8 +170,13 @@ at::Generator view_generator(uint64_t seed, uint64_t step) {
 }
 }  // namespace
 
-LossAccuracy evaluate_contrastive(models::ClassifierImpl& model, const data::Dataset& ds,
-                                  const TrainOptions& options, int64_t batch_size, torch::Device device) {
+namespace {
+// Mean loss and accuracy over a dataset in eval mode without grad, in fixed
+// batches; `batch_sums(batch, i)` gives one batch's summed loss and correct
+// count. Distributed: each rank takes its share of the batches and the sums
+// are all-reduced.
+LossAccuracy evaluate_batches(models::ClassifierImpl& model, const data::Dataset& ds, int64_t batch_size,
+                              const std::function<std::pair<double, int64_t>(const data::Batch&, int64_t)>& batch_sums) {
   LossAccuracy r;
   if (ds.size() == 0) return r;
   bool was_training = model.is_training();
@@ -183,16 +188,9 @@ LossAccuracy evaluate_contrastive(models::ClassifierImpl& model, const data::Dat
   int64_t correct = 0;
   const auto [first, last] = dist::shard(loader.num_batches(), 1);
   for (int64_t i = first; i < last; ++i) {
-    auto b = loader.batch(i);
-    const int64_t n = b.images.size(0);
-    if (n < 2) continue;  // a lone image has no negative
-    auto gen = view_generator(options.seed() + 1000003, static_cast<uint64_t>(i));
-    auto v1 = data::random_view(b.images, options.views(), gen);
-    auto v2 = data::random_view(b.images, options.views(), gen);
-    auto z = model.forward(torch::cat({v1, v2}).to(device));
-    auto c = nt_xent(z.slice(0, 0, n), z.slice(0, n, 2 * n), options.temperature());
-    loss_sum += c.loss.item<double>() * double(n);
-    correct += c.correct.slice(0, 0, n).sum().item<int64_t>();
+    const auto [l, c] = batch_sums(loader.batch(i), i);
+    loss_sum += l;
+    correct += c;
   }
   if (dist::active()) {
     auto sums = torch::tensor({loss_sum, double(correct)}, torch::kDouble);
@@ -205,40 +203,32 @@ LossAccuracy evaluate_contrastive(models::ClassifierImpl& model, const data::Dat
   model.train(was_training);
   return r;
 }
+}  // namespace
+
+LossAccuracy evaluate_contrastive(models::ClassifierImpl& model, const data::Dataset& ds,
+                                  const TrainOptions& options, int64_t batch_size, torch::Device device) {
+  return evaluate_batches(model, ds, batch_size, [&](const data::Batch& b, int64_t i) -> std::pair<double, int64_t> {
+    const int64_t n = b.images.size(0);
+    if (n < 2) return {0.0, 0};  // a lone image has no negative
+    auto gen = view_generator(options.seed() + 1000003, static_cast<uint64_t>(i));
+    auto v1 = data::random_view(b.images, options.views(), gen);
+    auto v2 = data::random_view(b.images, options.views(), gen);
+    auto z = model.forward(torch::cat({v1, v2}).to(device));
+    auto c = nt_xent(z.slice(0, 0, n), z.slice(0, n, 2 * n), options.temperature());
+    return {c.loss.item<double>() * double(n), c.correct.slice(0, 0, n).sum().item<int64_t>()};
+  });
+}
 
 LossAccuracy evaluate_loss(models::ClassifierImpl& model, const data::Dataset& ds,
                            int64_t batch_size, torch::Device device) {
-  LossAccuracy r;
-  if (ds.size() == 0) return r;
-  bool was_training = model.is_training();
-  model.eval();
-  torch::NoGradGuard no_grad;
-  data::Loader loader(ds, data::LoaderOptions{batch_size, false, false, 0, {}});
-  loader.start_epoch(0);
-  double loss_sum = 0;
-  int64_t correct = 0;
-  // Distributed: each rank evaluates its share of the batches; sums are all-reduced.
-  const auto [first, last] = dist::shard(loader.num_batches(), 1);
-  for (int64_t i = first; i < last; ++i) {
-    auto b = loader.batch(i);
+  return evaluate_batches(model, ds, batch_size, [&](const data::Batch& b, int64_t) -> std::pair<double, int64_t> {
     auto logits = model.forward(b.images.to(device));
     auto labels = b.labels.to(device);
-    loss_sum += torch::nn::functional::cross_entropy(
-                    logits, labels,
-                    torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                    .item<double>();
-    correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
-  }
-  if (dist::active()) {
-    auto sums = torch::tensor({loss_sum, double(correct)}, torch::kDouble);
-    dist::all_reduce_sum(sums);
-    loss_sum = sums[0].item<double>();
-    correct = static_cast<int64_t>(std::llround(sums[1].item<double>()));
-  }
-  r.loss = loss_sum / double(ds.size());
-  r.accuracy = double(correct) / double(ds.size());
-  model.train(was_training);
-  return r;
+    const double loss = torch::nn::functional::cross_entropy(
+                            logits, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                            .item<double>();
+    return {loss, logits.argmax(1).eq(labels).sum().item<int64_t>()};
+  });
 }
 
 ParamGroups split_weight_decay(torch::nn::Module& model) {
