@@ -17,14 +17,19 @@ The base (--base):
               as a foundation model is pre-trained on broad unlabelled data
               that includes images of its later downstream tasks. The target
               task's labels are never seen; its test images never.
+  --base-weights FILE  a public base trained elsewhere: a safetensors state
+              dict of --arch (with --arch-options, --mean, --std), imported by
+              `xfer finetune --weights`; nothing is pre-trained here.
 
 Usage: examples/fewshot_fmnist.py [--xfer build/xfer] [--out out/fewshot]
        [--base supervised|simclr] [--arch resnet] [--base-epochs N]
+       [--base-weights FILE --arch-options JSON --mean M --std S]
        [--shots 1,5,10,50,100] [--scratch-extra 200,500,1000] [--seeds 0,1,2]
 Runs already finished (their eval JSON exists) are not redone.
 Standard library only.
 """
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -69,7 +74,15 @@ def main():
     ap.add_argument("--base-epochs", type=int, default=None,
                     help="default 3 (supervised) or 15 (simclr)")
     ap.add_argument("--ssl-data", default=SSL)
-    ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument("--arch-options", default="",
+                    help="JSON architecture options for the base and the scratch baseline")
+    ap.add_argument("--base-weights", default="",
+                    help="import this safetensors base (of --arch) instead of pre-training one")
+    ap.add_argument("--base-note", default="", help="--base-weights: where the base came from (for the table)")
+    ap.add_argument("--mean", default="", help="--base-weights: the base's input normalisation mean")
+    ap.add_argument("--std", default="", help="--base-weights: the base's input normalisation std")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES),
+                    help="comma-separated; an item may carry finetune flags: 'full lr=3e-4 head-lr-scale=10'")
     ap.add_argument("--scratch-only", action="store_true",
                     help="only the scratch runs (they do not need the base: run them while it trains)")
     ap.add_argument("--threads", default="")
@@ -80,7 +93,7 @@ def main():
     strategies = [x for x in a.strategies.split(",") if x]
     if a.base_epochs is None:
         a.base_epochs = 3 if a.base == "supervised" else 15
-    os.makedirs(a.out, exist_ok=True)
+    os.makedirs(os.path.join(a.out, "models"), exist_ok=True)
     xfer = [a.xfer, "--quiet"] + (["--threads", a.threads] if a.threads else [])
     results_path = os.path.join(a.out, "results.json")
     results = json.load(open(results_path)) if os.path.exists(results_path) else {"runs": {}}
@@ -95,22 +108,37 @@ def main():
         os.replace(results_path + ".tmp", results_path)
         print(f"{key}: test accuracy {acc:.4f}, {wall:.1f} s", flush=True)
 
+    arch = ["--arch", a.arch] + (["--arch-options", a.arch_options] if a.arch_options else [])
     base = os.path.join(a.out, "models", "base")
+    if a.base_weights:
+        if not (a.mean and a.std):
+            sys.exit("--base-weights needs --mean and --std (the normalisation the base was trained with)")
+        source = ["--weights", a.base_weights] + arch + ["--mean", a.mean, "--std", a.std]
+    else:
+        source = ["--from", base]
     if a.scratch_only:
         strategies = []
+    elif a.base_weights:
+        with open(a.base_weights, "rb") as f:
+            sha = hashlib.sha256(f.read()).hexdigest()
+        if "base" in results:
+            assert results["base"].get("sha256") == sha, f"{a.out} holds results of another base: use another --out"
+        results["base"] = {"kind": "imported", "file": os.path.basename(a.base_weights), "sha256": sha,
+                           "arch": a.arch, "arch_options": a.arch_options, "mean": a.mean, "std": a.std,
+                           "note": a.base_note}
     elif not os.path.exists(base):
         os.makedirs(os.path.dirname(base), exist_ok=True)
         if a.base == "supervised":
-            cmd = ["train", "--data", SRC, "--arch", a.arch, "--epochs", str(a.base_epochs),
+            cmd = ["train", "--data", SRC] + arch + ["--epochs", str(a.base_epochs),
                    "--batch-size", "128"]
         else:
-            cmd = ["train", "--data", a.ssl_data, "--objective", "simclr", "--arch", a.arch,
+            cmd = ["train", "--data", a.ssl_data, "--objective", "simclr"] + arch + [
                    "--epochs", str(a.base_epochs), "--batch-size", "256", "--lr", "2e-3",
                    "--weight-decay", "1e-4", "--warmup-epochs", "1", "--val-fraction", "0.02",
                    "--view-min-scale", "0.5"]
         wall = run(xfer + cmd + ["--out", base], base + ".log")
         results["base_wall_seconds"] = wall
-    if a.scratch_only:
+    if a.scratch_only or a.base_weights:
         pass
     elif "base" not in results:
         card = json.load(open(os.path.join(base, "card.json")))
@@ -127,7 +155,7 @@ def main():
             return
         b, epochs = budget(k)
         out = os.path.join(a.out, "models", key.replace("/", "_"))
-        wall = run(xfer + ["train", "--data", TGT, "--shots", str(k), "--seed", str(seed), "--arch", a.arch,
+        wall = run(xfer + ["train", "--data", TGT, "--shots", str(k), "--seed", str(seed)] + arch + [
                            "--val-fraction", "0", "--epochs", str(epochs), "--batch-size", str(b),
                            "--lr", str(lr), "--crop-padding", "2", "--force", "--out", out], out + ".log")
         evaluate(out, key, wall)
@@ -139,9 +167,12 @@ def main():
                 key = f"{s}/k={k}/seed={seed}"
                 if key in results["runs"]:
                     continue
-                out = os.path.join(a.out, "models", key.replace("/", "_").replace(":", "-"))
-                wall = run(xfer + ["finetune", "--from", base, "--data", TGT, "--shots", str(k),
-                                   "--seed", str(seed), "--strategy", s, "--epochs", str(epochs),
+                out = os.path.join(a.out, "models", key.replace("/", "_").replace(":", "-").replace(" ", "_"))
+                # "full lr=3e-4 head-lr-scale=10": a strategy with its own finetune flags
+                name, *flags = s.split()
+                ft_flags = [x for f in flags for x in ("--" + f.split("=", 1)[0], f.split("=", 1)[1])]
+                wall = run(xfer + ["finetune"] + source + ft_flags + ["--data", TGT, "--shots", str(k),
+                                   "--seed", str(seed), "--strategy", name, "--epochs", str(epochs),
                                    "--batch-size", str(b), "--crop-padding", "2", "--no-checkpoint",
                                    "--force", "--out", out], out + ".log")
                 evaluate(out, key, wall)
@@ -186,8 +217,13 @@ def main():
             cells.append(f"{st[0]*100:.1f} ± {st[1]*100:.1f} ({st[2]:.0f} s)")
         rows.append(f"| {k} | " + " | ".join(cells) + " |")
     bs = results["base"]
-    lines = [f"Base: {bs.get('kind', 'supervised')} `{bs.get('arch', 'resnet')}` on `{bs['spec']}`, "
-             f"{bs['epochs']} epochs, {bs['wall_seconds']:.0f} s.", "",
+    if bs["kind"] == "imported":
+        head = (f"Base: imported `{bs['arch']}` {bs['arch_options']} weights {bs['file']} "
+                f"(sha256 {bs['sha256'][:16]}...){': ' + bs['note'] if bs.get('note') else ''}.")
+    else:
+        head = (f"Base: {bs.get('kind', 'supervised')} `{bs.get('arch', 'resnet')}` on `{bs['spec']}`, "
+                f"{bs['epochs']} epochs, {bs['wall_seconds']:.0f} s.")
+    lines = [head, "",
              "Test accuracy (%) on Fashion-MNIST classes 5-9 (5000 test images), mean ± std over seeds "
              f"{a.seeds}; wall time per run (training + data loading) in parentheses.", ""] + rows + [""]
     saving = {}

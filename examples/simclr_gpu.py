@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""A public self-supervised base for the few-shot experiment, pre-trained on a GPU.
+
+SimCLR on the 60 000 unlabelled Fashion-MNIST training images (no label is read)
+for xfer's `resnet` (widths 64-128-256, two blocks per stage) or `cnn`, with
+exactly xfer's module names, written as a safetensors state dict that
+`xfer finetune --weights FILE --arch resnet --arch-options ... --mean M --std S`
+imports (the head is the first layer of the projector; fine-tuning replaces it).
+The views are those of `xfer train --objective simclr` (random resized crop,
+flip, contrast/brightness jitter); unlike xfer's own SimCLR the projector is an
+MLP (head, ReLU, linear), as in the SimCLR paper. On one H200: 12 ms per step of
+512 images (1024 views), 203 epochs in 295 s.
+
+Afterwards it runs a quick PyTorch-only check on classes 5-9 (logistic regression
+on frozen features at 10 and 100 shots, fine-tuning and scratch at 10 shots); the
+numbers that count are xfer's: examples/fewshot_fmnist.py --base-weights FILE.
+
+Usage: examples/simclr_gpu.py DATA_DIR RESNET CNN
+  (each SECONDS: the epochs that fit after timing 30 steps, or epochs=N; 0 skips it.
+   The base of docs/finetune.md: examples/simclr_gpu.py /usr/share/datasets/fashion-mnist epochs=203 0;
+   writes OUT/{resnet-64-128-256x2,cnn}.safetensors, OUT/results.jsonl, OUT/log.txt; OUT from $OUT)
+Needs PyTorch (CUDA, bf16 autocast); on a CPU it only runs a seconds-long smoke test.
+"""
+import gzip, json, math, os, struct, sys, time
+import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
+
+D = sys.argv[1]; OUT = os.environ.get("OUT", "/tmp/out"); os.makedirs(OUT, exist_ok=True)
+dev = "cuda" if torch.cuda.is_available() else "cpu"
+SMOKE = dev == "cpu"
+MEAN, STD = 0.28604060411453247, 0.3530242443084717
+T0 = time.time()
+def log(*a):
+    s = " ".join(str(x) for x in a); print(f"[{time.time()-T0:6.1f}s] {s}", flush=True)
+    with open(os.path.join(OUT, "log.txt"), "a") as f: f.write(s + "\n")
+def result(d):
+    with open(os.path.join(OUT, "results.jsonl"), "a") as f: f.write(json.dumps(d) + "\n")
+    log(json.dumps(d))
+
+def idx(p):
+    with gzip.open(p) as f: b = f.read()
+    nd = b[3]; dims = [int.from_bytes(b[4+4*i:8+4*i], "big") for i in range(nd)]
+    return np.frombuffer(b[4+4*nd:], dtype=np.uint8).reshape(dims)
+def ld(s):
+    x = torch.tensor(idx(f"{D}/{s}-images-idx3-ubyte.gz")).float().div(255).unsqueeze(1)
+    y = torch.tensor(idx(f"{D}/{s}-labels-idx1-ubyte.gz")).long()
+    return x.to(dev), y.to(dev)
+Xtr, Ytr = ld("train"); Xte, Yte = ld("t10k")
+if SMOKE: Xtr, Ytr = Xtr[:2048], Ytr[:2048]
+
+def save_safetensors(sd, path):
+    hdr, blobs, off = {}, [], 0
+    for k, v in sd.items():
+        v = v.detach().cpu().contiguous()
+        dt = {torch.float32: "F32", torch.int64: "I64"}[v.dtype]
+        b = v.numpy().tobytes(); hdr[k] = {"dtype": dt, "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b); off += len(b)
+    h = json.dumps(hdr).encode(); h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path + ".tmp", "wb") as f:
+        f.write(struct.pack("<Q", len(h))); f.write(h)
+        for b in blobs: f.write(b)
+    os.replace(path + ".tmp", path)
+
+# xfer's `cnn` (stages.S.{0 conv,1 bn}, neck.1 linear, head) and `resnet` (SmallResNet).
+class Cnn(nn.Module):
+    def __init__(s, widths=(32, 64), hidden=128, dropout=0.25, out=128):
+        super().__init__(); s.stages = nn.ModuleList(); i, size = 1, 28
+        for w in widths:
+            s.stages.append(nn.Sequential(nn.Conv2d(i, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(),
+                                          nn.MaxPool2d(2, ceil_mode=True))); i = w; size = (size + 1) // 2
+        s.neck = nn.Sequential(nn.Flatten(), nn.Linear(i * size * size, hidden), nn.ReLU(), nn.Dropout(dropout))
+        s.nf = hidden; s.head = nn.Linear(hidden, out)
+    def features(s, x):
+        for st in s.stages: x = st(x)
+        return s.neck(x)
+class Blk(nn.Module):
+    def __init__(s, i, o, st):
+        super().__init__(); s.conv1 = nn.Conv2d(i, o, 3, st, 1, bias=False); s.bn1 = nn.BatchNorm2d(o)
+        s.conv2 = nn.Conv2d(o, o, 3, 1, 1, bias=False); s.bn2 = nn.BatchNorm2d(o)
+        if st != 1 or i != o: s.downsample = nn.Sequential(nn.Conv2d(i, o, 1, st, bias=False), nn.BatchNorm2d(o))
+        else: s.downsample = None
+    def forward(s, x):
+        idn = s.downsample(x) if s.downsample is not None else x
+        return F.relu(s.bn2(s.conv2(F.relu(s.bn1(s.conv1(x))))) + idn)
+class ResNet(nn.Module):
+    def __init__(s, widths=(32, 64, 128), blocks=(1, 1, 1), out=128):
+        super().__init__(); i = widths[0]
+        s.conv1 = nn.Conv2d(1, i, 3, 1, 1, bias=False); s.bn1 = nn.BatchNorm2d(i)
+        for si, (w, nb) in enumerate(zip(widths, blocks)):
+            L = []
+            for b in range(nb): L.append(Blk(i, w, 2 if (b == 0 and si > 0) else 1)); i = w
+            setattr(s, f"layer{si+1}", nn.Sequential(*L))
+        s.nl = len(widths); s.nf = i; s.fc = nn.Linear(i, out)
+        for m in s.modules():
+            if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    def features(s, x):
+        x = F.relu(s.bn1(s.conv1(x)))
+        for k in range(s.nl): x = getattr(s, f"layer{k+1}")(x)
+        return x.mean((2, 3))
+def head_of(m): return m.head if isinstance(m, Cnn) else m.fc
+
+def aug(x, smin=0.3, jitter=True):
+    n = x.shape[0]
+    s = torch.empty(n, device=dev).uniform_(smin, 1.0).sqrt()
+    ar = torch.empty(n, device=dev).uniform_(math.log(3/4), math.log(4/3)).exp().sqrt()
+    sx, sy = s * ar, s / ar
+    tx = (torch.rand(n, device=dev) * 2 - 1) * (1 - sx).clamp(min=0); ty = (torch.rand(n, device=dev) * 2 - 1) * (1 - sy).clamp(min=0)
+    fl = torch.where(torch.rand(n, device=dev) < 0.5, -1.0, 1.0)
+    th = torch.zeros(n, 2, 3, device=dev); th[:, 0, 0] = sx * fl; th[:, 0, 2] = tx; th[:, 1, 1] = sy; th[:, 1, 2] = ty
+    y = F.grid_sample(x, F.affine_grid(th, x.shape, align_corners=False), align_corners=False)
+    if jitter:
+        c = torch.empty(n, 1, 1, 1, device=dev).uniform_(0.6, 1.4); b = torch.empty(n, 1, 1, 1, device=dev).uniform_(-0.2, 0.2)
+        m = y.mean((2, 3), keepdim=True); y = ((y - m) * c + m + b).clamp(0, 1)
+    return y
+def norm(x): return (x - MEAN) / STD
+
+def simclr(name, enc, seconds, B=32 if SMOKE else 512, T=0.2, lr=2e-3, max_epochs=400, fixed_epochs=0):
+    torch.manual_seed(0)
+    enc = enc.to(dev).to(memory_format=torch.channels_last)
+    proj = nn.Sequential(nn.ReLU(), nn.Linear(head_of(enc).out_features, 128)).to(dev)  # head + ReLU + linear = MLP projector
+    params = list(enc.parameters()) + list(proj.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    n = len(Xtr); spe = n // B
+    tgt = torch.cat([torch.arange(B, 2 * B), torch.arange(0, B)]).to(dev)
+    def step(x):
+        with torch.autocast(dev, dtype=torch.bfloat16, enabled=dev == "cuda"):
+            v = norm(torch.cat([aug(x), aug(x)])).contiguous(memory_format=torch.channels_last)
+            z = proj(head_of(enc)(enc.features(v)))
+        z = F.normalize(z.float(), dim=1); sim = z @ z.t() / T; sim.fill_diagonal_(-1e9)
+        loss = F.cross_entropy(sim, tgt); opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        return loss
+    # time a few steps to size the run to the budget
+    enc.train(); t = time.time()
+    for i in range(2 if SMOKE else 10): step(Xtr[torch.randint(0, n, (B,), device=dev)])
+    if dev == "cuda": torch.cuda.synchronize()
+    t = time.time()
+    for i in range(2 if SMOKE else 30): step(Xtr[torch.randint(0, n, (B,), device=dev)])
+    if dev == "cuda": torch.cuda.synchronize()
+    per = (time.time() - t) / (2 if SMOKE else 30)
+    epochs = fixed_epochs or max(1, min(max_epochs, int(seconds / (per * spe))))
+    log(f"{name}: {per*1000:.1f} ms/step, {spe} steps/epoch -> {epochs} epochs")
+    total = epochs * spe; k = 0
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=total, pct_start=0.03)
+    for ep in range(epochs):
+        perm = torch.randperm(n, device=dev); tot = 0.0
+        for i in range(spe):
+            loss = step(Xtr[perm[i * B:(i + 1) * B]]); sched.step()
+            if i == spe - 1: tot = loss.item()
+        if ep % max(1, epochs // 10) == 0 or ep == epochs - 1: log(f"{name} epoch {ep+1}/{epochs} last-loss {tot:.3f}")
+    enc.eval()
+    return enc.float().to(memory_format=torch.contiguous_format), epochs
+
+def shots(k, seed):
+    g = torch.Generator().manual_seed(seed); ii = []
+    yc = Ytr.cpu()
+    for c in range(5, 10):
+        cc = (yc == c).nonzero().squeeze(1); ii.append(cc[torch.randperm(len(cc), generator=g)[:k]])
+    ii = torch.cat(ii).to(dev); return Xtr[ii], Ytr[ii] - 5
+te = Yte >= 5; Xt, Yt = Xte[te], Yte[te] - 5
+if SMOKE: Xt, Yt = Xt[:300], Yt[:300]
+
+@torch.no_grad()
+def feats(enc, x): return torch.cat([enc.features(norm(x[i:i + 2000])) for i in range(0, len(x), 2000)])
+
+def logreg(enc, k, seed):
+    Xs, Ys = shots(k, seed); Fs = feats(enc, Xs); Ft = feats(enc, Xt)
+    mu, sd = Fs.mean(0), Fs.std(0) + 1e-6
+    W = torch.zeros(Fs.shape[1], 5, device=dev, requires_grad=True); b = torch.zeros(5, device=dev, requires_grad=True)
+    o = torch.optim.LBFGS([W, b], max_iter=300)
+    def cl():
+        o.zero_grad(); l = F.cross_entropy(((Fs - mu) / sd) @ W + b, Ys) + 1e-3 * (W ** 2).sum(); l.backward(); return l
+    o.step(cl)
+    return ((((Ft - mu) / sd) @ W + b).argmax(1) == Yt).float().mean().item()
+
+def finetune(enc_or_none, make, k, seed, lr, steps=300, head_lr_mult=10.0):
+    import copy
+    torch.manual_seed(seed)
+    m = copy.deepcopy(enc_or_none) if enc_or_none is not None else make()
+    m = m.to(dev); head = nn.Linear(m.nf, 5).to(dev)
+    Xs, Ys = shots(k, seed)
+    groups = [{"params": list(m.parameters()), "lr": lr}, {"params": list(head.parameters()), "lr": lr * (head_lr_mult if enc_or_none is not None else 1)}]
+    opt = torch.optim.AdamW(groups, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, [g["lr"] for g in groups], total_steps=steps, pct_start=0.1)
+    m.train(); bs = min(64, len(Xs))
+    for s in range(steps):
+        ii = torch.randint(0, len(Xs), (bs,), device=dev)
+        x = norm(aug(Xs[ii], smin=0.6, jitter=False))
+        loss = F.cross_entropy(head(m.features(x)), Ys[ii]); opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+    m.eval()
+    with torch.no_grad():
+        pred = torch.cat([head(m.features(norm(Xt[i:i + 2000]))).argmax(1) for i in range(0, len(Xt), 2000)])
+    return (pred == Yt).float().mean().item()
+
+def evaluate(name, enc, make, do_scratch):
+    seeds = [0, 1, 2]
+    for k in ([10] if SMOKE else [10, 100]):
+        a = [logreg(enc, k, s) for s in seeds]; result({"enc": name, "k": k, "method": "logreg", "acc": a, "mean": float(np.mean(a))})
+    k = 10
+    for lr in ([1e-3] if SMOKE else [3e-4, 1e-3]):
+        a = [finetune(enc, make, k, s, lr, steps=20 if SMOKE else 300) for s in seeds]
+        result({"enc": name, "k": k, "method": f"full lr={lr}", "acc": a, "mean": float(np.mean(a))})
+    if do_scratch:
+        for lr in ([1e-3] if SMOKE else [1e-3, 3e-3, 1e-2]):
+            a = [finetune(None, make, k, s, lr, steps=20 if SMOKE else 300) for s in seeds]
+            result({"enc": name, "k": k, "method": f"scratch lr={lr}", "acc": a, "mean": float(np.mean(a))})
+
+plan = [
+    ("resnet-64-128-256x2", lambda: ResNet((64, 128, 256) if not SMOKE else (8, 8, 8), (2, 2, 2), out=512), {"widths": [64, 128, 256], "blocks": [2, 2, 2]}, "resnet", sys.argv[2]),
+    ("cnn", lambda: Cnn(out=512), {}, "cnn", sys.argv[3]),
+]
+for name, make, opts, arch, budget in plan:
+    # SECONDS, or epochs=N for a fixed length (the run in docs/finetune.md: 203 epochs)
+    fixed = int(budget.split("=")[1]) if budget.startswith("epochs=") else 0
+    secs = 0 if fixed else float(budget)
+    if secs <= 0 and not fixed: continue
+    if SMOKE: secs, fixed = 3, min(fixed, 1)
+    enc, epochs = simclr(name, make(), secs, fixed_epochs=fixed)
+    enc.eval()
+    sd = {k: v for k, v in enc.state_dict().items()}
+    save_safetensors(sd, os.path.join(OUT, f"{name}.safetensors"))
+    result({"enc": name, "arch": arch, "arch_options": opts, "epochs": epochs, "seconds": secs})
+    evaluate(name, enc, make, do_scratch=True)
+log("done")
