@@ -13,6 +13,8 @@ Json read_json(const std::string& path) {
   } catch (const nlohmann::json::parse_error& e) {
     // e.byte is the position; keep the message to one line.
     throw Error(str_cat(path, ": invalid JSON at byte ", e.byte));
+  } catch (const nlohmann::json::exception& e) {  // e.g. a number too large for a double
+    throw Error(str_cat(path, ": invalid JSON (", e.what(), ")"));
   }
 }
 

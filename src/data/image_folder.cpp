@@ -41,12 +41,49 @@ bool is_hidden(const fs::path& p) {
   return !name.empty() && name[0] == '.';
 }
 
+/// Walks a JPEG's marker segments and refuses a Huffman table (DHT) with more
+/// than 256 codes: Debian's stb_image builds the table without that check and
+/// writes past its 257-byte array (found by fuzz/run image).
+void check_jpeg_tables(const std::string& bytes, const std::string& path) {
+  const auto at = [&](size_t i) { return static_cast<uint8_t>(bytes[i]); };
+  if (bytes.size() < 2 || at(0) != 0xff || at(1) != 0xd8) return;  // not a JPEG
+  size_t pos = 2;
+  while (pos + 4 <= bytes.size()) {
+    if (at(pos) != 0xff) {  // entropy-coded data after SOS: skip to the next marker
+      ++pos;
+      continue;
+    }
+    const uint8_t marker = at(pos + 1);
+    if (marker == 0xff || marker == 0x00 || marker == 0x01 || (marker >= 0xd0 && marker <= 0xd8)) {
+      pos += marker == 0xff ? 1 : 2;  // fill byte, stuffed zero, markers without a length
+      continue;
+    }
+    if (marker == 0xd9) return;  // EOI
+    const size_t len = (size_t(at(pos + 2)) << 8) | at(pos + 3);
+    XFER_CHECK(len >= 2 && pos + 2 + len <= bytes.size(), path, ": corrupt JPEG (segment 0xff",
+               int(marker), " of ", len, " bytes runs past the end of the file)");
+    if (marker == 0xc4) {
+      size_t p = pos + 4;
+      const size_t end = pos + 2 + len;
+      while (p < end) {
+        XFER_CHECK(p + 17 <= end, path, ": corrupt JPEG (truncated Huffman table)");
+        size_t codes = 0;
+        for (size_t i = 1; i <= 16; ++i) codes += at(p + i);
+        XFER_CHECK(codes <= 256, path, ": corrupt JPEG (Huffman table with ", codes, " codes, at most 256)");
+        p += 17 + codes;
+      }
+    }
+    pos += 2 + len;
+  }
+}
+
 /// Decodes bytes to uint8 [C,H,W] with C = want (1 or 3), or the file's own
 /// channel count reduced to 1 (gray, gray+alpha) or 3 (RGB, RGBA) when want == 0.
 torch::Tensor decode(const std::string& bytes, const std::string& path, int64_t want) {
   XFER_CHECK(want == 0 || want == 1 || want == 3, path, ": channels must be 0, 1 or 3, got ",
              want);
   XFER_CHECK(bytes.size() <= static_cast<size_t>(INT32_MAX), path, ": image file too large");
+  check_jpeg_tables(bytes, path);
   const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
   int len = static_cast<int>(bytes.size());
   int w = 0, h = 0, comp = 0;
@@ -55,6 +92,11 @@ torch::Tensor decode(const std::string& bytes, const std::string& path, int64_t 
     throw Error(str_cat(path, ": cannot decode image (", why ? why : "unknown format",
                         "; expected PNG or JPEG)"));
   }
+  // The header's size, checked before stb allocates for it: a 100-byte file may
+  // claim 100000 x 100000 pixels.
+  constexpr int64_t kMaxPixels = int64_t(1) << 26;
+  XFER_CHECK(w > 0 && h > 0 && int64_t(w) * h <= kMaxPixels, path, ": image header claims ", w, " x ", h,
+             " pixels (xfer decodes at most ", kMaxPixels, ")");
   int req = static_cast<int>(want);
   if (req == 0) req = (comp <= 2) ? 1 : 3;
   std::unique_ptr<stbi_uc, void (*)(void*)> pixels(

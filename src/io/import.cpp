@@ -163,7 +163,7 @@ LoadedModel load_model_source(const ModelSource& s, ImportReport* report) {
     lm.config.arch = s.arch;
     try {
       lm.config.arch_options = Json::parse(s.arch_options);
-    } catch (const nlohmann::json::parse_error&) {
+    } catch (const nlohmann::json::exception&) {
       throw UsageError(str_cat("--arch-options: not valid JSON: ", s.arch_options));
     }
     int64_t k = s.num_classes;

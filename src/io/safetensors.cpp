@@ -54,6 +54,8 @@ std::vector<Entry> parse_header(const std::string& header, uint64_t data_size,
     j = Json::parse(header);
   } catch (const nlohmann::json::parse_error& e) {
     throw Error(str_cat(what, ": safetensors header is not valid JSON (byte ", e.byte, ")"));
+  } catch (const nlohmann::json::exception& e) {  // e.g. a number too large for a double
+    throw Error(str_cat(what, ": safetensors header is not valid JSON (", e.what(), ")"));
   }
   XFER_CHECK(j.is_object(), what, ": safetensors header must be a JSON object");
   std::vector<Entry> entries;

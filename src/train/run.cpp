@@ -27,7 +27,7 @@ void TrainRunOptions::validate() const {
   try {
     auto j = Json::parse(arch_options);
     XFER_CHECK_USAGE(j.is_object(), "--arch-options must be a JSON object, got ", arch_options);
-  } catch (const nlohmann::json::parse_error&) {
+  } catch (const nlohmann::json::exception&) {
     throw UsageError(str_cat("--arch-options: not valid JSON: ", arch_options));
   }
 }

@@ -1,10 +1,12 @@
 #include "xfer/study/study.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <random>
 
 #include <gtest/gtest.h>
 
@@ -174,6 +176,50 @@ TEST_F(StudyTest, SigkillMidwayThenRerunRedoesNoFinishedWork) {
   r = xfer::testing::run_xfer(args(out));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("in use by another xfer process"), std::string::npos) << r.err;
+}
+
+// Ten SIGKILLs at random moments of the same study (the user reruns the same
+// command after each crash): after every kill each file present is complete,
+// and the run that finally finishes has the uninterrupted run's models. A run
+// that ends before its kill is checked too, then started afresh.
+TEST_F(StudyTest, SlowTenSigkillsAtRandomMomentsThenRerunMatches) {
+  const std::string cfg = tmp_.file("study.json"), ref = tmp_.file("ref"), out = tmp_.file("killed");
+  write_json(cfg, tiny().to_json());
+  auto args = [&](const std::string& dir) { return "--quiet study --config '" + cfg + "' --out '" + dir + "'"; };
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = xfer::testing::run_xfer(args(ref));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const int total_ms = static_cast<int>(
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  auto model_ids = [](const std::string& dir) {
+    std::map<std::string, std::string> ids;
+    for (const auto& m : read_json(dir + "/results.json")["models"]) ids[m["label"]] = m["id"];
+    return ids;
+  };
+  const auto expected = model_ids(ref);
+  std::mt19937 rng(7);
+  int kills = 0;
+  for (int attempt = 0; kills < 10 && attempt < 40; ++attempt) {
+    // Up to half the uninterrupted time: each run gets killed with work left.
+    const int delay = 20 + static_cast<int>(rng() % std::max(total_ms / 2, 50));
+    const auto start = std::chrono::steady_clock::now();
+    const bool killed = xfer::testing::run_xfer_until(
+        args(out), [&] { return std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(delay); });
+    EXPECT_TRUE(xfer::testing::files_complete(out)) << "after a kill at " << delay << " ms";
+    if (killed) {
+      ++kills;
+      continue;
+    }
+    EXPECT_EQ(model_ids(out), expected) << "a run that finished after " << kills << " kills";
+    fs::remove_all(out);
+  }
+  EXPECT_EQ(kills, 10);
+  r = xfer::testing::run_xfer(args(out));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(model_ids(out), expected);
+  for (const auto& e : fs::recursive_directory_iterator(out)) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
+  }
 }
 
 // The report in a real browser: Debian's chromium, headless (scripts/setup

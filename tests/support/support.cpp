@@ -13,9 +13,12 @@
 #include <stdexcept>
 #include <thread>
 
+#include "xfer/core/json.h"
 #include "xfer/core/runtime.h"
+#include "xfer/core/sha256.h"
 #include "xfer/data/idx.h"
 #include "xfer/data/spec.h"
+#include "xfer/io/safetensors.h"
 
 namespace fs = std::filesystem;
 
@@ -66,10 +69,11 @@ TempDir::~TempDir() {
   return ::testing::AssertionSuccess();
 }
 
-RunResult run_xfer(const std::string& args, const std::string& env) {
+RunResult run_xfer(const std::string& args, const std::string& env, const std::string& prefix) {
   TempDir tmp;
-  std::string cmd = (env.empty() ? std::string() : "env " + env + " ") + "'" + XFER_BINARY + "' " + args + " >'" + tmp.file("out") +
-                    "' 2>'" + tmp.file("err") + "' </dev/null";
+  std::string cmd = "(" + (prefix.empty() ? std::string() : prefix + "; ") + "exec " +
+                    (env.empty() ? std::string() : "env " + env + " ") + "'" + XFER_BINARY + "' " + args + ") >'" +
+                    tmp.file("out") + "' 2>'" + tmp.file("err") + "' </dev/null";
   int status = std::system(cmd.c_str());
   RunResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -82,6 +86,34 @@ RunResult run_xfer(const std::string& args, const std::string& env) {
   r.out = slurp(tmp.file("out"));
   r.err = slurp(tmp.file("err"));
   return r;
+}
+
+::testing::AssertionResult files_complete(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(dir)) return ::testing::AssertionSuccess();
+  for (auto it = fs::recursive_directory_iterator(dir, ec); it != fs::recursive_directory_iterator(); ++it) {
+    const fs::path p = it->path();
+    if (p.filename().string().find(".tmp-") != std::string::npos) {
+      if (it->is_directory()) it.disable_recursion_pending();
+      continue;
+    }
+    try {
+      if (p.extension() == ".json") {
+        xfer::read_json(p.string());
+      } else if (p.extension() == ".safetensors") {
+        xfer::io::read_safetensors(p.string());
+      } else if (it->is_directory() && fs::exists(p / "card.json") && fs::exists(p / "model.safetensors")) {
+        const std::string id = xfer::read_json((p / "card.json").string())["id"];
+        if (id != xfer::sha256_file((p / "model.safetensors").string())) {
+          return ::testing::AssertionFailure() << p << ": card id does not match the weights";
+        }
+      }
+    } catch (const std::exception& e) {
+      return ::testing::AssertionFailure() << p << " is not complete: " << e.what();
+    }
+  }
+  return ::testing::AssertionSuccess();
 }
 
 bool run_xfer_until(const std::string& args, const std::function<bool()>& stop, const std::string& env) {

@@ -45,12 +45,19 @@ struct RunResult {
   std::string out, err;
 };
 /// Runs build/xfer with the arguments (a shell-quoted string), capturing stdout
-/// and stderr; `env` ("NAME=value ...") is added to its environment.
-RunResult run_xfer(const std::string& args, const std::string& env = "");
+/// and stderr; `env` ("NAME=value ...") is added to its environment and the
+/// shell commands `prefix` (e.g. "ulimit -f 128") run first in its shell.
+RunResult run_xfer(const std::string& args, const std::string& env = "", const std::string& prefix = "");
 /// Starts build/xfer with the arguments (output discarded), polls `stop`
 /// every 10 ms and SIGKILLs the process once it returns true. Returns whether
 /// it was killed (false: it exited first).
 bool run_xfer_until(const std::string& args, const std::function<bool()>& stop, const std::string& env = "");
+
+/// Every file under dir is complete: files named like a temporary (".tmp-")
+/// are skipped (the next run removes them); every other .json parses, every
+/// .safetensors parses, and a folder with card.json and model.safetensors has
+/// the card id equal to the weights' sha256. What a crash may leave behind.
+::testing::AssertionResult files_complete(const std::string& dir);
 
 /// Runs tests/python/make_torchscript_golden.py into dir (classifier.pt,
 /// backbone.pt, io.safetensors); false when Debian's python3-torch is missing.
