@@ -267,6 +267,16 @@ TEST(StudyConfigTest, PresetsAndBadConfigs) {
   xfer::testing::expect_error_naming([] { StudyConfig::from_json({{"shots", "ten"}}, "cfg.json"); }, "cfg.json");
   xfer::testing::expect_error_naming([] { StudyConfig::from_json({{"adv_train", "pgd:x"}}, "cfg.json"); },
                                      "--adv-train");
+  // Integers must be integers: 3.7 was truncated, 1e60 was undefined behaviour (fuzz/run study_config).
+  for (const Json& bad : {Json{{"base_shots", 3.7}}, Json{{"base_shots", 5.4e57}}, Json{{"shots", {10, 2.5}}}}) {
+    EXPECT_THROW(
+        try { StudyConfig::from_json(bad, "cfg.json"); } catch (const UsageError& e) {
+          EXPECT_NE(std::string(e.what()).find("must be "), std::string::npos) << e.what();
+          throw;
+        },
+        UsageError)
+        << bad.dump();
+  }
   auto q = StudyConfig::from_json({{"preset", "quick"}, {"seeds", {4, 5}}}, "cfg.json");
   EXPECT_EQ(q.seeds, (std::vector<int64_t>{4, 5}));
   EXPECT_EQ(q.shots, StudyConfig::preset_config("quick").shots);
