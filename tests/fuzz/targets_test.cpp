@@ -39,6 +39,12 @@ void run(const xfer::fuzz::Target& t, const std::string& bytes) {
   xfer::fuzz::run_one(t, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
 }
 
+// Calls the target function itself (not run_one): xfer::Error reaches the caller.
+void call_target(const std::string& target, const fs::path& file) {
+  const std::string bytes = read_bytes(file);
+  xfer::fuzz::find_target(target).fn(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+}
+
 class FuzzTargetsTest : public xfer::testing::SeededTest {};
 
 TEST_F(FuzzTargetsTest, EveryTargetHasASeedCorpus) {
@@ -76,10 +82,7 @@ TEST_F(FuzzTargetsTest, ValidSeedsPassAndBrokenOnesAreRefused) {
                                                         {"eps", "eps2"},
                                                         {"image", "png-rgb-as-gray"},
                                                         {"image", "bmp"}}) {
-    const auto& t = xfer::fuzz::find_target(target);
-    const std::string bytes = read_bytes(corpus / target / seed);
-    EXPECT_NO_THROW(t.fn(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()))
-        << target << "/" << seed;
+    EXPECT_NO_THROW(call_target(target, corpus / target / seed)) << target << "/" << seed;
   }
   for (const auto& [target, seed] :
        std::vector<std::pair<std::string, std::string>>{{"idx", "truncated"},
@@ -91,22 +94,18 @@ TEST_F(FuzzTargetsTest, ValidSeedsPassAndBrokenOnesAreRefused) {
                                                         {"eps", "eps6"},
                                                         {"image", "png-truncated"},
                                                         {"image", "png-huge-header"}}) {
-    const auto& t = xfer::fuzz::find_target(target);
-    const std::string bytes = read_bytes(corpus / target / seed);
-    EXPECT_THROW(t.fn(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), xfer::Error)
-        << target << "/" << seed;
+    EXPECT_THROW(call_target(target, corpus / target / seed), xfer::Error) << target << "/" << seed;
   }
 }
 
 // Found by fuzz/run image: a JPEG whose Huffman table lists more than 256
 // codes made stb_image write past its table; xfer now refuses it first.
 TEST_F(FuzzTargetsTest, JpegWithAnOversizedHuffmanTableIsRefused) {
-  const std::string bytes = read_bytes(fs::path(XFER_SOURCE_DIR) / "fuzz" / "regressions" /
-                                       "image" / "jpeg-dht-over-256-codes");
-  ASSERT_FALSE(bytes.empty());
-  const auto& t = xfer::fuzz::find_target("image");
+  const fs::path file =
+      fs::path(XFER_SOURCE_DIR) / "fuzz" / "regressions" / "image" / "jpeg-dht-over-256-codes";
+  ASSERT_FALSE(read_bytes(file).empty());
   try {
-    t.fn(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    call_target("image", file);
     FAIL() << "accepted";
   } catch (const xfer::Error& e) {
     EXPECT_NE(std::string(e.what()).find("Huffman table"), std::string::npos) << e.what();
