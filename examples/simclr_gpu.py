@@ -15,8 +15,11 @@ Afterwards it runs a quick PyTorch-only check on classes 5-9 (logistic regressio
 on frozen features at 10 and 100 shots, fine-tuning and scratch at 10 shots); the
 numbers that count are xfer's: examples/fewshot_fmnist.py --base-weights FILE.
 
-Usage: examples/simclr_gpu.py DATA_DIR RESNET CNN
+Usage: examples/simclr_gpu.py DATA_DIR RESNET CNN [init=FILE] [lr=LR] [no-scratch]
   (each SECONDS: the epochs that fit after timing 30 steps, or epochs=N; 0 skips it.
+   init=FILE continues from a base this script wrote (the resnet's weights; the projector's last
+   layer starts anew, with a fresh one-cycle schedule at peak LR, default 2e-3): a second GPU
+   session extends the first one's training instead of starting over.
    The base of docs/finetune.md: examples/simclr_gpu.py /usr/share/datasets/fashion-mnist epochs=203 0;
    writes OUT/{resnet-64-128-256x2,cnn}.safetensors, OUT/results.jsonl, OUT/log.txt; OUT from $OUT)
 Needs PyTorch (CUDA, bf16 autocast); on a CPU it only runs a seconds-long smoke test.
@@ -46,6 +49,20 @@ def ld(s):
     return x.to(dev), y.to(dev)
 Xtr, Ytr = ld("train"); Xte, Yte = ld("t10k")
 if SMOKE: Xtr, Ytr = Xtr[:2048], Ytr[:2048]
+
+def load_safetensors(path):
+    # our own writer's format only: F32/I64 tensors, sizes checked against the file
+    b = open(path, "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+    if n > len(b) - 8: raise SystemExit(f"{path}: header length {n} past the end")
+    hdr = json.loads(b[8:8 + n]); base = 8 + n; sd = {}
+    for k, v in hdr.items():
+        if k == "__metadata__": continue
+        o0, o1 = v["data_offsets"]; dt = {"F32": np.float32, "I64": np.int64}[v["dtype"]]
+        if not (0 <= o0 <= o1 <= len(b) - base): raise SystemExit(f"{path}: {k} out of range")
+        a = np.frombuffer(b[base + o0:base + o1], dtype=dt)
+        if a.size != int(np.prod(v["shape"])): raise SystemExit(f"{path}: {k} size mismatch")
+        sd[k] = torch.tensor(a.reshape(v["shape"]).copy())
+    return sd
 
 def save_safetensors(sd, path):
     hdr, blobs, off = {}, [], 0
@@ -113,7 +130,7 @@ def aug(x, smin=0.3, jitter=True):
     return y
 def norm(x): return (x - MEAN) / STD
 
-def simclr(name, enc, seconds, B=32 if SMOKE else 512, T=0.2, lr=2e-3, max_epochs=400, fixed_epochs=0):
+def simclr(name, enc, seconds, B=32 if SMOKE else 512, T=0.2, lr=2e-3, max_epochs=1000, fixed_epochs=0):
     torch.manual_seed(0)
     enc = enc.to(dev).to(memory_format=torch.channels_last)
     proj = nn.Sequential(nn.ReLU(), nn.Linear(head_of(enc).out_features, 128)).to(dev)  # head + ReLU + linear = MLP projector
@@ -171,23 +188,38 @@ def logreg(enc, k, seed):
     o.step(cl)
     return ((((Ft - mu) / sd) @ W + b).argmax(1) == Yt).float().mean().item()
 
-def finetune(enc_or_none, make, k, seed, lr, steps=300, head_lr_mult=10.0):
+def finetune(enc_or_none, make, k, seed, lr, steps=300, head_lr_mult=10.0, smin=0.6, jitter=False,
+             bs=64, wd=0.05, frozen_bn=False, frozen=False, smoothing=0.0, tta=False):
+    # frozen_bn: BatchNorm layers stay in eval mode (pre-trained statistics); frozen: only the head
+    # trains (a linear probe with augmentation); tta: logits averaged with the flipped image's
     import copy
     torch.manual_seed(seed)
     m = copy.deepcopy(enc_or_none) if enc_or_none is not None else make()
     m = m.to(dev); head = nn.Linear(m.nf, 5).to(dev)
     Xs, Ys = shots(k, seed)
-    groups = [{"params": list(m.parameters()), "lr": lr}, {"params": list(head.parameters()), "lr": lr * (head_lr_mult if enc_or_none is not None else 1)}]
-    opt = torch.optim.AdamW(groups, weight_decay=0.05)
+    groups = [{"params": list(head.parameters()), "lr": lr * (head_lr_mult if enc_or_none is not None else 1)}]
+    if not frozen: groups.append({"params": list(m.parameters()), "lr": lr})
+    opt = torch.optim.AdamW(groups, weight_decay=wd)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, [g["lr"] for g in groups], total_steps=steps, pct_start=0.1)
-    m.train(); bs = min(64, len(Xs))
+    bs = min(bs, len(Xs))
+    def mode():
+        m.train(not frozen)
+        if frozen_bn:
+            for mod in m.modules():
+                if isinstance(mod, nn.BatchNorm2d): mod.eval()
+    mode()
     for s in range(steps):
         ii = torch.randint(0, len(Xs), (bs,), device=dev)
-        x = norm(aug(Xs[ii], smin=0.6, jitter=False))
-        loss = F.cross_entropy(head(m.features(x)), Ys[ii]); opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+        x = norm(aug(Xs[ii], smin=smin, jitter=jitter))
+        with torch.set_grad_enabled(not frozen): f = m.features(x)
+        loss = F.cross_entropy(head(f), Ys[ii], label_smoothing=smoothing)
+        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
     m.eval()
     with torch.no_grad():
-        pred = torch.cat([head(m.features(norm(Xt[i:i + 2000]))).argmax(1) for i in range(0, len(Xt), 2000)])
+        def logits(x):
+            z = head(m.features(norm(x)))
+            return z + head(m.features(norm(x.flip(3)))) if tta else z
+        pred = torch.cat([logits(Xt[i:i + 2000]).argmax(1) for i in range(0, len(Xt), 2000)])
     return (pred == Yt).float().mean().item()
 
 def evaluate(name, enc, make, do_scratch):
@@ -203,20 +235,34 @@ def evaluate(name, enc, make, do_scratch):
             a = [finetune(None, make, k, s, lr, steps=20 if SMOKE else 300) for s in seeds]
             result({"enc": name, "k": k, "method": f"scratch lr={lr}", "acc": a, "mean": float(np.mean(a))})
 
-plan = [
-    ("resnet-64-128-256x2", lambda: ResNet((64, 128, 256) if not SMOKE else (8, 8, 8), (2, 2, 2), out=512), {"widths": [64, 128, 256], "blocks": [2, 2, 2]}, "resnet", sys.argv[2]),
-    ("cnn", lambda: Cnn(out=512), {}, "cnn", sys.argv[3]),
-]
-for name, make, opts, arch, budget in plan:
-    # SECONDS, or epochs=N for a fixed length (the run in docs/finetune.md: 203 epochs)
-    fixed = int(budget.split("=")[1]) if budget.startswith("epochs=") else 0
-    secs = 0 if fixed else float(budget)
-    if secs <= 0 and not fixed: continue
-    if SMOKE: secs, fixed = 3, min(fixed, 1)
-    enc, epochs = simclr(name, make(), secs, fixed_epochs=fixed)
-    enc.eval()
-    sd = {k: v for k, v in enc.state_dict().items()}
-    save_safetensors(sd, os.path.join(OUT, f"{name}.safetensors"))
-    result({"enc": name, "arch": arch, "arch_options": opts, "epochs": epochs, "seconds": secs})
-    evaluate(name, enc, make, do_scratch=True)
-log("done")
+def main():
+    plan = [
+        ("resnet-64-128-256x2", lambda: ResNet((64, 128, 256) if not SMOKE else (8, 8, 8), (2, 2, 2), out=512), {"widths": [64, 128, 256], "blocks": [2, 2, 2]}, "resnet", sys.argv[2]),
+        ("cnn", lambda: Cnn(out=512), {}, "cnn", sys.argv[3]),
+    ]
+    for name, make, opts, arch, budget in plan:
+        # SECONDS, or epochs=N for a fixed length (the run in docs/finetune.md: 203 epochs)
+        fixed = int(budget.split("=")[1]) if budget.startswith("epochs=") else 0
+        secs = 0 if fixed else float(budget)
+        if secs <= 0 and not fixed: continue
+        if SMOKE: secs, fixed = 3, min(fixed, 1)
+        enc0 = make()
+        if "init" in OPT and arch == "resnet":
+            sd0 = load_safetensors(OPT["init"])
+            if SMOKE:  # the smoke model is narrower: keep only what fits, to exercise the path
+                own = enc0.state_dict(); sd0 = {k: v for k, v in sd0.items() if k in own and own[k].shape == v.shape}
+                enc0.load_state_dict(sd0, strict=False)
+            else:
+                enc0.load_state_dict(sd0, strict=True)
+            log(f"{name}: continuing from {OPT['init']} ({len(sd0)} tensors)")
+        enc, epochs = simclr(name, enc0, secs, lr=LR, fixed_epochs=fixed)
+        enc.eval()
+        sd = {k: v for k, v in enc.state_dict().items()}
+        save_safetensors(sd, os.path.join(OUT, f"{name}.safetensors"))
+        result({"enc": name, "arch": arch, "arch_options": opts, "epochs": epochs, "seconds": secs,
+                "init": OPT.get("init"), "lr": LR})
+        evaluate(name, enc, make, do_scratch="no-scratch" not in OPT)
+    log("done")
+
+if __name__ == "__main__":
+    main()
