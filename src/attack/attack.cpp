@@ -111,15 +111,16 @@ struct Engine {
     const int64_t n = x.size(0);
     if (o.admix_copies() > 0) {
       copies.clear();
+      const auto lab_cpu = labels.to(torch::kCPU, torch::kLong).contiguous();
+      const auto lab = lab_cpu.accessor<int64_t, 1>();
       for (int64_t j = 0; j < o.admix_copies(); ++j) {
         // Mix with images of other classes (any other image if the batch has one class).
         auto pick = at::randint(0, n, {n}, gen, torch::kLong);
-        auto lab = labels.cpu();
+        auto p = pick.accessor<int64_t, 1>();  // accessors: one item() per element was 3 syncs each
         for (int64_t i = 0; i < n; ++i) {
           for (int tries = 0; tries < 8 && n > 1; ++tries) {
-            int64_t k = pick[i].item<int64_t>();
-            if (k != i && lab[k].item<int64_t>() != lab[i].item<int64_t>()) break;
-            pick[i] = at::randint(0, n, {1}, gen, torch::kLong)[0];
+            if (p[i] != i && lab[p[i]] != lab[i]) break;
+            p[i] = at::randint(0, n, {1}, gen, torch::kLong).item<int64_t>();
           }
         }
         copies.push_back(x + o.admix_eta() * clean.index_select(0, pick.to(x.device())));

@@ -136,6 +136,31 @@ TEST(JsonTest, JsonGetWrongTypeMessage) {
   EXPECT_NE(msg.find("field 'v' has the wrong type"), std::string::npos) << msg;
 }
 
+TEST(JsonTest, JsonGetIntegersMustBeIntegersInRange) {
+  // nlohmann alone truncates 3.7 to 3 and casts 1e60 (undefined behaviour).
+  Json j = {{"f", 3.7},         {"huge", 1e60},     {"big", uint64_t{1} << 63}, {"neg", -1},
+            {"i32max", 2147483647}, {"list", {10, 2.5}}, {"ok", {1, 2}},          {"whole", 3.0}};
+  std::string msg = error_of([&] { json_get<int64_t>(j, "f", "cfg.json"); });
+  EXPECT_EQ(msg, "cfg.json: field 'f' must be an integer in range, got 3.7");
+  EXPECT_NE(error_of([&] { json_get<int64_t>(j, "huge", "w"); }).find("field 'huge' must be an integer"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { json_get<int64_t>(j, "big", "w"); }).find("must be an integer"), std::string::npos);
+  EXPECT_EQ(json_get<uint64_t>(j, "big", "w"), uint64_t{1} << 63);
+  EXPECT_NE(error_of([&] { json_get<uint32_t>(j, "neg", "w"); }).find("must be an integer"), std::string::npos);
+  EXPECT_EQ(json_get<int32_t>(j, "i32max", "w"), 2147483647);
+  EXPECT_NE(error_of([&] { json_get<int16_t>(j, "i32max", "w"); }).find("must be an integer"), std::string::npos);
+  // 3.0 is a float in JSON's eyes: an integer field wants 3.
+  EXPECT_NE(error_of([&] { json_get<int>(j, "whole", "w"); }).find("must be an integer"), std::string::npos);
+  msg = error_of([&] { json_get<std::vector<int64_t>>(j, "list", "w"); });
+  EXPECT_EQ(msg, "w: field 'list' must be a list of integers in range, got [10,2.5]");
+  EXPECT_EQ(json_get<std::vector<int64_t>>(j, "ok", "w"), (std::vector<int64_t>{1, 2}));
+  // Floating fields still take integers and floats alike.
+  EXPECT_DOUBLE_EQ(json_get<double>(j, "neg", "w"), -1.0);
+  EXPECT_EQ(json_get<std::vector<double>>(j, "list", "w"), (std::vector<double>{10, 2.5}));
+  // Present but not an integer is an error with a default too.
+  EXPECT_NE(error_of([&] { json_get_or<int>(j, "f", 1, "w"); }).find("must be an integer"), std::string::npos);
+}
+
 TEST(JsonTest, JsonGetOrDefaults) {
   Json j = {{"present", 5}, {"null", nullptr}, {"s", "x"}};
   EXPECT_EQ(json_get_or<int>(j, "present", 9, "w"), 5);
