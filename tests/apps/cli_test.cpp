@@ -372,7 +372,7 @@ namespace {
 
 TEST(CliTorchScriptTest, EvalAndPredictOnATorchScriptFile) {
   TempDir tmp;
-  std::string cmd = "/usr/bin/python3 '" XFER_SOURCE_DIR "/tests/python/make_torchscript_golden.py' '" +
+  std::string cmd = "/usr/bin/python3 '" + xfer::testing::source_dir() + "/tests/python/make_torchscript_golden.py' '" +
                     tmp.path() + "' >/dev/null 2>&1";
   if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "python3-torch not available";
   std::string spec = xfer::testing::write_synthetic_idx(tmp.path(), 20, 10, 28, 28, 2);
@@ -835,7 +835,7 @@ TEST_F(CliCatalogueTest, EveryBadInputGivesOneLineAndNoPartialOutput) {
   EXPECT_GE(cases.size(), 40u);
   EXPECT_TRUE(fs::exists(model + "/card.json"));  // the good inputs were not harmed
   // The documented catalogue lists exactly these cases.
-  const std::string doc = read(std::string(XFER_SOURCE_DIR) + "/docs/bad-inputs.md");
+  const std::string doc = read(xfer::testing::source_dir() + "/docs/bad-inputs.md");
   for (const auto& c : cases) EXPECT_NE(doc.find("| `" + c.id + "` |"), std::string::npos) << c.id << " not in docs";
   if (const char* path = std::getenv("XFER_CATALOGUE_MD")) std::ofstream(path) << md.str();
 }

@@ -318,7 +318,7 @@ TEST_F(DistRunTest, TorchrunLaunchesXferDataParallel) {
   if (!fs::exists("/usr/bin/torchrun")) GTEST_SKIP() << "torchrun not installed (python3-torch)";
   const std::string out = tmp_.file("m"), log = tmp_.file("log");
   const std::string cmd = "/usr/bin/torchrun --no_python --redirects 1 --tee 1 --nproc_per_node 2 --master_port " +
-                          std::to_string(free_port()) + " '" + XFER_BINARY + "' --quiet --threads 1 " +
+                          std::to_string(free_port()) + " '" + xfer::testing::xfer_binary() + "' --quiet --threads 1 " +
                           train_args(out) + " >'" + log + "' 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << read_file(log);
   const auto card = read_json(out + "/card.json");

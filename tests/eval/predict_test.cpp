@@ -119,7 +119,7 @@ TEST_F(PredictTest, BadInputsAreRefusedWithoutOutput) {
 }
 
 TEST_F(PredictTest, TorchScriptSourceMatchesPyTorch) {
-  std::string cmd = "/usr/bin/python3 '" XFER_SOURCE_DIR
+  std::string cmd = "/usr/bin/python3 '" + xfer::testing::source_dir() +
                     "/tests/python/make_torchscript_golden.py' '" + dir_.path() + "' >/dev/null 2>&1";
   if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "python3-torch not available";
   auto golden = io::read_safetensors(dir_.file("io.safetensors"));

@@ -26,7 +26,7 @@ std::string read_bytes(const fs::path& p) {
 
 std::vector<fs::path> inputs(const std::string& kind, const std::string& target) {
   std::vector<fs::path> out;
-  const fs::path dir = fs::path(XFER_SOURCE_DIR) / "fuzz" / kind / target;
+  const fs::path dir = fs::path(xfer::testing::source_dir()) / "fuzz" / kind / target;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     if (e.is_regular_file()) out.push_back(e.path());
@@ -69,7 +69,7 @@ TEST_F(FuzzTargetsTest, CorporaAndRegressionsRunWithoutFindings) {
 // The valid seeds really are accepted (a target that refused everything would
 // fuzz nothing), and a broken input is refused with xfer::Error, not accepted.
 TEST_F(FuzzTargetsTest, ValidSeedsPassAndBrokenOnesAreRefused) {
-  const fs::path corpus = fs::path(XFER_SOURCE_DIR) / "fuzz" / "corpus";
+  const fs::path corpus = fs::path(xfer::testing::source_dir()) / "fuzz" / "corpus";
   for (const auto& [target, seed] :
        std::vector<std::pair<std::string, std::string>>{{"idx", "images-raw"},
                                                         {"idx", "labels-gz"},
@@ -102,7 +102,7 @@ TEST_F(FuzzTargetsTest, ValidSeedsPassAndBrokenOnesAreRefused) {
 // codes made stb_image write past its table; xfer now refuses it first.
 TEST_F(FuzzTargetsTest, JpegWithAnOversizedHuffmanTableIsRefused) {
   const fs::path file =
-      fs::path(XFER_SOURCE_DIR) / "fuzz" / "regressions" / "image" / "jpeg-dht-over-256-codes";
+      fs::path(xfer::testing::source_dir()) / "fuzz" / "regressions" / "image" / "jpeg-dht-over-256-codes";
   ASSERT_FALSE(read_bytes(file).empty());
   try {
     call_target("image", file);

@@ -33,7 +33,7 @@ ModelOptions rgb_options(int64_t image_size, int64_t num_classes) {
 /// not importable" (the caller skips).
 int make_golden(const std::string& model, const std::string& dir, std::string* log) {
   const std::string log_file = dir + "/golden.log";
-  const std::string cmd = "/usr/bin/python3 '" XFER_SOURCE_DIR "/tests/python/make_model_golden.py' " +
+  const std::string cmd = "/usr/bin/python3 '" + xfer::testing::source_dir() + "/tests/python/make_model_golden.py' " +
                           model + " '" + dir + "' >'" + log_file + "' 2>&1";
   int status = std::system(cmd.c_str());
   std::ifstream in(log_file);

@@ -162,7 +162,7 @@ TEST_F(VitTest, MatchesTimmStyleReference) {
   // depth 2, 3 heads, mlp_ratio 2, 5 classes, random non-default weights.
   TempDir tmp;
   const std::string log_file = tmp.file("golden.log");
-  const std::string cmd = "/usr/bin/python3 '" XFER_SOURCE_DIR
+  const std::string cmd = "/usr/bin/python3 '" + xfer::testing::source_dir() +
                           "/tests/python/make_model_golden.py' vit '" +
                           tmp.path() + "' >'" + log_file + "' 2>&1";
   int status = std::system(cmd.c_str());

@@ -24,6 +24,17 @@ namespace fs = std::filesystem;
 
 namespace xfer::testing {
 
+// The one file compiled with the clone's absolute paths (tests/CMakeLists.txt).
+const std::string& source_dir() {
+  static const std::string dir = XFER_SOURCE_DIR;
+  return dir;
+}
+
+const std::string& xfer_binary() {
+  static const std::string path = XFER_BINARY;
+  return path;
+}
+
 void SeededTest::SetUp() { seed_everything(kSeed); }
 
 TempDir::TempDir() {
@@ -72,7 +83,7 @@ TempDir::~TempDir() {
 RunResult run_xfer(const std::string& args, const std::string& env, const std::string& prefix) {
   TempDir tmp;
   std::string cmd = "(" + (prefix.empty() ? std::string() : prefix + "; ") + "exec " +
-                    (env.empty() ? std::string() : "env " + env + " ") + "'" + XFER_BINARY + "' " + args + ") >'" +
+                    (env.empty() ? std::string() : "env " + env + " ") + "'" + xfer::testing::xfer_binary() + "' " + args + ") >'" +
                     tmp.file("out") + "' 2>'" + tmp.file("err") + "' </dev/null";
   int status = std::system(cmd.c_str());
   RunResult r;
@@ -117,7 +128,7 @@ RunResult run_xfer(const std::string& args, const std::string& env, const std::s
 }
 
 bool run_xfer_until(const std::string& args, const std::function<bool()>& stop, const std::string& env) {
-  const std::string cmd = "exec " + (env.empty() ? std::string() : "env " + env + " ") + "'" + XFER_BINARY + "' " + args + " >/dev/null 2>&1 </dev/null";
+  const std::string cmd = "exec " + (env.empty() ? std::string() : "env " + env + " ") + "'" + xfer::testing::xfer_binary() + "' " + args + " >/dev/null 2>&1 </dev/null";
   const pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
@@ -136,7 +147,7 @@ bool run_xfer_until(const std::string& args, const std::function<bool()>& stop, 
 }
 
 bool make_torchscript_golden(const std::string& dir) {
-  const std::string cmd = "/usr/bin/python3 '" XFER_SOURCE_DIR "/tests/python/make_torchscript_golden.py' '" +
+  const std::string cmd = "/usr/bin/python3 '" + xfer::testing::source_dir() + "/tests/python/make_torchscript_golden.py' '" +
                           dir + "' >/dev/null 2>&1";
   return std::system(cmd.c_str()) == 0;
 }

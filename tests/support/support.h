@@ -71,4 +71,10 @@ bool have_fashion_mnist();
 std::string write_synthetic_idx(const std::string& dir, int64_t n, int64_t k, int64_t h = 28,
                                 int64_t w = 28, uint64_t seed = 0);
 
+/// The source tree (tests/python, fuzz/, docs/) and the xfer binary under test.
+/// Only support.cpp is compiled with these absolute paths, so every other test
+/// file's compile command is the same in any clone and ccache can share it.
+const std::string& source_dir();
+const std::string& xfer_binary();
+
 }  // namespace xfer::testing

@@ -273,7 +273,7 @@ TEST_F(FinetuneTest, RefusesBadCombinations) {
 }
 
 TEST_F(FinetuneTest, TorchScriptBackboneFineTunesAndReloadsFromItsDirectory) {
-  std::string cmd = "/usr/bin/python3 '" XFER_SOURCE_DIR "/tests/python/make_torchscript_golden.py' '" +
+  std::string cmd = "/usr/bin/python3 '" + xfer::testing::source_dir() + "/tests/python/make_torchscript_golden.py' '" +
                     dir_.path() + "' >/dev/null 2>&1";
   if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "python3-torch not available";
   fs::create_directories(dir_.file("d28"));

@@ -149,7 +149,7 @@ TEST_F(FreezeTest, AdaptersOnlyTrainsLoraAndHead) {
 
 TEST_F(FreezeTest, WorksOnTorchScriptModules) {
   TempDir dir;
-  std::string cmd = "/usr/bin/python3 '" XFER_SOURCE_DIR "/tests/python/make_torchscript_golden.py' '" +
+  std::string cmd = "/usr/bin/python3 '" + xfer::testing::source_dir() + "/tests/python/make_torchscript_golden.py' '" +
                     dir.path() + "' >/dev/null 2>&1";
   if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "python3-torch not available";
   models::TorchScriptClassifier m(models::load_torchscript(dir.file("backbone.pt")), "backbone",
