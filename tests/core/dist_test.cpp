@@ -279,11 +279,22 @@ TEST_F(DistRunTest, TheStudyRunsOnTwoProcesses) {
 
 TEST_F(DistRunTest, ARankThatDiesStopsTheOtherWithAnErrorNamingIt) {
   const std::string env = "WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port());
-  const std::string args = "--quiet --threads 1 --dist-timeout 30 " + train_args(tmp_.file("m"), 100000);
+  // Rank 1 must die after the rendezvous, and a process can take seconds to
+  // start (a sanitizer build on a loaded machine took 7 s): the kill waits for
+  // a few start-up times, and the timeout is far beyond that.
+  const auto s0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(run_xfer("--version").exit_code, 0);
+  const double startup = std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count();
+  const double kill_after = 4.0 + 3.0 * startup;
+  const double timeout = 60.0 + 2.0 * kill_after;
+  const std::string args = "--quiet --threads 1 --dist-timeout " + std::to_string(int(timeout)) + " " +
+                           train_args(tmp_.file("m"), 100000);
   std::thread rank1([&] {
     const auto t0 = std::chrono::steady_clock::now();
     xfer::testing::run_xfer_until(
-        args, [&] { return std::chrono::steady_clock::now() - t0 > std::chrono::seconds(4); }, env + " RANK=1");
+        args,
+        [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > kill_after; },
+        env + " RANK=1");
   });
   const auto t0 = std::chrono::steady_clock::now();
   auto r = run_xfer(args, env + " RANK=0");
@@ -293,7 +304,8 @@ TEST_F(DistRunTest, ARankThatDiesStopsTheOtherWithAnErrorNamingIt) {
   EXPECT_EQ(r.err.rfind("xfer: error: rank 0: ", 0), 0u) << r.err;
   EXPECT_NE(r.err.find("rank 1 stopped"), std::string::npos) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-  EXPECT_LT(seconds, 30.0) << "waited for the timeout instead of noticing the dead rank";
+  EXPECT_LT(seconds, kill_after + 0.5 * (timeout - kill_after))
+      << "waited for the timeout instead of noticing the dead rank (killed after " << kill_after << " s)";
   EXPECT_FALSE(fs::exists(tmp_.file("m")));
 }
 
