@@ -193,7 +193,10 @@ TEST_F(StudyTest, SlowTenSigkillsAtRandomMomentsThenRerunMatches) {
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   auto model_ids = [](const std::string& dir) {
     std::map<std::string, std::string> ids;
-    for (const auto& m : read_json(dir + "/results.json")["models"]) ids[m["label"]] = m["id"];
+    // Keep the document alive: a range-for over read_json(...)["models"]
+    // iterates a member of a destroyed temporary (found by ASan).
+    const Json results = read_json(dir + "/results.json");
+    for (const auto& m : results["models"]) ids[m["label"]] = m["id"];
     return ids;
   };
   const auto expected = model_ids(ref);
