@@ -85,6 +85,9 @@ def main():
                     help="comma-separated; an item may carry finetune flags: 'full lr=3e-4 head-lr-scale=10'")
     ap.add_argument("--scratch-only", action="store_true",
                     help="only the scratch runs (they do not need the base: run them while it trains)")
+    ap.add_argument("--scratch-variants", default="",
+                    help="';'-separated extra scratch flag sets, each tried with every rate of the grid "
+                         "(e.g. 'head-type=cosine'); scratch's best is over variants x rates")
     ap.add_argument("--threads", default="")
     a = ap.parse_args()
     shots = [int(x) for x in a.shots.split(",") if x]
@@ -149,13 +152,21 @@ def main():
         assert results["base"].get("kind", "supervised") == a.base and results["base"].get("arch", "resnet") == a.arch, \
             f"{a.out} holds a {results['base'].get('kind', 'supervised')} base: use another --out"
 
-    def scratch(k, seed, lr):
-        key = f"scratch/lr={lr:g}/k={k}/seed={seed}"
+    # Scratch variants: "" (the defaults) and each --scratch-variants flag set.
+    variants = [""] + [v.strip() for v in a.scratch_variants.split(";") if v.strip()]
+    grid = [(v, lr) for v in variants for lr in SCRATCH_LRS]
+
+    def sname(v, lr):
+        return f"scratch{' ' + v if v else ''}/lr={lr:g}"
+
+    def scratch(k, seed, lr, v=""):
+        key = f"{sname(v, lr)}/k={k}/seed={seed}"
         if key in results["runs"]:
             return
         b, epochs = budget(k)
-        out = os.path.join(a.out, "models", key.replace("/", "_"))
-        wall = run(xfer + ["train", "--data", TGT, "--shots", str(k), "--seed", str(seed)] + arch + [
+        out = os.path.join(a.out, "models", key.replace("/", "_").replace(" ", "_").replace(":", "-"))
+        flags = [x for f in v.split() for x in ("--" + f.split("=", 1)[0], f.split("=", 1)[1])]
+        wall = run(xfer + ["train", "--data", TGT, "--shots", str(k), "--seed", str(seed)] + arch + flags + [
                            "--val-fraction", "0", "--epochs", str(epochs), "--batch-size", str(b),
                            "--lr", str(lr), "--crop-padding", "2", "--force", "--out", out], out + ".log")
         evaluate(out, key, wall)
@@ -176,8 +187,8 @@ def main():
                                    "--batch-size", str(b), "--crop-padding", "2", "--no-checkpoint",
                                    "--force", "--out", out], out + ".log")
                 evaluate(out, key, wall)
-            for lr in SCRATCH_LRS:
-                scratch(k, seed, lr)
+            for v, lr in grid:
+                scratch(k, seed, lr, v)
 
     def stats(prefix, k):
         accs = [results["runs"][f"{prefix}/k={k}/seed={s}"]["accuracy"] for s in seeds
@@ -189,13 +200,13 @@ def main():
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
         return statistics.mean(accs), sd, statistics.mean(walls), len(accs)
 
-    # Scratch: its own best learning rate per k (chosen on the mean over seeds).
+    # Scratch: its own best (variant, learning rate) per k (chosen on the mean over seeds).
     best_lr = {}
     for k in shots:
-        best_lr[k] = max(SCRATCH_LRS, key=lambda lr: stats(f"scratch/lr={lr:g}", k)[0])
+        best_lr[k] = max(grid, key=lambda g: stats(sname(*g), k)[0])
     for k in extra:
         for seed in seeds:
-            scratch(k, seed, best_lr[max(shots)])
+            scratch(k, seed, best_lr[max(shots)][1], best_lr[max(shots)][0])
         best_lr[k] = best_lr[max(shots)]
     if a.scratch_only:
         return
@@ -205,9 +216,11 @@ def main():
     summary = {}
     for k in sorted(set(shots) | set(extra)):
         cells = []
-        sc = stats(f"scratch/lr={best_lr[k]:g}", k)
-        summary.setdefault(str(k), {})["scratch"] = {"lr": best_lr[k], "mean": sc[0], "std": sc[1], "wall": sc[2]}
-        cells.append(f"{sc[0]*100:.1f} ± {sc[1]*100:.1f} (lr {best_lr[k]:g}, {sc[2]:.0f} s)")
+        v, lr = best_lr[k]
+        sc = stats(sname(v, lr), k)
+        summary.setdefault(str(k), {})["scratch"] = {"lr": lr, "variant": v, "mean": sc[0], "std": sc[1],
+                                                     "wall": sc[2]}
+        cells.append(f"{sc[0]*100:.1f} ± {sc[1]*100:.1f} (lr {lr:g}{', ' + v if v else ''}, {sc[2]:.0f} s)")
         for s in strategies:
             st = stats(s, k)
             if st is None:

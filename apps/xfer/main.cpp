@@ -165,6 +165,10 @@ int run(int argc, char** argv) {
     return s;
   }())->required();
   train_cmd->add_option("--arch-options", tr.arch_options, "Architecture options as a JSON object");
+  train_cmd->add_option("--head-type", tr.head_type,
+                        "linear, or cosine[:SCALE] (normalised features and class weights, logit scale "
+                        "default 10)")
+      ->capture_default_str();
   int64_t train_shots = 0;
   // 0 inside means "not given"; given, it must be >= 1 (never silently all the data).
   train_cmd->add_option("--shots", train_shots,
@@ -231,6 +235,9 @@ int run(int argc, char** argv) {
   ft_cmd->add_option("--strategy", ft.strategy,
                      "linear-probe | full | partial:N | lp-ft | lora:R | l2-sp:ALPHA")
       ->capture_default_str();
+  ft_cmd->add_option("--head-type", ft.head_type,
+                     "The new head: linear (default) or cosine[:SCALE] (normalised features and class "
+                     "weights, logit scale default 10)");
   ft_cmd->add_option("--head", ft.head, "new (fresh head for the data's classes) or keep")
       ->capture_default_str();
   ft_cmd->add_option_function<std::string>(

@@ -1,5 +1,6 @@
 #include "xfer/io/model_dir.h"
 
+#include <cmath>
 #include <filesystem>
 #include <map>
 
@@ -29,6 +30,7 @@ Json ModelConfig::to_json() const {
     j["adapters"] = {{"lora", lora.to_json()}};
     j["adapters"]["lora"]["targets"] = lora_targets;
   }
+  if (head.kind() != "linear") j["head"] = {{"kind", head.kind()}, {"scale", head.scale()}};
   return j;
 }
 
@@ -67,6 +69,16 @@ ModelConfig ModelConfig::from_json(const Json& j, const std::string& what) {
     c.lora = models::LoraOptions::from_json(a["lora"], what + " adapters.lora");
     c.lora_targets = json_get<std::vector<std::string>>(a["lora"], "targets", what + " adapters.lora");
     XFER_CHECK(!c.lora_targets.empty(), what, ": adapters.lora.targets is empty");
+  }
+  if (j.contains("head") && !j["head"].is_null()) {
+    const Json& h = j["head"];
+    XFER_CHECK(h.is_object(), what, ": head must be an object {\"kind\": ..., \"scale\": ...}");
+    c.head.kind(json_get<std::string>(h, "kind", what + " head"));
+    c.head.scale(json_get_or<double>(h, "scale", 10.0, what + " head"));
+    XFER_CHECK(c.head.kind() == "linear" || c.head.kind() == "cosine", what,
+               ": head.kind must be linear or cosine, got '", c.head.kind(), "'");
+    XFER_CHECK(std::isfinite(c.head.scale()) && c.head.scale() > 0 && c.head.scale() <= 1000, what,
+               ": head.scale must be in (0, 1000], got ", c.head.scale());
   }
   return c;
 }
@@ -165,6 +177,7 @@ models::Classifier build_model(const ModelConfig& config, const std::string& dir
                                             config.input_shape, config.num_classes);
     models::Classifier model = ts.ptr();
     if (!config.mean.empty()) model->set_normalization(config.mean, config.std);
+    model->set_head_options(config.head);
     return model;
   }
   models::ModelOptions o;
@@ -175,6 +188,7 @@ models::Classifier build_model(const ModelConfig& config, const std::string& dir
   auto model = models::create_model(config.arch, o);
   if (!config.mean.empty()) model->set_normalization(config.mean, config.std);
   if (!config.lora_targets.empty()) models::add_lora(*model, config.lora, config.lora_targets);
+  model->set_head_options(config.head);
   return model;
 }
 

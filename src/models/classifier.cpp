@@ -1,6 +1,8 @@
 #include "xfer/models/classifier.h"
 
 #include <algorithm>
+#include <cmath>
+#include <sstream>
 #include <map>
 
 #include "xfer/core/error.h"
@@ -22,7 +24,62 @@ void ClassifierImpl::before_forward() {
   if (lora_) lora_->refresh();
 }
 
-torch::Tensor ClassifierImpl::forward_head(torch::Tensor f) { return head_ ? head_->forward(f) : f; }
+HeadOptions HeadOptions::parse(const std::string& text) {
+  HeadOptions o;
+  const auto colon = text.find(':');
+  o.kind(text.substr(0, colon));
+  if (colon != std::string::npos) {
+    XFER_CHECK_USAGE(o.kind() == "cosine", "--head-type: only cosine takes a scale (cosine:SCALE), got '",
+                     text, "'");
+    const std::string v = text.substr(colon + 1);
+    size_t used = 0;
+    double scale = 0;
+    try {
+      scale = std::stod(v, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    XFER_CHECK_USAGE(!v.empty() && used == v.size(), "--head-type: '", v, "' is not a number in '", text, "'");
+    o.scale(scale);
+  }
+  XFER_CHECK_USAGE(o.kind() == "linear" || o.kind() == "cosine",
+                   "--head-type: expected linear, cosine or cosine:SCALE, got '", text, "'");
+  o.validate();
+  return o;
+}
+
+std::string HeadOptions::str() const {
+  if (kind_ != "cosine") return kind_;
+  std::ostringstream s;
+  s << kind_ << ":" << scale_;
+  return s.str();
+}
+
+void HeadOptions::validate() const {
+  XFER_CHECK_USAGE(kind_ == "linear" || kind_ == "cosine", "head type must be linear or cosine, got '",
+                   kind_, "'");
+  XFER_CHECK_USAGE(std::isfinite(scale_) && scale_ > 0 && scale_ <= 1000,
+                   "--head-type: the cosine scale must be in (0, 1000], got ", scale_);
+}
+
+torch::Tensor ClassifierImpl::forward_head(torch::Tensor f) {
+  if (!head_) return f;
+  if (head_options_.kind() == "cosine") {
+    namespace F = torch::nn::functional;
+    const auto opts = F::NormalizeFuncOptions().dim(1).eps(1e-8);
+    auto cos = F::normalize(f, opts).matmul(F::normalize(head_->weight, opts).t());
+    auto logits = cos * head_options_.scale();
+    return head_->bias.defined() ? logits + head_->bias : logits;
+  }
+  return head_->forward(f);
+}
+
+void ClassifierImpl::set_head_options(const HeadOptions& options) {
+  options.validate();
+  XFER_CHECK(options.kind() == "linear" || head_, "model: a ", options.kind(),
+             " head needs a head layer; this model has none (a TorchScript classifier's own output)");
+  head_options_ = options;
+}
 
 int64_t ClassifierImpl::num_classes() const {
   return head_ ? head_->options.out_features() : num_features();

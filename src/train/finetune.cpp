@@ -76,6 +76,11 @@ void FinetuneRunOptions::validate() const {
   XFER_CHECK_USAGE(val_fraction >= 0 && val_fraction < 1, "--val-fraction must be in [0, 1), got ",
                    val_fraction);
   XFER_CHECK_USAGE(head == "new" || head == "keep", "--head: expected new or keep, got '", head, "'");
+  if (!head_type.empty()) {
+    models::HeadOptions::parse(head_type);
+    XFER_CHECK_USAGE(head == "new", "--head-type applies to a new head; --head keep keeps the parent's "
+                     "head as it is");
+  }
   XFER_CHECK_USAGE(checkpoint_every >= 0, "--checkpoint-every must be >= 0, got ", checkpoint_every);
   XFER_CHECK_USAGE(!(dry_run && !resume.empty()), "--dry-run and --resume cannot be combined");
   XFER_CHECK_USAGE(checkpoints || (resume.empty() && checkpoint_every == 0),
@@ -161,6 +166,8 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
   seed_everything(t.seed());
   if (o.head == "new") {
     model->reset_classifier(all.num_classes());
+    model->set_head_options(o.head_type.empty() ? models::HeadOptions()
+                                                : models::HeadOptions::parse(o.head_type));
   } else {
     io::require_classifier(lm, "--head keep");
     XFER_CHECK_USAGE(model->num_classes() == all.num_classes(), "--head keep: the model has ",
@@ -223,6 +230,7 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
                  {"strategy", strategy.str()},
                  {"shots", spec.shots ? Json(*spec.shots) : Json(nullptr)},
                  {"head", o.head},
+                 {"head_type", model->head_options().str()},
                  {"bn_mode", o.freeze.bn_mode()},
                  {"layer_decay", o.freeze.layer_decay()},
                  {"head_lr_scale", o.freeze.head_lr_scale()},
@@ -303,6 +311,7 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
   config.num_classes = model->num_classes();
   config.class_names = all.class_names;
   config.task = "classifier";
+  config.head = model->head_options();
   if (strategy.kind == Kind::kLora) {
     if (o.lora_merge) {
       models::merge_lora(*model);

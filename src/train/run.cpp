@@ -16,6 +16,10 @@ void TrainRunOptions::validate() const {
   XFER_CHECK_USAGE(val_fraction >= 0 && val_fraction < 1, "--val-fraction must be in [0, 1), got ",
                    val_fraction);
   train.validate();
+  models::HeadOptions::parse(head_type);
+  XFER_CHECK_USAGE(train.objective() != "simclr" || head_type == "linear",
+                   "--head-type applies to a classifier's head; under --objective simclr the head is "
+                   "the projection");
   XFER_CHECK_USAGE(proj_dim >= 2 && proj_dim <= 65536, "--proj-dim must be in [2, 65536], got ", proj_dim);
   XFER_CHECK_USAGE(checkpoint_every >= 0, "--checkpoint-every must be >= 0, got ", checkpoint_every);
   XFER_CHECK_USAGE(checkpoints || (resume.empty() && checkpoint_every == 0),
@@ -65,6 +69,7 @@ TrainRunResult run_train(const TrainRunOptions& o) {
   } else {
     config.num_classes = all.num_classes();
     config.class_names = all.class_names;
+    config.head = models::HeadOptions::parse(o.head_type);
   }
   if (o.normalize) {
     auto stats = data::compute_stats(train_ds);
@@ -84,6 +89,7 @@ TrainRunResult run_train(const TrainRunOptions& o) {
                  {"strategy", ssl ? "self-supervised" : "scratch"},
                  {"arch", o.arch},
                  {"arch_options", config.arch_options},
+                 {"head_type", config.head.str()},
                  {"shots", spec.shots ? Json(*spec.shots) : Json(nullptr)},
                  {"data_sha256", all.content_hash()},
                  {"val_spec", o.val_data.empty() ? Json(nullptr) : Json(o.val_data)},

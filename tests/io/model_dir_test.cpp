@@ -302,7 +302,36 @@ TEST_F(ModelDirTest, ConfigJsonRoundTripAndValidation) {
   bad([](Json& j) { j["mean"] = {0.5}; j["std"] = {0.5}; }, "one value per input channel");
   bad([](Json& j) { j["class_names"] = {"a", "b", "c"}; }, "class_names has 3 names");
   bad([](Json& j) { j["arch_options"] = 5; }, "arch_options");
+  bad([](Json& j) { j["head"] = "cosine"; }, "head must be an object");
+  bad([](Json& j) { j["head"] = {{"kind", "arcface"}}; }, "head.kind must be linear or cosine");
+  bad([](Json& j) { j["head"] = {{"kind", "cosine"}, {"scale", 0}}; }, "head.scale");
+  bad([](Json& j) { j["head"] = {{"kind", "cosine"}, {"scale", "big"}}; }, "'scale' has the wrong type");
   EXPECT_THROW(ModelConfig::from_json(Json::array(), "x"), Error);
+  // The default linear head leaves config.json as it was; a cosine head round-trips.
+  EXPECT_FALSE(cfg.to_json().contains("head"));
+  cfg.head = models::HeadOptions().kind("cosine").scale(12.5);
+  back = ModelConfig::from_json(cfg.to_json(), "c");
+  EXPECT_EQ(back.head, cfg.head);
+}
+
+TEST_F(ModelDirTest, CosineHeadSurvivesSaveAndLoad) {
+  ModelConfig cfg = config_for(ArchCase{"cnn", 1, 12, 3, Json{{"hidden", 8}}});
+  cfg.head = models::HeadOptions().kind("cosine").scale(5);
+  auto model = build_model(cfg);
+  EXPECT_EQ(model->head_options(), cfg.head);
+  model->eval();
+  TempDir tmp;
+  const std::string dir = tmp.file("cos");
+  save_model_dir(dir, *model, cfg, ModelCard{});
+  auto loaded = load_model_dir(dir);
+  EXPECT_EQ(loaded.model->head_options(), cfg.head);
+  loaded.model->eval();
+  auto x = torch::rand({4, 1, 12, 12});
+  torch::NoGradGuard ng;
+  EXPECT_TENSOR_CLOSE(loaded.model->forward(x), model->forward(x), 1e-6);
+  // The same weights read as a linear head give other logits: the head type is part of the model.
+  loaded.model->set_head_options(models::HeadOptions());
+  EXPECT_FALSE(torch::allclose(loaded.model->forward(x), model->forward(x), 1e-3, 1e-3));
 }
 
 TEST_F(ModelDirTest, CardJsonRoundTripAndValidation) {

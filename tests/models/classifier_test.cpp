@@ -62,6 +62,55 @@ TEST_F(ClassifierTest, ResetClassifierReplacesOnlyTheHead) {
   EXPECT_THROW(m->reset_classifier(0), Error);
 }
 
+TEST_F(ClassifierTest, HeadTypeParsesAndRefusesBadValues) {
+  EXPECT_EQ(HeadOptions::parse("linear").kind(), "linear");
+  auto c = HeadOptions::parse("cosine");
+  EXPECT_EQ(c.kind(), "cosine");
+  EXPECT_DOUBLE_EQ(c.scale(), 10.0);
+  EXPECT_DOUBLE_EQ(HeadOptions::parse("cosine:16.5").scale(), 16.5);
+  EXPECT_EQ(HeadOptions::parse("cosine:16.5").str(), "cosine:16.5");
+  EXPECT_EQ(HeadOptions::parse(HeadOptions::parse("cosine").str()), HeadOptions::parse("cosine"));
+  for (const char* bad : {"", "cos", "linear:3", "cosine:", "cosine:x", "cosine:3x", "cosine:0",
+                          "cosine:-2", "cosine:nan", "cosine:1e9"}) {
+    try {
+      HeadOptions::parse(bad);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kUsage) << e.what();
+      EXPECT_NE(std::string(e.what()).find("--head-type"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST_F(ClassifierTest, CosineHeadIsScaledCosineOfFeaturesAndClassWeightsPlusBias) {
+  auto m = small_cnn(4);
+  m->eval();
+  m->set_head_options(HeadOptions().kind("cosine").scale(7.0));
+  auto f = torch::randn({6, m->num_features()});
+  auto w = m->head()->weight, b = m->head()->bias;
+  // cos(f_i, w_c) computed elementwise, independently of the implementation's normalize/matmul
+  auto dot = (f.unsqueeze(1) * w.unsqueeze(0)).sum(2);
+  auto norms = f.norm(2, 1).unsqueeze(1) * w.norm(2, 1).unsqueeze(0);
+  auto expected = 7.0 * dot / norms + b;
+  EXPECT_TENSOR_CLOSE(m->forward_head(f), expected, 1e-5);
+  // Scale-free in the features: a feature vector and its multiple get the same logits.
+  EXPECT_TENSOR_CLOSE(m->forward_head(f * 3.5), m->forward_head(f), 1e-5);
+  // Logits are bounded by scale + |bias|, unlike a linear head's.
+  EXPECT_LE((m->forward_head(f * 1e4) - b).abs().max().item<double>(), 7.0 + 1e-4);
+  // Gradients reach the features and both head parameters.
+  auto x = torch::rand({3, 1, 28, 28});
+  m->train();
+  m->forward(x).sum().backward();
+  EXPECT_TRUE(m->head()->weight.grad().defined());
+  EXPECT_GT(m->head()->weight.grad().abs().sum().item<double>(), 0);
+  EXPECT_GT(m->named_parameters()["stages.0.0.weight"].grad().abs().sum().item<double>(), 0);
+  // Back to linear: the Linear module again.
+  m->set_head_options(HeadOptions());
+  m->eval();
+  torch::NoGradGuard ng;
+  EXPECT_TENSOR_CLOSE(m->forward_head(f), m->head()->forward(f), 1e-6);
+}
+
 TEST_F(ClassifierTest, CountParametersRespectsRequiresGrad) {
   auto m = small_cnn();
   int64_t all = count_parameters(*m);

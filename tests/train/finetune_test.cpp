@@ -81,6 +81,38 @@ TEST_F(FinetuneTest, LinearProbeKeepsTheBackboneAndBatchNormStatsBitIdentical) {
   EXPECT_FALSE(fs::exists(dir_.file("lp.ckpt")));  // removed after success
 }
 
+TEST_F(FinetuneTest, CosineHeadLinearProbeTrainsOnlyTheHeadAndIsSavedAsCosine) {
+  auto o = options("linear-probe", "cos");
+  o.head_type = "cosine:6";
+  o.train.lr(0.05).epochs(6);
+  auto r = run_finetune(o);
+  EXPECT_EQ(r.card.recipe["head_type"], "cosine:6");
+  auto base = tensors(io::load_model_dir(tmp_->file("base")));
+  auto lm = io::load_model_dir(dir_.file("cos"));
+  EXPECT_EQ(lm.config.head, models::HeadOptions().kind("cosine").scale(6));
+  EXPECT_EQ(lm.model->head_options(), lm.config.head);
+  for (const auto& [k, v] : tensors(lm)) {
+    if (k.rfind("head.", 0) != 0) EXPECT_TENSOR_EQ(v, base[k]);
+  }
+  // Training moved the head: its training loss fell from the first epoch to the last.
+  const auto& h = r.card.metrics["phases"][0]["history"];
+  EXPECT_LT(h.back()["train_loss"].get<double>(), h.front()["train_loss"].get<double>());
+  // The default stays linear, and a linear fine-tune of a cosine-headed parent is linear again.
+  auto lin = run_finetune(options("linear-probe", "lin"));
+  EXPECT_EQ(lin.card.recipe["head_type"], "linear");
+  EXPECT_FALSE(read_json(dir_.file("lin") + "/config.json").contains("head"));
+  auto again = options("linear-probe", "again");
+  again.source.dir = dir_.file("cos");
+  run_finetune(again);
+  EXPECT_EQ(io::load_model_dir(dir_.file("again")).model->head_options().kind(), "linear");
+  // --head keep keeps the parent's cosine head.
+  auto keep = options("full", "keep");
+  keep.source.dir = dir_.file("cos");
+  keep.head = "keep";
+  run_finetune(keep);
+  EXPECT_EQ(io::load_model_dir(dir_.file("keep")).model->head_options(), lm.config.head);
+}
+
 TEST_F(FinetuneTest, FullFineTuningMovesEveryTensor) {
   run_finetune(options("full", "full"));
   auto base = tensors(io::load_model_dir(tmp_->file("base")));
@@ -269,6 +301,13 @@ TEST_F(FinetuneTest, RefusesBadCombinations) {
   o = options("full", "x");
   o.head = "keep";
   check(o, "--head keep");
+  o = options("linear-probe", "x");
+  o.head_type = "cosine";
+  o.head = "keep";
+  check(o, "--head-type applies to a new head");
+  o = options("linear-probe", "x");
+  o.head_type = "cosine:zero";
+  check(o, "--head-type");
   EXPECT_FALSE(fs::exists(dir_.file("x")));
 }
 

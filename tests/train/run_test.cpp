@@ -53,6 +53,22 @@ TEST_F(TrainRunTest, WritesACompleteModelDirectory) {
   EXPECT_EQ(entries, 1);
 }
 
+TEST_F(TrainRunTest, CosineHeadIsTrainedSavedAndRecorded) {
+  auto o = options();
+  o.head_type = "cosine:8";
+  o.val_fraction = 0;
+  run_train(o);
+  auto lm = io::load_model_dir(o.out);
+  EXPECT_EQ(lm.model->head_options().kind(), "cosine");
+  EXPECT_DOUBLE_EQ(lm.model->head_options().scale(), 8.0);
+  EXPECT_EQ(lm.card.recipe["head_type"], "cosine:8");
+  // Its logits are what a cosine head of these weights gives: |logit - bias| <= scale.
+  lm.model->eval();
+  torch::NoGradGuard ng;
+  auto logits = lm.model->forward(torch::rand({5, 1, 12, 12}) * 50);
+  EXPECT_LE((logits - lm.model->head()->bias).abs().max().item<double>(), 8.0 + 1e-4);
+}
+
 TEST_F(TrainRunTest, RefusesAnExistingOutputBeforeTraining) {
   auto o = options();
   fs::create_directory(o.out);
@@ -68,6 +84,13 @@ TEST_F(TrainRunTest, BadInputLeavesNoOutput) {
   EXPECT_THROW(run_train(o), UsageError);
   o = options();
   o.arch_options = "{not json";
+  EXPECT_THROW(run_train(o), UsageError);
+  o = options();
+  o.head_type = "cosine:-1";
+  EXPECT_THROW(run_train(o), UsageError);
+  o = options();
+  o.head_type = "cosine";
+  o.train.objective("simclr");
   EXPECT_THROW(run_train(o), UsageError);
   o = options();
   o.data += ":classes=7";

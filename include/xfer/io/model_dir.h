@@ -31,6 +31,8 @@ struct ModelConfig {
   /// empty targets = none. build_model adds them before the weights load.
   models::LoraOptions lora;
   std::vector<std::string> lora_targets;
+  /// The head's form (config "head": {"kind": "cosine", "scale": S}; absent = linear).
+  models::HeadOptions head;
 
   Json to_json() const;
   /// Parses and validates; `what` names the file in errors.

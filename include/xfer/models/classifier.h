@@ -24,6 +24,29 @@ struct ParamStage {
   std::vector<std::string> prefixes;
 };
 
+/// The form of a classifier's head.
+/// - "linear": logits = W f + b.
+/// - "cosine" (Gidaris & Komodakis 2018; Baseline++ of Chen et al. 2019):
+///   logits_c = scale * cos(f, w_c) + b_c, with features and class weights L2
+///   normalised, so a class is a direction in feature space. With a handful
+///   of labels a linear head on raw features spends its few examples fitting
+///   feature norms; the cosine head cannot, and transfers better from
+///   self-supervised features (docs/finetune.md has the measurements).
+struct HeadOptions {
+  TORCH_ARG(std::string, kind) = "linear";  ///< linear | cosine
+  TORCH_ARG(double, scale) = 10.0;          ///< cosine: the logit scale (inverse temperature)
+
+ public:
+  /// Parses --head-type: "linear", "cosine" or "cosine:SCALE". Throws
+  /// xfer::UsageError naming --head-type.
+  static HeadOptions parse(const std::string& text);
+  /// The --head-type form ("linear", "cosine:10").
+  std::string str() const;
+  /// Throws xfer::UsageError on an unknown kind or a scale outside (0, 1000].
+  void validate() const;
+  bool operator==(const HeadOptions& o) const { return kind_ == o.kind_ && scale_ == o.scale_; }
+};
+
 /// Base of all classifiers. Subclasses register their own modules with the key
 /// names of their reference implementation (torchvision for resnets), and must
 /// register the head as a module whose name is head_name().
@@ -49,6 +72,11 @@ class ClassifierImpl : public torch::nn::Module {
   int64_t num_classes() const;
   /// Replaces (or adds) the head: a fresh Linear(num_features, num_classes).
   void reset_classifier(int64_t num_classes);
+  /// How forward_head uses the head's weights (the parameters are the same
+  /// Linear either way, so weights files do not change form). A cosine head
+  /// needs a head; validated.
+  void set_head_options(const HeadOptions& options);
+  const HeadOptions& head_options() const { return head_options_; }
 
   /// Input normalisation (per-channel); empty = none.
   void set_normalization(std::vector<double> mean, std::vector<double> std);
@@ -96,6 +124,7 @@ class ClassifierImpl : public torch::nn::Module {
 
  private:
   std::vector<double> mean_, std_;
+  HeadOptions head_options_;
   std::vector<std::string> pinned_eval_;
   std::shared_ptr<LoraAdaptersImpl> lora_;
 };

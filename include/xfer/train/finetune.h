@@ -27,6 +27,9 @@ struct FinetuneRunOptions {
   TrainOptions train;        ///< its weight_decay is the freeze policy's
   FreezeOptions freeze;      ///< bn_mode, layer_decay, head_lr_scale
   std::string head = "new";  ///< new (fresh head for the data's classes) | keep
+  /// The new head's form: linear | cosine | cosine:SCALE (models::HeadOptions);
+  /// empty = linear for a new head, the parent's own for --head keep.
+  std::string head_type;
   int64_t lp_epochs = 0;     ///< lp-ft: linear-probe epochs (0 = half of --epochs)
   double ft_lr_scale = 0.1;  ///< lp-ft: the full phase's lr relative to --lr
   double lora_alpha = 0;     ///< lora: scaling alpha (0 = rank)

@@ -19,6 +19,9 @@ struct TrainRunOptions {
   std::string arch = "cnn";
   std::string arch_options = "{}";  ///< JSON object
   bool normalize = true;            ///< store the training data's mean/std in the model
+  /// The head's form: linear | cosine | cosine:SCALE (models::HeadOptions);
+  /// supervised only (under simclr the head is the projection).
+  std::string head_type = "linear";
   /// Width of the projection head under --objective simclr (the model's
   /// num_classes; the labels of `data` are not used).
   int64_t proj_dim = 128;
