@@ -88,6 +88,11 @@ def main():
     ap.add_argument("--scratch-variants", default="",
                     help="';'-separated extra scratch flag sets, each tried with every rate of the grid "
                          "(e.g. 'head-type=cosine'); scratch's best is over variants x rates")
+    ap.add_argument("--scratch-lrs", default=",".join(f"{x:g}" for x in SCRATCH_LRS),
+                    help="scratch's learning-rate grid (default 1e-3,3e-3,1e-2)")
+    ap.add_argument("--table-only", action="store_true",
+                    help="run nothing: rebuild table.md from results.json (scratch's best over the grid "
+                         "points that were run at each k)")
     ap.add_argument("--threads", default="")
     a = ap.parse_args()
     shots = [int(x) for x in a.shots.split(",") if x]
@@ -154,14 +159,14 @@ def main():
 
     # Scratch variants: "" (the defaults) and each --scratch-variants flag set.
     variants = [""] + [v.strip() for v in a.scratch_variants.split(";") if v.strip()]
-    grid = [(v, lr) for v in variants for lr in SCRATCH_LRS]
+    grid = [(v, lr) for v in variants for lr in [float(x) for x in a.scratch_lrs.split(",") if x]]
 
     def sname(v, lr):
         return f"scratch{' ' + v if v else ''}/lr={lr:g}"
 
     def scratch(k, seed, lr, v=""):
         key = f"{sname(v, lr)}/k={k}/seed={seed}"
-        if key in results["runs"]:
+        if key in results["runs"] or a.table_only:
             return
         b, epochs = budget(k)
         out = os.path.join(a.out, "models", key.replace("/", "_").replace(" ", "_").replace(":", "-"))
@@ -176,7 +181,7 @@ def main():
             b, epochs = budget(k)
             for s in strategies:
                 key = f"{s}/k={k}/seed={seed}"
-                if key in results["runs"]:
+                if key in results["runs"] or a.table_only:
                     continue
                 out = os.path.join(a.out, "models", key.replace("/", "_").replace(":", "-").replace(" ", "_"))
                 # "full lr=3e-4 head-lr-scale=10": a strategy with its own finetune flags
@@ -200,14 +205,26 @@ def main():
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
         return statistics.mean(accs), sd, statistics.mean(walls), len(accs)
 
+    def complete(prefix, k):
+        st = stats(prefix, k)
+        return st is not None and st[3] == len(seeds)
+
     # Scratch: its own best (variant, learning rate) per k (chosen on the mean over seeds).
     best_lr = {}
+    tried = {}
     for k in shots:
-        best_lr[k] = max(grid, key=lambda g: stats(sname(*g), k)[0])
+        tried[k] = [g for g in grid if complete(sname(*g), k)]
+        if not tried[k]:
+            sys.exit(f"no scratch run at k={k} in {results_path}")
+        best_lr[k] = max(tried[k], key=lambda g: stats(sname(*g), k)[0])
     for k in extra:
         for seed in seeds:
             scratch(k, seed, best_lr[max(shots)][1], best_lr[max(shots)][0])
-        best_lr[k] = best_lr[max(shots)]
+        # the grid point chosen at the largest k (or, rebuilding a table, whichever points were run)
+        tried[k] = [g for g in grid if complete(sname(*g), k)]
+        if not tried[k]:
+            sys.exit(f"no scratch run at k={k} in {results_path}")
+        best_lr[k] = max(tried[k], key=lambda g: stats(sname(*g), k)[0])
     if a.scratch_only:
         return
 
@@ -219,8 +236,9 @@ def main():
         v, lr = best_lr[k]
         sc = stats(sname(v, lr), k)
         summary.setdefault(str(k), {})["scratch"] = {"lr": lr, "variant": v, "mean": sc[0], "std": sc[1],
-                                                     "wall": sc[2]}
-        cells.append(f"{sc[0]*100:.1f} ± {sc[1]*100:.1f} (lr {lr:g}{', ' + v if v else ''}, {sc[2]:.0f} s)")
+                                                     "wall": sc[2], "grid": [list(g) for g in tried[k]]}
+        cells.append(f"{sc[0]*100:.1f} ± {sc[1]*100:.1f} (lr {lr:g}{', ' + v if v else ''}, best of "
+                     f"{len(tried[k])}, {sc[2]:.0f} s)")
         for s in strategies:
             st = stats(s, k)
             if st is None:

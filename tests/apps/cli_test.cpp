@@ -678,6 +678,12 @@ TEST_F(CliCatalogueTest, EveryBadInputGivesOneLineAndNoPartialOutput) {
     c["arch_options"] = {{"hidden", {9}}};
     write_json(wrongarch + "/config.json", c);
   }
+  const std::string badhead = copy_model("badhead");
+  {
+    auto c = read_json(badhead + "/config.json");
+    c["head"] = {{"kind", "arcface"}, {"scale", 10}};
+    write_json(badhead + "/config.json", c);
+  }
   const std::string noid = copy_model("noid");
   {
     auto c = read_json(noid + "/card.json");
@@ -749,6 +755,8 @@ TEST_F(CliCatalogueTest, EveryBadInputGivesOneLineAndNoPartialOutput) {
        "--quiet eval --model " + q(badconfig) + " --data " + data + " --json " + q(res + ".json"), 1, "config.json"},
       {"config-zero-classes", "config.json with num_classes 0",
        "--quiet eval --model " + q(zeroclasses) + " --data " + data + " --json " + q(res + ".json"), 1, "num_classes"},
+      {"config-unknown-head", "config.json with head kind arcface",
+       "--quiet eval --model " + q(badhead) + " --data " + data + " --json " + q(res + ".json"), 1, "head.kind"},
       {"config-weights-mismatch", "config.json describing other layer sizes than the weights",
        "--quiet eval --model " + q(wrongarch) + " --data " + data + " --json " + q(res + ".json"), 1, "model.safetensors"},
       {"card-without-id", "card.json without its id",
@@ -792,6 +800,11 @@ TEST_F(CliCatalogueTest, EveryBadInputGivesOneLineAndNoPartialOutput) {
       {"finetune-shots-zero", "--shots 0", finetune + " --strategy full --shots 0", 2, "shots"},
       {"finetune-shots-over-class", "--shots 21 with 20 images per class", finetune + " --strategy full --shots 21", 1,
        "21"},
+      {"head-type-unknown", "--head-type arcface", finetune + " --strategy full --head-type arcface", 2,
+       "--head-type"},
+      {"head-type-bad-scale", "--head-type cosine:0", train + " --head-type cosine:0", 2, "--head-type"},
+      {"head-type-with-keep", "--head-type cosine with --head keep",
+       finetune + " --strategy full --head keep --head-type cosine", 2, "--head-type"},
       {"head-keep-class-mismatch", "--head keep onto 2 classes",
        "--quiet finetune --from " + q(model) + " --data " + q(spec_ + ":classes=0,1") + " --strategy full --head keep" + o,
        2, "--head keep"},
