@@ -55,6 +55,11 @@ def run(cmd, log):
     return time.time() - t0
 
 
+def flags_of(items):
+    """['lr=3e-4', 'head-type=cosine'] -> ['--lr', '3e-4', '--head-type', 'cosine']"""
+    return [x for f in items for x in ("--" + f.split("=", 1)[0], f.split("=", 1)[1])]
+
+
 def budget(k, batch=32, min_epochs=10, min_steps=100):
     n = 5 * k
     b = min(batch, n)
@@ -170,7 +175,7 @@ def main():
             return
         b, epochs = budget(k)
         out = os.path.join(a.out, "models", key.replace("/", "_").replace(" ", "_").replace(":", "-"))
-        flags = [x for f in v.split() for x in ("--" + f.split("=", 1)[0], f.split("=", 1)[1])]
+        flags = flags_of(v.split())
         wall = run(xfer + ["train", "--data", TGT, "--shots", str(k), "--seed", str(seed)] + arch + flags + [
                            "--val-fraction", "0", "--epochs", str(epochs), "--batch-size", str(b),
                            "--lr", str(lr), "--crop-padding", "2", "--force", "--out", out], out + ".log")
@@ -186,7 +191,7 @@ def main():
                 out = os.path.join(a.out, "models", key.replace("/", "_").replace(":", "-").replace(" ", "_"))
                 # "full lr=3e-4 head-lr-scale=10": a strategy with its own finetune flags
                 name, *flags = s.split()
-                ft_flags = [x for f in flags for x in ("--" + f.split("=", 1)[0], f.split("=", 1)[1])]
+                ft_flags = flags_of(flags)
                 wall = run(xfer + ["finetune"] + source + ft_flags + ["--data", TGT, "--shots", str(k),
                                    "--seed", str(seed), "--strategy", name, "--epochs", str(epochs),
                                    "--batch-size", str(b), "--crop-padding", "2", "--no-checkpoint",
