@@ -6,6 +6,7 @@
 #include <map>
 
 #include "xfer/core/error.h"
+#include "xfer/core/parse.h"
 #include "xfer/models/lora.h"
 
 namespace xfer::models {
@@ -31,19 +32,8 @@ HeadOptions HeadOptions::parse(const std::string& text) {
   if (colon != std::string::npos) {
     XFER_CHECK_USAGE(o.kind() == "cosine", "--head-type: only cosine takes a scale (cosine:SCALE), got '",
                      text, "'");
-    const std::string v = text.substr(colon + 1);
-    size_t used = 0;
-    double scale = 0;
-    try {
-      scale = std::stod(v, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    XFER_CHECK_USAGE(!v.empty() && used == v.size(), "--head-type: '", v, "' is not a number in '", text, "'");
-    o.scale(scale);
+    o.scale(parse_number(text.substr(colon + 1), "--head-type " + text));
   }
-  XFER_CHECK_USAGE(o.kind() == "linear" || o.kind() == "cosine",
-                   "--head-type: expected linear, cosine or cosine:SCALE, got '", text, "'");
   o.validate();
   return o;
 }
@@ -56,8 +46,8 @@ std::string HeadOptions::str() const {
 }
 
 void HeadOptions::validate() const {
-  XFER_CHECK_USAGE(kind_ == "linear" || kind_ == "cosine", "head type must be linear or cosine, got '",
-                   kind_, "'");
+  XFER_CHECK_USAGE(kind_ == "linear" || kind_ == "cosine",
+                   "--head-type: expected linear, cosine or cosine:SCALE, got '", kind_, "'");
   XFER_CHECK_USAGE(std::isfinite(scale_) && scale_ > 0 && scale_ <= 1000,
                    "--head-type: the cosine scale must be in (0, 1000], got ", scale_);
 }
