@@ -15,11 +15,18 @@ Afterwards it runs a quick PyTorch-only check on classes 5-9 (logistic regressio
 on frozen features at 10 and 100 shots, fine-tuning and scratch at 10 shots); the
 numbers that count are xfer's: examples/fewshot_fmnist.py --base-weights FILE.
 
-Usage: examples/simclr_gpu.py DATA_DIR RESNET CNN [init=FILE] [lr=LR] [no-scratch]
+Usage: examples/simclr_gpu.py DATA_DIR RESNET CNN [init=FILE] [lr=LR] [widths=A,B,C]
+                               [blocks=A,B,C] [no-scratch]
   (each SECONDS: the epochs that fit after timing 30 steps, or epochs=N; 0 skips it.
    init=FILE continues from a base this script wrote (the resnet's weights; the projector's last
    layer starts anew, with a fresh one-cycle schedule at peak LR, default 2e-3): a second GPU
    session extends the first one's training instead of starting over.
+   widths/blocks: the resnet's stage widths and blocks per stage (default 64,128,256 and 2,2,2);
+   the file is then named resnet-A-B-Cx... and its arch options are in results.jsonl.)
+The check samples its k-shot subsets exactly as `xfer train/finetune --shots K --seed S` do
+(xfer_shots below), so its numbers are on the very images of xfer's runs; its probes include
+logreg-l2 (L-BFGS on L2-normalised features), the one that tracks xfer's cosine-head probe.
+(Result files written before 2026-11-28 used torch.randperm subsets instead.)
    The base of docs/finetune.md: examples/simclr_gpu.py /usr/share/datasets/fashion-mnist epochs=203 0;
    writes OUT/{resnet-64-128-256x2,cnn}.safetensors, OUT/results.jsonl, OUT/log.txt; OUT from $OUT)
 Needs PyTorch (CUDA, bf16 autocast); on a CPU it only runs a seconds-long smoke test.
@@ -27,7 +34,20 @@ Needs PyTorch (CUDA, bf16 autocast); on a CPU it only runs a seconds-long smoke 
 import gzip, json, math, os, struct, sys, time
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 
-D = sys.argv[1]; OUT = os.environ.get("OUT", "/tmp/out"); os.makedirs(OUT, exist_ok=True)
+D = sys.argv[1]
+# key=value options and flags after DATA_DIR RESNET CNN
+OPT = {}
+for a in sys.argv[4:]:
+    k, _, v = a.partition("=")
+    if k not in ("init", "lr", "widths", "blocks", "no-scratch") or (k == "no-scratch") == bool(_):
+        raise SystemExit(f"simclr_gpu.py: unknown option '{a}' (init=FILE, lr=LR, widths=A,B,C, blocks=A,B,C, no-scratch)")
+    OPT[k] = v
+LR = float(OPT.get("lr", 2e-3))
+WIDTHS = tuple(int(x) for x in OPT.get("widths", "64,128,256").split(","))
+BLOCKS = tuple(int(x) for x in OPT.get("blocks", "2,2,2").split(","))
+if len(WIDTHS) != len(BLOCKS) or min(WIDTHS + BLOCKS) < 1:
+    raise SystemExit("simclr_gpu.py: widths= and blocks= need the same number of positive integers")
+OUT = os.environ.get("OUT", "/tmp/out"); os.makedirs(OUT, exist_ok=True)
 dev = "cuda" if torch.cuda.is_available() else "cpu"
 SMOKE = dev == "cpu"
 MEAN, STD = 0.28604060411453247, 0.3530242443084717
@@ -166,12 +186,32 @@ def simclr(name, enc, seconds, B=32 if SMOKE else 512, T=0.2, lr=2e-3, max_epoch
     enc.eval()
     return enc.float().to(memory_format=torch.contiguous_format), epochs
 
+M64 = (1 << 64) - 1
+def splitmix(state):  # xfer::Rng::next (core/runtime.cpp): returns (new state, output)
+    state = (state + 0x9e3779b97f4a7c15) & M64; z = state
+    z = ((z ^ (z >> 30)) * 0xbf58476d1ce4e5b9) & M64
+    z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & M64
+    return state, z ^ (z >> 31)
+def xfer_shots(labels, k, seed):
+    # data::sample_shots: per class c a generator seeded seed*golden+c+1, a Fisher-Yates shuffle
+    # with rejection-sampled draws, the first k positions kept in dataset order
+    out = []
+    for c in range(int(labels.max()) + 1):
+        pos = np.nonzero(labels == c)[0]; st = (seed * 0x9e3779b97f4a7c15 + c + 1) & M64
+        p = list(range(len(pos)))
+        for i in range(len(p) - 1, 0, -1):
+            n = i + 1; limit = M64 - M64 % n
+            while True:
+                st, x = splitmix(st)
+                if x < limit: break
+            j = x % n; p[i], p[j] = p[j], p[i]
+        out += sorted(pos[p[:k]].tolist())
+    return out
 def shots(k, seed):
-    g = torch.Generator().manual_seed(seed); ii = []
-    yc = Ytr.cpu()
-    for c in range(5, 10):
-        cc = (yc == c).nonzero().squeeze(1); ii.append(cc[torch.randperm(len(cc), generator=g)[:k]])
-    ii = torch.cat(ii).to(dev); return Xtr[ii], Ytr[ii] - 5
+    # the images of `xfer finetune --data fashion-mnist:train:classes=5-9 --shots k --seed seed`
+    yc = Ytr.cpu().numpy(); tgt = np.nonzero(yc >= 5)[0]
+    ii = torch.tensor(tgt[xfer_shots(yc[tgt] - 5, k, seed)]).to(dev)
+    return Xtr[ii], Ytr[ii] - 5
 te = Yte >= 5; Xt, Yt = Xte[te], Yte[te] - 5
 if SMOKE: Xt, Yt = Xt[:300], Yt[:300]
 
@@ -187,6 +227,16 @@ def logreg(enc, k, seed):
         o.zero_grad(); l = F.cross_entropy(((Fs - mu) / sd) @ W + b, Ys) + 1e-3 * (W ** 2).sum(); l.backward(); return l
     o.step(cl)
     return ((((Ft - mu) / sd) @ W + b).argmax(1) == Yt).float().mean().item()
+
+def logreg_l2(enc, k, seed, wd=0.3):
+    # logistic regression on L2-normalised features (x10): what a cosine-head probe reaches
+    Xs, Ys = shots(k, seed); Fs = 10 * F.normalize(feats(enc, Xs), dim=1); Ft = 10 * F.normalize(feats(enc, Xt), dim=1)
+    W = torch.zeros(Fs.shape[1], 5, device=dev, requires_grad=True); b = torch.zeros(5, device=dev, requires_grad=True)
+    o = torch.optim.LBFGS([W, b], max_iter=500, line_search_fn="strong_wolfe")
+    def cl():
+        o.zero_grad(); l = F.cross_entropy(Fs @ W + b, Ys) + wd * (W ** 2).sum(); l.backward(); return l
+    o.step(cl)
+    return (((Ft @ W + b).argmax(1) == Yt).float().mean().item())
 
 def finetune(enc_or_none, make, k, seed, lr, steps=300, head_lr_mult=10.0, smin=0.6, jitter=False,
              bs=64, wd=0.05, frozen_bn=False, frozen=False, smoothing=0.0, tta=False):
@@ -225,7 +275,8 @@ def finetune(enc_or_none, make, k, seed, lr, steps=300, head_lr_mult=10.0, smin=
 def evaluate(name, enc, make, do_scratch):
     seeds = [0, 1, 2]
     for k in ([10] if SMOKE else [10, 100]):
-        a = [logreg(enc, k, s) for s in seeds]; result({"enc": name, "k": k, "method": "logreg", "acc": a, "mean": float(np.mean(a))})
+        for method, fn in (("logreg", logreg), ("logreg-l2", logreg_l2)):
+            a = [fn(enc, k, s) for s in seeds]; result({"enc": name, "k": k, "method": method, "acc": a, "mean": float(np.mean(a))})
     k = 10
     for lr in ([1e-3] if SMOKE else [3e-4, 1e-3]):
         a = [finetune(enc, make, k, s, lr, steps=20 if SMOKE else 300) for s in seeds]
@@ -237,7 +288,8 @@ def evaluate(name, enc, make, do_scratch):
 
 def main():
     plan = [
-        ("resnet-64-128-256x2", lambda: ResNet((64, 128, 256) if not SMOKE else (8, 8, 8), (2, 2, 2), out=512), {"widths": [64, 128, 256], "blocks": [2, 2, 2]}, "resnet", sys.argv[2]),
+        ("resnet-" + "-".join(map(str, WIDTHS)) + "x" + "-".join(map(str, BLOCKS)) if (WIDTHS, BLOCKS) != ((64, 128, 256), (2, 2, 2)) else "resnet-64-128-256x2",
+         lambda: ResNet(WIDTHS if not SMOKE else (8,) * len(WIDTHS), BLOCKS, out=512), {"widths": list(WIDTHS), "blocks": list(BLOCKS)}, "resnet", sys.argv[2]),
         ("cnn", lambda: Cnn(out=512), {}, "cnn", sys.argv[3]),
     ]
     for name, make, opts, arch, budget in plan:
