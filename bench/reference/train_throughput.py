@@ -1,5 +1,5 @@
 """PyTorch reference for bench/train_throughput.cpp: the same three models
-(layer for layer), the same step (forward, cross-entropy, backward, AdamW)."""
+(layer for layer, models.py), the same step (forward, cross-entropy, backward, AdamW)."""
 import json
 import os
 import sys
@@ -8,41 +8,7 @@ import time
 import torch
 import torch.nn as nn
 
-
-def mlp():
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Dropout(0.1),
-                         nn.Linear(512, 256), nn.ReLU(), nn.Dropout(0.1), nn.Linear(256, 10))
-
-
-def cnn():
-    def stage(i, o):
-        return [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(True),
-                nn.MaxPool2d(2, ceil_mode=True)]
-    return nn.Sequential(*stage(1, 32), *stage(32, 64), nn.Flatten(), nn.Linear(64 * 49, 128),
-                         nn.ReLU(True), nn.Dropout(0.25), nn.Linear(128, 10))
-
-
-class Block(nn.Module):
-    def __init__(self, i, o, s):
-        super().__init__()
-        self.conv1 = nn.Conv2d(i, o, 3, s, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(o)
-        self.conv2 = nn.Conv2d(o, o, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(o)
-        self.downsample = None
-        if s != 1 or i != o:
-            self.downsample = nn.Sequential(nn.Conv2d(i, o, 1, s, bias=False), nn.BatchNorm2d(o))
-
-    def forward(self, x):
-        idt = x if self.downsample is None else self.downsample(x)
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + idt)
-
-
-def resnet():
-    return nn.Sequential(nn.Conv2d(1, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-                         Block(32, 32, 1), Block(32, 64, 2), Block(64, 128, 2),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10))
+from models import Cnn, Mlp, ResNet
 
 
 def main():
@@ -52,7 +18,7 @@ def main():
     reps, threads = int(args.get("--reps", 1)), int(args.get("--threads", 0)) or os.cpu_count()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = {"mlp": mlp, "cnn": cnn, "resnet": resnet}[arch]()
+    model = {"mlp": Mlp, "cnn": Cnn, "resnet": ResNet}[arch](10)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     x, y = torch.rand(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
