@@ -1,26 +1,34 @@
 #!/usr/bin/env python3
-"""Why xfer has a cosine head: probes on frozen self-supervised features, in PyTorch on a CPU.
+"""Why xfer has a cosine head, and where this base's ceiling is: probes on frozen features, on a CPU.
 
-Loads a base written by examples/simclr_gpu.py (xfer's `resnet` 64-128-256 x2, safetensors), embeds
-the 5000 test images of Fashion-MNIST classes 5-9 once, and for 10 shots per class (seeds 0-2) fits
-heads on the frozen pooled features:
+Loads a base written by examples/simclr_gpu.py (xfer's `resnet`, any widths/blocks, safetensors), embeds
+the 5000 test images of Fashion-MNIST classes 5-9 once, and for 10 shots per class (seeds 0-2, the
+very images of `xfer finetune --shots 10 --seed S`: simclr_gpu.xfer_shots) fits heads on the frozen
+pooled features:
   logreg-standardized  L-BFGS logistic regression on per-feature standardised features (the
                        probe of simclr_gpu.py's check)
   logreg-l2            the same on L2-normalised features (times 10, no standardisation)
+  logreg-l2-2stages    the same on the pooled outputs of the last two stages, each L2-normalised and
+                       concatenated (intermediate features, as Head2Toe; Evci et al. 2022)
   cosine-minibatch     a cosine head (scale 10, bias) trained like `xfer finetune --strategy
                        linear-probe --head-type cosine`: AdamW lr 0.1, weight decay 0.5, 100 steps
                        of batch 32 over crop-padding-2 views (24 per image, embedded once)
   linear-minibatch     a linear head trained the same way (lr 3e-3, weight decay 0.05)
+With --finetune also
+  finetune-from-logreg the logreg-l2 head, then every weight fine-tuned together: AdamW lr 1e-4
+                       (cosine decay), 100 steps of batch 32, crop-padding 2, BatchNorm in eval
+                       mode (about 5 more minutes)
 The normalisation is the lever: it moves the L-BFGS probe by about 3 points. Exploration only; the
 numbers that count are xfer's (examples/fewshot_fmnist.py).
 
-Usage: examples/frozen_probe_cpu.py DATA_DIR BASE.safetensors   (about 3 minutes on 2 cores)
+Usage: examples/frozen_probe_cpu.py DATA_DIR BASE.safetensors [--finetune]   (3 minutes on 2 cores)
   prints one JSON line per probe (mean and per-seed test accuracy).
 """
 import json, math, os, sys
 import numpy as np, torch, torch.nn.functional as F
 
 DATA, BASE = sys.argv[1], sys.argv[2]
+FINETUNE = "--finetune" in sys.argv[3:]
 sys.argv = [sys.argv[0], DATA, "0", "0"]
 os.environ.setdefault("OUT", "/tmp/frozen_probe")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -31,14 +39,31 @@ sg.Xtr, sg.Ytr = sg.ld("train")
 Xte, Yte = sg.ld("t10k")
 keep = Yte >= 5
 Xt, Yt = Xte[keep], Yte[keep] - 5
-enc = sg.ResNet((64, 128, 256), (2, 2, 2), out=512)
-enc.load_state_dict(sg.load_safetensors(BASE), strict=True)
+sd = sg.load_safetensors(BASE)
+# widths and blocks per stage from the file (simclr_gpu.py widths=/blocks= write other shapes)
+nstages = max(int(k.split(".")[0][5:]) for k in sd if k.startswith("layer"))
+widths = tuple(sd[f"layer{i}.0.conv1.weight"].shape[0] for i in range(1, nstages + 1))
+blocks = tuple(1 + max(int(k.split(".")[1]) for k in sd if k.startswith(f"layer{i}.")) for i in range(1, nstages + 1))
+enc = sg.ResNet(widths, blocks, out=sd["fc.weight"].shape[0])
+enc.load_state_dict(sd, strict=True)
 enc.eval()
 
 
 @torch.no_grad()
 def embed(x):
     return torch.cat([enc.features(sg.norm(x[i:i + 500])) for i in range(0, len(x), 500)])
+
+
+@torch.no_grad()
+def embed23(x):  # pooled outputs of the last two stages, each L2-normalised
+    out = []
+    for i in range(0, len(x), 500):
+        h = F.relu(enc.bn1(enc.conv1(sg.norm(x[i:i + 500]))))
+        for j in range(1, nstages):
+            h = getattr(enc, f"layer{j}")(h)
+        h2, h3 = h, getattr(enc, f"layer{nstages}")(h)
+        out.append(torch.cat([F.normalize(h2.mean((2, 3)), dim=1), F.normalize(h3.mean((2, 3)), dim=1)], 1))
+    return torch.cat(out)
 
 
 def crop(x, g):  # xfer's --crop-padding 2: zero-pad by 2, random 28x28 window
@@ -58,7 +83,32 @@ def lbfgs(A, y, wd=0.1):
         loss.backward()
         return loss
     opt.step(closure)
-    return lambda Z: Z @ W + b
+    head = lambda Z: Z @ W + b
+    head.params = (W, b)
+    return head
+
+
+def finetune(Xs, Ys, W, b, seed, lr=1e-4, steps=100, bs=32):
+    # everything trains from the probe's head; the encoder is restored afterwards
+    import copy
+    saved = copy.deepcopy(enc.state_dict())
+    W, b = W.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+    opt = torch.optim.AdamW([{"params": list(enc.parameters()) + [W, b]}], lr=lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(seed)
+    enc.eval()  # BatchNorm keeps the pre-trained statistics
+    for t in range(steps):
+        for grp in opt.param_groups:
+            grp["lr"] = lr * 0.5 * (1 + math.cos(math.pi * t / steps))
+        i = torch.randint(0, len(Xs), (bs,), generator=g)
+        z = 10 * F.normalize(enc.features(sg.norm(crop(Xs[i], g))), dim=1)
+        loss = F.cross_entropy(z @ W + b, Ys[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        acc = ((10 * F.normalize(embed(Xt), dim=1) @ W + b).argmax(1) == Yt).float().mean().item()
+    enc.load_state_dict(saved)
+    return acc
 
 
 def minibatch(V, y, cosine, lr, wd, steps=100, bs=32, seed=0):
@@ -84,6 +134,7 @@ def minibatch(V, y, cosine, lr, wd, steps=100, bs=32, seed=0):
 
 
 Ft = embed(Xt)
+Ft23 = embed23(Xt)
 acc = {}
 for seed in range(3):
     Xs, Ys = sg.shots(10, seed)
@@ -94,11 +145,15 @@ for seed in range(3):
     probes = {
         "logreg-standardized": (lbfgs((Fs - mu) / sd, Ys, 1e-3), (Ft - mu) / sd),
         "logreg-l2": (lbfgs(10 * F.normalize(Fs, dim=1), Ys, 0.1), 10 * F.normalize(Ft, dim=1)),
+        "logreg-l2-2stages": (lbfgs(10 * F.normalize(embed23(Xs), dim=1), Ys, 0.3), 10 * F.normalize(Ft23, dim=1)),
         "cosine-minibatch": (minibatch(V, Ys, True, 0.1, 0.5, seed=seed), Ft),
         "linear-minibatch": (minibatch(V, Ys, False, 3e-3, 0.05, seed=seed), Ft),
     }
     for name, (head, Z) in probes.items():
         with torch.no_grad():
             acc.setdefault(name, []).append((head(Z).argmax(1) == Yt).float().mean().item())
+    if FINETUNE:
+        acc.setdefault("finetune-from-logreg", []).append(
+            finetune(Xs, Ys, *probes["logreg-l2"][0].params, seed))
 for name, a in acc.items():
     print(json.dumps({"probe": name, "k": 10, "mean": float(np.mean(a)), "acc": a}), flush=True)

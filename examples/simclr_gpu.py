@@ -289,7 +289,7 @@ def evaluate(name, enc, make, do_scratch):
 def main():
     plan = [
         ("resnet-" + "-".join(map(str, WIDTHS)) + "x" + "-".join(map(str, BLOCKS)) if (WIDTHS, BLOCKS) != ((64, 128, 256), (2, 2, 2)) else "resnet-64-128-256x2",
-         lambda: ResNet(WIDTHS if not SMOKE else (8,) * len(WIDTHS), BLOCKS, out=512), {"widths": list(WIDTHS), "blocks": list(BLOCKS)}, "resnet", sys.argv[2]),
+         lambda: ResNet(WIDTHS if not SMOKE or "widths" in OPT else (8,) * len(WIDTHS), BLOCKS, out=512), {"widths": list(WIDTHS), "blocks": list(BLOCKS)}, "resnet", sys.argv[2]),
         ("cnn", lambda: Cnn(out=512), {}, "cnn", sys.argv[3]),
     ]
     for name, make, opts, arch, budget in plan:
