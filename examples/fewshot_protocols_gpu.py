@@ -22,13 +22,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import simclr_gpu as sg  # noqa: E402
 
 T0 = time.time()
-make = lambda: sg.ResNet((64, 128, 256) if not sg.SMOKE else (8, 8, 8), (2, 2, 2), out=512)
-enc = make()
 sd = sg.load_safetensors(BASE)
-if sg.SMOKE:
-    own = enc.state_dict(); enc.load_state_dict({k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}, strict=False)
-else:
-    enc.load_state_dict(sd, strict=True)
+shape = sg.resnet_shape(sd)  # the base's own widths and blocks (simclr_gpu.py widths=/blocks=)
+make = lambda: sg.ResNet(shape[0], shape[1], out=shape[2])
+enc = make()
+enc.load_state_dict(sd, strict=True)
 enc = enc.to(sg.dev).eval()
 steps = 20 if sg.SMOKE else 300
 

@@ -40,11 +40,9 @@ Xte, Yte = sg.ld("t10k")
 keep = Yte >= 5
 Xt, Yt = Xte[keep], Yte[keep] - 5
 sd = sg.load_safetensors(BASE)
-# widths and blocks per stage from the file (simclr_gpu.py widths=/blocks= write other shapes)
-nstages = max(int(k.split(".")[0][5:]) for k in sd if k.startswith("layer"))
-widths = tuple(sd[f"layer{i}.0.conv1.weight"].shape[0] for i in range(1, nstages + 1))
-blocks = tuple(1 + max(int(k.split(".")[1]) for k in sd if k.startswith(f"layer{i}.")) for i in range(1, nstages + 1))
-enc = sg.ResNet(widths, blocks, out=sd["fc.weight"].shape[0])
+widths, blocks, out = sg.resnet_shape(sd)  # simclr_gpu.py widths=/blocks= write other shapes
+nstages = len(widths)
+enc = sg.ResNet(widths, blocks, out=out)
 enc.load_state_dict(sd, strict=True)
 enc.eval()
 

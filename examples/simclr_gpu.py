@@ -84,6 +84,13 @@ def load_safetensors(path):
         sd[k] = torch.tensor(a.reshape(v["shape"]).copy())
     return sd
 
+def resnet_shape(sd):
+    """(widths, blocks, out) of a resnet state dict this script wrote (any widths=/blocks=)."""
+    n = max(int(k.split(".")[0][5:]) for k in sd if k.startswith("layer"))
+    widths = tuple(sd[f"layer{i}.0.conv1.weight"].shape[0] for i in range(1, n + 1))
+    blocks = tuple(1 + max(int(k.split(".")[1]) for k in sd if k.startswith(f"layer{i}.")) for i in range(1, n + 1))
+    return widths, blocks, sd["fc.weight"].shape[0]
+
 def save_safetensors(sd, path):
     hdr, blobs, off = {}, [], 0
     for k, v in sd.items():

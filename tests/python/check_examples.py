@@ -9,6 +9,7 @@
    writes a safetensors base and its probe results.
 3. examples/frozen_probe_cpu.py loads that base (shapes read from the file) and
    prints every probe with an accuracy in [0, 1].
+4. examples/fewshot_protocols_gpu.py runs its sweep on it for a few seconds.
 
 Usage: check_examples.py XFER_BINARY   (exit 77 = skipped: no PyTorch or no dataset)
 """
@@ -100,6 +101,15 @@ with tempfile.TemporaryDirectory(prefix="xfer-examples-") as out:
         check(set(probes) == want, f"frozen_probe_cpu.py prints every probe (got {sorted(probes)})")
         check(all(len(p["acc"]) == 3 and all(0 <= a <= 1 for a in p["acc"]) for p in probes.values()),
               "frozen_probe_cpu.py accuracies: three seeds, each in [0, 1]")
+
+        # 4. the protocol sweep on that base, a few seconds of budget
+        r = subprocess.run([sys.executable, os.path.join(EXAMPLES, "fewshot_protocols_gpu.py"), DATA, base, "3"],
+                           env=env, capture_output=True, text=True)
+        check(r.returncode == 0, "fewshot_protocols_gpu.py exits 0" + ("" if r.returncode == 0 else ": " + r.stderr[-500:]))
+        path = os.path.join(out, "protocols.jsonl")
+        rows = [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+        check(len(rows) >= 1 and all(len(row["acc"]) == 3 for row in rows),
+              f"fewshot_protocols_gpu.py writes protocols.jsonl ({len(rows)} rows)")
 
 print(f"{len(failures)} failure(s)")
 sys.exit(1 if failures else 0)
