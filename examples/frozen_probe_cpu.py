@@ -48,20 +48,23 @@ enc.eval()
 
 
 @torch.no_grad()
-def embed(x):
-    return torch.cat([enc.features(sg.norm(x[i:i + 500])) for i in range(0, len(x), 500)])
-
-
-@torch.no_grad()
-def embed23(x):  # pooled outputs of the last two stages, each L2-normalised
-    out = []
+def pooled(x):  # (the pooled outputs of the last two stages; the last one is enc.features)
+    out2, out3 = [], []
     for i in range(0, len(x), 500):
         h = F.relu(enc.bn1(enc.conv1(sg.norm(x[i:i + 500]))))
         for j in range(1, nstages):
             h = getattr(enc, f"layer{j}")(h)
-        h2, h3 = h, getattr(enc, f"layer{nstages}")(h)
-        out.append(torch.cat([F.normalize(h2.mean((2, 3)), dim=1), F.normalize(h3.mean((2, 3)), dim=1)], 1))
-    return torch.cat(out)
+        out2.append(h.mean((2, 3)))
+        out3.append(getattr(enc, f"layer{nstages}")(h).mean((2, 3)))
+    return torch.cat(out2), torch.cat(out3)
+
+
+def embed(x):
+    return pooled(x)[1]
+
+
+def two_stages(p):  # each stage's pooled features L2-normalised, then concatenated
+    return torch.cat([F.normalize(p[0], dim=1), F.normalize(p[1], dim=1)], 1)
 
 
 def crop(x, g):  # xfer's --crop-padding 2: zero-pad by 2, random 28x28 window
@@ -70,20 +73,8 @@ def crop(x, g):  # xfer's --crop-padding 2: zero-pad by 2, random 28x28 window
     return torch.stack([p[i, :, o[i, 0]:o[i, 0] + 28, o[i, 1]:o[i, 1] + 28] for i in range(len(x))])
 
 
-def lbfgs(A, y, wd=0.1):
-    W = torch.zeros(A.shape[1], 5, requires_grad=True)
-    b = torch.zeros(5, requires_grad=True)
-    opt = torch.optim.LBFGS([W, b], max_iter=500, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(A @ W + b, y) + wd * (W ** 2).sum()
-        loss.backward()
-        return loss
-    opt.step(closure)
-    head = lambda Z: Z @ W + b
-    head.params = (W, b)
-    return head
+def linear(Wb, Z):
+    return Z @ Wb[0] + Wb[1]
 
 
 def finetune(Xs, Ys, W, b, seed, lr=1e-4, steps=100, bs=32):
@@ -131,27 +122,28 @@ def minibatch(V, y, cosine, lr, wd, steps=100, bs=32, seed=0):
     return head
 
 
-Ft = embed(Xt)
-Ft23 = embed23(Xt)
+Pt = pooled(Xt)
+Ft = Pt[1]
 acc = {}
 for seed in range(3):
     Xs, Ys = sg.shots(10, seed)
-    Fs = embed(Xs)
+    Ps = pooled(Xs)
+    Fs = Ps[1]
     g = torch.Generator().manual_seed(seed)
     V = torch.stack([embed(crop(Xs, g)) for _ in range(24)])
     mu, sd = Fs.mean(0), Fs.std(0) + 1e-6
-    probes = {
-        "logreg-standardized": (lbfgs((Fs - mu) / sd, Ys, 1e-3), (Ft - mu) / sd),
-        "logreg-l2": (lbfgs(10 * F.normalize(Fs, dim=1), Ys, 0.1), 10 * F.normalize(Ft, dim=1)),
-        "logreg-l2-2stages": (lbfgs(10 * F.normalize(embed23(Xs), dim=1), Ys, 0.3), 10 * F.normalize(Ft23, dim=1)),
-        "cosine-minibatch": (minibatch(V, Ys, True, 0.1, 0.5, seed=seed), Ft),
-        "linear-minibatch": (minibatch(V, Ys, False, 3e-3, 0.05, seed=seed), Ft),
+    l2 = sg.fit_logreg(10 * F.normalize(Fs, dim=1), Ys, 0.1)  # (W, b), also --finetune's start
+    logits = {
+        "logreg-standardized": linear(sg.fit_logreg((Fs - mu) / sd, Ys, 1e-3), (Ft - mu) / sd),
+        "logreg-l2": linear(l2, 10 * F.normalize(Ft, dim=1)),
+        "logreg-l2-2stages": linear(sg.fit_logreg(10 * F.normalize(two_stages(Ps), dim=1), Ys, 0.3),
+                                    10 * F.normalize(two_stages(Pt), dim=1)),
+        "cosine-minibatch": minibatch(V, Ys, True, 0.1, 0.5, seed=seed)(Ft),
+        "linear-minibatch": minibatch(V, Ys, False, 3e-3, 0.05, seed=seed)(Ft),
     }
-    for name, (head, Z) in probes.items():
-        with torch.no_grad():
-            acc.setdefault(name, []).append((head(Z).argmax(1) == Yt).float().mean().item())
+    for name, z in logits.items():
+        acc.setdefault(name, []).append((z.argmax(1) == Yt).float().mean().item())
     if FINETUNE:
-        acc.setdefault("finetune-from-logreg", []).append(
-            finetune(Xs, Ys, *probes["logreg-l2"][0].params, seed))
+        acc.setdefault("finetune-from-logreg", []).append(finetune(Xs, Ys, *l2, seed))
 for name, a in acc.items():
     print(json.dumps({"probe": name, "k": 10, "mean": float(np.mean(a)), "acc": a}), flush=True)

@@ -225,25 +225,26 @@ if SMOKE: Xt, Yt = Xt[:300], Yt[:300]
 @torch.no_grad()
 def feats(enc, x): return torch.cat([enc.features(norm(x[i:i + 2000])) for i in range(0, len(x), 2000)])
 
-def logreg(enc, k, seed):
+def fit_logreg(A, y, wd, max_iter=500, line_search="strong_wolfe"):
+    # multinomial logistic regression, loss CE + wd * ||W||^2, full batch by L-BFGS: (W, b)
+    W = torch.zeros(A.shape[1], int(y.max()) + 1, device=A.device, requires_grad=True)
+    b = torch.zeros(W.shape[1], device=A.device, requires_grad=True)
+    o = torch.optim.LBFGS([W, b], max_iter=max_iter, line_search_fn=line_search)
+    def cl():
+        o.zero_grad(); l = F.cross_entropy(A @ W + b, y) + wd * (W ** 2).sum(); l.backward(); return l
+    o.step(cl)
+    return W.detach(), b.detach()
+
+def logregs(enc, k, seed):
+    # two probes on one embedding: "logreg" (standardised features) and "logreg-l2"
+    # (L2-normalised x10, what a cosine-head probe reaches)
     Xs, Ys = shots(k, seed); Fs = feats(enc, Xs); Ft = feats(enc, Xt)
     mu, sd = Fs.mean(0), Fs.std(0) + 1e-6
-    W = torch.zeros(Fs.shape[1], 5, device=dev, requires_grad=True); b = torch.zeros(5, device=dev, requires_grad=True)
-    o = torch.optim.LBFGS([W, b], max_iter=300)
-    def cl():
-        o.zero_grad(); l = F.cross_entropy(((Fs - mu) / sd) @ W + b, Ys) + 1e-3 * (W ** 2).sum(); l.backward(); return l
-    o.step(cl)
-    return ((((Ft - mu) / sd) @ W + b).argmax(1) == Yt).float().mean().item()
-
-def logreg_l2(enc, k, seed, wd=0.3):
-    # logistic regression on L2-normalised features (x10): what a cosine-head probe reaches
-    Xs, Ys = shots(k, seed); Fs = 10 * F.normalize(feats(enc, Xs), dim=1); Ft = 10 * F.normalize(feats(enc, Xt), dim=1)
-    W = torch.zeros(Fs.shape[1], 5, device=dev, requires_grad=True); b = torch.zeros(5, device=dev, requires_grad=True)
-    o = torch.optim.LBFGS([W, b], max_iter=500, line_search_fn="strong_wolfe")
-    def cl():
-        o.zero_grad(); l = F.cross_entropy(Fs @ W + b, Ys) + wd * (W ** 2).sum(); l.backward(); return l
-    o.step(cl)
-    return (((Ft @ W + b).argmax(1) == Yt).float().mean().item())
+    W, b = fit_logreg((Fs - mu) / sd, Ys, 1e-3, max_iter=300, line_search=None)
+    acc = {"logreg": ((((Ft - mu) / sd) @ W + b).argmax(1) == Yt).float().mean().item()}
+    W, b = fit_logreg(10 * F.normalize(Fs, dim=1), Ys, 0.3)
+    acc["logreg-l2"] = ((10 * F.normalize(Ft, dim=1) @ W + b).argmax(1) == Yt).float().mean().item()
+    return acc
 
 def finetune(enc_or_none, make, k, seed, lr, steps=300, head_lr_mult=10.0, smin=0.6, jitter=False,
              bs=64, wd=0.05, frozen_bn=False, frozen=False, smoothing=0.0, tta=False):
@@ -282,8 +283,9 @@ def finetune(enc_or_none, make, k, seed, lr, steps=300, head_lr_mult=10.0, smin=
 def evaluate(name, enc, make, do_scratch):
     seeds = [0, 1, 2]
     for k in ([10] if SMOKE else [10, 100]):
-        for method, fn in (("logreg", logreg), ("logreg-l2", logreg_l2)):
-            a = [fn(enc, k, s) for s in seeds]; result({"enc": name, "k": k, "method": method, "acc": a, "mean": float(np.mean(a))})
+        per_seed = [logregs(enc, k, s) for s in seeds]
+        for method in per_seed[0]:
+            a = [r[method] for r in per_seed]; result({"enc": name, "k": k, "method": method, "acc": a, "mean": float(np.mean(a))})
     k = 10
     for lr in ([1e-3] if SMOKE else [3e-4, 1e-3]):
         a = [finetune(enc, make, k, s, lr, steps=20 if SMOKE else 300) for s in seeds]
@@ -295,7 +297,8 @@ def evaluate(name, enc, make, do_scratch):
 
 def main():
     plan = [
-        ("resnet-" + "-".join(map(str, WIDTHS)) + "x" + "-".join(map(str, BLOCKS)) if (WIDTHS, BLOCKS) != ((64, 128, 256), (2, 2, 2)) else "resnet-64-128-256x2",
+        # resnet-64-128-256x2 (the same blocks in every stage), resnet-8-16-16x1-2-1 (not)
+        ("resnet-" + "-".join(map(str, WIDTHS)) + "x" + "-".join(map(str, BLOCKS[:1] if len(set(BLOCKS)) == 1 else BLOCKS)),
          lambda: ResNet(WIDTHS if not SMOKE or "widths" in OPT else (8,) * len(WIDTHS), BLOCKS, out=512), {"widths": list(WIDTHS), "blocks": list(BLOCKS)}, "resnet", sys.argv[2]),
         ("cnn", lambda: Cnn(out=512), {}, "cnn", sys.argv[3]),
     ]
