@@ -248,6 +248,17 @@ int run(int argc, char** argv) {
       "Layer-wise lr decay: stage i of n gets lr * D^(n-i) (default 1)");
   ft_cmd->add_option_function<double>("--head-lr-scale", [&ft](double v) { ft.freeze.head_lr_scale(v); },
                                       "Multiplies the head's learning rate (default 1)");
+  ft_cmd
+      ->add_option(
+          "--probe-solver", ft.probe_solver,
+          "linear-probe / lp-ft's probe: minibatch (epochs of --lr, with augmentation) or lbfgs "
+          "(embed once, one full-batch logistic-regression solve)")
+      ->capture_default_str();
+  ft_cmd->add_option(
+      "--probe-l2", ft.probe_l2,
+      "lbfgs: penalty L2 * ||W||^2 on the head weight (default 1e-3 for a linear head, 0 "
+      "for cosine)");
+  ft_cmd->add_option("--probe-iters", ft.probe_iters, "lbfgs: iterations at most (default 500)");
   ft_cmd->add_option("--lp-epochs", ft.lp_epochs, "lp-ft: linear-probe epochs (default: half)");
   ft_cmd->add_option("--ft-lr-scale", ft.ft_lr_scale, "lp-ft: fine-tuning lr relative to --lr")
       ->capture_default_str();

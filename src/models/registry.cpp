@@ -35,7 +35,8 @@ void register_builtins_locked() {
   table()["mlp"] = {make_mlp, "multi-layer perceptron (options: hidden, dropout)"};
   table()["cnn"] = {make_cnn, "conv net for small images (options: widths, convs, hidden, dropout)"};
   table()["resnet"] = {make_small_resnet,
-                       "small ResNet for 28x28 inputs, torchvision key names (options: widths, blocks)"};
+                       "small ResNet for 28x28 inputs, torchvision key names (options: widths, "
+                       "blocks, pool_stages)"};
   table()["resnet18"] = {make_resnet18,
                          "torchvision ResNet-18, loads torchvision weights (options: small_input)"};
   table()["resnet34"] = {make_resnet34,

@@ -90,15 +90,28 @@ SmallResNetImpl::SmallResNetImpl(const SmallResNetOptions& o) {
     }
     layers_.push_back(register_module("layer" + std::to_string(s + 1), layer));
   }
-  num_features_ = in;
+  const auto stages = static_cast<int64_t>(o.widths().size());
+  XFER_CHECK(o.pool_stages() >= 1 && o.pool_stages() <= stages,
+             "resnet: pool_stages must be in [1, ", stages, "], got ", o.pool_stages());
+  pool_stages_ = o.pool_stages();
+  num_features_ = 0;
+  for (int64_t s = stages - pool_stages_; s < stages; ++s) num_features_ += o.widths()[s];
   init_head(num_features_, o.num_classes());
   init_convs(*this);
 }
 
 torch::Tensor SmallResNetImpl::forward_features(torch::Tensor x) {
   x = torch::relu(bn1_->forward(conv1_->forward(x)));
-  for (auto& layer : layers_) x = layer->forward(x);
-  return x.mean({2, 3});  // global average pool
+  const auto n = static_cast<int64_t>(layers_.size());
+  std::vector<torch::Tensor> pooled;
+  for (int64_t s = 0; s < n; ++s) {
+    x = layers_[s]->forward(x);
+    if (s >= n - pool_stages_) pooled.push_back(x.mean({2, 3}));  // global average pool
+  }
+  if (pooled.size() == 1) return pooled[0];
+  namespace F = torch::nn::functional;
+  for (auto& p : pooled) p = F::normalize(p, F::NormalizeFuncOptions().dim(1).eps(1e-8));
+  return torch::cat(pooled, 1);
 }
 
 namespace {
@@ -117,10 +130,15 @@ std::vector<ParamStage> ResNetImpl::backbone_stages() const { return resnet_stag
 
 Classifier make_small_resnet(const ModelOptions& options) {
   const Json& a = options.arch_options;
-  check_arch_options("resnet", a, {"widths", "blocks"});
+  check_arch_options("resnet", a, {"widths", "blocks", "pool_stages"});
   SmallResNetOptions o(options.in_channels, options.num_classes);
   o.widths(json_get_or<std::vector<int64_t>>(a, "widths", o.widths(), "resnet arch options"));
   o.blocks(json_get_or<std::vector<int64_t>>(a, "blocks", o.blocks(), "resnet arch options"));
+  o.pool_stages(json_get_or<int64_t>(a, "pool_stages", o.pool_stages(), "resnet arch options"));
+  XFER_CHECK_USAGE(
+      o.pool_stages() >= 1 && o.pool_stages() <= static_cast<int64_t>(o.widths().size()),
+      "resnet arch options: pool_stages must be in [1, ", o.widths().size(), "] (the stages), got ",
+      o.pool_stages());
   return SmallResNet(o).ptr();
 }
 

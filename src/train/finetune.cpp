@@ -24,17 +24,20 @@ struct Phase {
   FreezeOptions freeze;
   int64_t epochs = 0;
   double lr = 0;
+  bool lbfgs = false;  ///< the head in one full-batch solve (train/probe.h), no epochs
 };
 
 Json result_json(const TrainResult& r) {
   Json h = Json::array();
   for (const auto& e : r.history) h.push_back(to_json(e));
-  return {{"history", h},
-          {"best_epoch", r.best_epoch},
-          {"best_val_accuracy", r.best_val_accuracy >= 0 ? Json(r.best_val_accuracy) : Json(nullptr)},
-          {"wall_seconds", r.wall_seconds},
-          {"images_per_second", r.images_per_second},
-          {"trainable_parameters", r.trainable_parameters}};
+  Json j = {{"history", h},
+            {"best_epoch", r.best_epoch},
+            {"best_val_accuracy", r.best_val_accuracy >= 0 ? Json(r.best_val_accuracy) : Json(nullptr)},
+            {"wall_seconds", r.wall_seconds},
+            {"images_per_second", r.images_per_second},
+            {"trainable_parameters", r.trainable_parameters}};
+  if (!r.solver.is_null()) j["solver"] = r.solver;
+  return j;
 }
 
 TrainResult result_from(const Json& j) {
@@ -45,6 +48,7 @@ TrainResult result_from(const Json& j) {
   r.wall_seconds = j.at("wall_seconds").get<double>();
   r.images_per_second = j.at("images_per_second").get<double>();
   r.trainable_parameters = j.at("trainable_parameters").get<int64_t>();
+  r.solver = j.value("solver", Json(nullptr));
   return r;
 }
 
@@ -95,7 +99,24 @@ void FinetuneRunOptions::validate() const {
   XFER_CHECK_USAGE(s.kind != Kind::kScratch,
                    "--strategy scratch: use `xfer train` (with the same --data and --shots) for a "
                    "model trained from scratch");
-  if (s.kind == Kind::kLpFt) {
+  XFER_CHECK_USAGE(probe_solver == "minibatch" || probe_solver == "lbfgs",
+                   "--probe-solver: expected minibatch or lbfgs, got '", probe_solver, "'");
+  const bool lbfgs = probe_solver == "lbfgs";
+  XFER_CHECK_USAGE(probe_l2 == -1 || (std::isfinite(probe_l2) && probe_l2 >= 0),
+                   "--probe-l2 must be >= 0, got ", probe_l2);
+  XFER_CHECK_USAGE(probe_iters >= 0 && probe_iters <= 100000,
+                   "--probe-iters must be in [1, 100000], got ", probe_iters);
+  XFER_CHECK_USAGE(lbfgs || (probe_l2 == -1 && probe_iters == 0),
+                   "--probe-l2 and --probe-iters only apply to --probe-solver lbfgs");
+  XFER_CHECK_USAGE(!lbfgs || s.kind == Kind::kLinearProbe || s.kind == Kind::kLpFt,
+                   "--probe-solver lbfgs fits a head on frozen features: it applies to --strategy "
+                   "linear-probe and lp-ft, not ",
+                   s.str());
+  if (s.kind == Kind::kLpFt && lbfgs) {
+    XFER_CHECK_USAGE(lp_epochs == 0,
+                     "--lp-epochs counts a mini-batch probe's epochs: with --probe-solver "
+                     "lbfgs the probe is one solve and the fine-tuning phase runs all --epochs");
+  } else if (s.kind == Kind::kLpFt) {
     XFER_CHECK_USAGE(train.epochs() >= 2, "--strategy lp-ft needs --epochs >= 2 (a linear-probe phase "
                      "and a fine-tuning phase), got ", train.epochs());
     XFER_CHECK_USAGE(lp_epochs >= 0 && lp_epochs < train.epochs(), "--lp-epochs must be in [1, ",
@@ -182,14 +203,26 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
   FreezeOptions base = o.freeze;
   base.weight_decay(t.weight_decay());
   std::vector<Phase> phases;
+  const bool lbfgs = o.probe_solver == "lbfgs";
   switch (strategy.kind) {
     case Kind::kLinearProbe:
-      phases.push_back({"linear-probe", FreezeOptions(base).trainable_stages(0), t.epochs(), t.lr()});
+      if (lbfgs) {
+        phases.push_back({"linear-probe", FreezeOptions(base).trainable_stages(0), 0, 0, true});
+      } else {
+        phases.push_back(
+            {"linear-probe", FreezeOptions(base).trainable_stages(0), t.epochs(), t.lr()});
+      }
       break;
     case Kind::kPartial:
       phases.push_back({"partial", FreezeOptions(base).trainable_stages(strategy.stages), t.epochs(), t.lr()});
       break;
     case Kind::kLpFt: {
+      if (lbfgs) {
+        phases.push_back({"linear-probe", FreezeOptions(base).trainable_stages(0), 0, 0, true});
+        phases.push_back({"fine-tune", FreezeOptions(base).trainable_stages(-1), t.epochs(),
+                          t.lr() * o.ft_lr_scale});
+        break;
+      }
       int64_t lp = o.lp_epochs > 0 ? o.lp_epochs : std::max<int64_t>(1, t.epochs() / 2);
       phases.push_back({"linear-probe", FreezeOptions(base).trainable_stages(0), lp, t.lr()});
       phases.push_back({"fine-tune", FreezeOptions(base).trainable_stages(-1), t.epochs() - lp,
@@ -206,12 +239,29 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
   FinetuneRunResult r;
   r.train_samples = train_ds.size();
   r.val_samples = val_ds.size();
+  // The L-BFGS probe's penalty: a linear head needs one, a cosine head must not have one.
+  ProbeOptions probe = ProbeOptions()
+                           .l2(o.probe_l2 >= 0                            ? o.probe_l2
+                               : model->head_options().kind() == "linear" ? 1e-3
+                                                                          : 0.0)
+                           .max_iter(o.probe_iters > 0 ? o.probe_iters : 500)
+                           .batch_size(std::max<int64_t>(t.batch_size(), 256))
+                           .device(t.device());
+  if (lbfgs) {
+    XFER_CHECK_USAGE(
+        probe.l2() == 0 || model->head_options().kind() == "linear",
+        "--probe-l2 applies to a linear head: a ", model->head_options().kind(),
+        " head ignores its weights' norms (its scale regularises it); pass --probe-l2 0");
+  }
   for (size_t p = 0; p < phases.size(); ++p) {
     auto plan = plan_freeze(*model, phases[p].freeze);
-    r.plan_text += str_cat(phases.size() > 1 ? str_cat("phase ", p + 1, " (", phases[p].name, ", ",
-                                                       phases[p].epochs, " epochs)\n")
-                                             : "",
-                           plan.text(phases[p].lr));
+    const std::string what = phases[p].lbfgs
+                                 ? str_cat("one L-BFGS solve on frozen features, l2 ", probe.l2())
+                                 : str_cat(phases[p].epochs, " epochs");
+    r.plan_text += str_cat(phases.size() > 1 || phases[p].lbfgs
+                               ? str_cat("phase ", p + 1, " (", phases[p].name, ", ", what, ")\n")
+                               : "",
+                           plan.text(phases[p].lbfgs ? 0.0 : phases[p].lr));
     r.plans.push_back(std::move(plan));
   }
   if (o.dry_run) {
@@ -242,6 +292,9 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
                  {"data_sha256", all.content_hash()},
                  {"val_spec", o.val_data.empty() ? Json(nullptr) : Json(o.val_data)},
                  {"val_fraction", o.val_fraction}});
+  // Only when used, so the recipes (and checkpoints) of mini-batch runs keep their form.
+  if (lbfgs)
+    recipe["probe"] = {{"solver", "lbfgs"}, {"l2", probe.l2()}, {"max_iter", probe.max_iter()}};
 
   // Resume: same recipe, then skip the phases already finished.
   size_t first_phase = 0;
@@ -275,6 +328,14 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
   for (size_t p = first_phase; p < phases.size(); ++p) {
     const auto& ph = phases[p];
     auto plan = apply_freeze(*model, ph.freeze);
+    if (ph.lbfgs) {
+      // Seconds, deterministic: no checkpoint; a run killed here starts it again.
+      if (phases.size() > 1)
+        say(str_cat("phase ", p + 1, "/", phases.size(), ": ", ph.name, " (L-BFGS)"));
+      r.phases.push_back(fit_probe(*model, train_ds, val_ds, probe));
+      if (o.on_epoch) o.on_epoch(r.phases.back().history.back());
+      continue;
+    }
     std::vector<OptimGroup> groups;
     for (const auto& g : plan.groups) {
       if (g.tensors.empty()) continue;

@@ -446,7 +446,12 @@ TEST_F(CliFinetuneTest, BadCombinationsAreUsageErrors) {
                                          {"full --resume '" + dir_.file("none") + "'", "no such checkpoint"},
                                          {"full --no-checkpoint --checkpoint-every 3", "--no-checkpoint"},
                                          {"linear-probe --lp-epochs 2", "--lp-epochs"},
-                                         {"full --head keep", "--head keep"}}) {
+                                         {"full --head keep", "--head keep"},
+                                         {"full --probe-solver lbfgs", "linear-probe and lp-ft"},
+                                         {"linear-probe --probe-solver sgd", "--probe-solver"},
+                                         {"linear-probe --probe-l2 0.1", "--probe-solver lbfgs"},
+                                         {"linear-probe --probe-solver lbfgs --head-type cosine --probe-l2 0.1",
+                                          "--probe-l2 applies to a linear head"}}) {
     auto r = run_xfer(args(c.extra, dir_.file("m")));
     EXPECT_EQ(r.exit_code, 2) << c.extra << ": " << r.err;
     EXPECT_TRUE(one_error_line(r, c.needle)) << c.extra;
@@ -805,6 +810,10 @@ TEST_F(CliCatalogueTest, EveryBadInputGivesOneLineAndNoPartialOutput) {
       {"head-type-bad-scale", "--head-type cosine:0", train + " --head-type cosine:0", 2, "--head-type"},
       {"head-type-with-keep", "--head-type cosine with --head keep",
        finetune + " --strategy full --head keep --head-type cosine", 2, "--head-type"},
+      {"probe-solver-with-full", "--probe-solver lbfgs with --strategy full",
+       finetune + " --strategy full --probe-solver lbfgs", 2, "--probe-solver"},
+      {"probe-l2-on-cosine", "--probe-l2 0.1 for an L-BFGS cosine head",
+       finetune + " --strategy linear-probe --probe-solver lbfgs --head-type cosine --probe-l2 0.1", 2, "--probe-l2"},
       {"head-keep-class-mismatch", "--head keep onto 2 classes",
        "--quiet finetune --from " + q(model) + " --data " + q(spec_ + ":classes=0,1") + " --strategy full --head keep" + o,
        2, "--head keep"},

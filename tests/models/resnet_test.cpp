@@ -108,6 +108,41 @@ TEST_F(ResnetTest, ShapesAndStages) {
   EXPECT_TRUE(m->named_parameters().contains("layer1.1.conv1.weight"));
 }
 
+TEST_F(ResnetTest, PoolStagesConcatenatesNormalisedStageFeatures) {
+  ModelOptions o;
+  o.num_classes = 3;
+  o.arch_options = {{"widths", {4, 8, 16}}, {"blocks", {1, 1, 1}}};
+  auto one = create_model("resnet", o);
+  o.arch_options["pool_stages"] = 2;
+  auto two = create_model("resnet", o);
+  EXPECT_EQ(two->num_features(), 8 + 16);
+  EXPECT_EQ(two->head()->weight.size(1), 24);
+  // Same parameters but the head: weights of one load into the other.
+  torch::NoGradGuard g;
+  auto src = one->named_parameters();
+  for (auto& p : two->named_parameters()) {
+    if (p.key().rfind("fc.", 0) == 0) continue;
+    ASSERT_TRUE(src.contains(p.key())) << p.key();
+    p.value().copy_(src[p.key()]);
+  }
+  EXPECT_EQ(one->named_parameters().size(), two->named_parameters().size());
+  one->eval();
+  two->eval();
+  auto x = torch::rand({5, 1, 28, 28});
+  auto f = two->features(x);
+  ASSERT_EQ(f.sizes(), (std::vector<int64_t>{5, 24}));
+  // Each stage's block has unit norm; the last is the 1-stage features normalised.
+  EXPECT_TENSOR_CLOSE(f.slice(1, 0, 8).norm(2, 1), torch::ones({5}), 1e-5);
+  EXPECT_TENSOR_CLOSE(f.slice(1, 8, 24).norm(2, 1), torch::ones({5}), 1e-5);
+  auto last = one->features(x);
+  EXPECT_TENSOR_CLOSE(f.slice(1, 8, 24), last / last.norm(2, 1, true), 1e-5);
+  EXPECT_EQ(two->forward(x).sizes(), (std::vector<int64_t>{5, 3}));
+  for (int bad : {0, 4}) {
+    o.arch_options["pool_stages"] = bad;
+    EXPECT_THROW(create_model("resnet", o), Error) << bad;
+  }
+}
+
 TEST_F(ResnetTest, BasicBlockIsResidual) {
   // With conv2's weights zeroed, bn2 outputs its bias (0), so out = relu(x).
   BasicBlock block(4, 4, 1);

@@ -221,17 +221,55 @@ TEST_F(FinetuneTest, LpFtRunsTwoPhasesAtTwoRates) {
   EXPECT_EQ(r.card.metrics["phases"].size(), 2u);
 }
 
+TEST_F(FinetuneTest, LbfgsProbeFitsOnlyTheHeadInOneDeterministicSolve) {
+  auto o = options("linear-probe", "lb");
+  o.probe_solver = "lbfgs";
+  o.head_type = "cosine:5";
+  auto r = run_finetune(o);
+  auto base = tensors(io::load_model_dir(tmp_->file("base")));
+  for (const auto& [k, v] : tensors(io::load_model_dir(o.out))) {
+    if (k.rfind("head.", 0) != 0) EXPECT_TENSOR_EQ(v, base[k]) << k;  // BN statistics included
+  }
+  EXPECT_EQ(r.card.recipe["probe"]["solver"], "lbfgs");
+  EXPECT_EQ(r.card.recipe["probe"]["l2"].get<double>(), 0.0);  // a cosine head takes no penalty
+  const auto& phase = r.card.metrics["phases"][0];
+  EXPECT_EQ(phase["history"].size(), 1u);
+  EXPECT_LT(phase["solver"]["grad_max"].get<double>(), 1e-4);
+  EXPECT_EQ(r.card.metrics["trainable_parameters"], 24 * 3 + 3);
+  // Deterministic: the same run writes the same weights (the card id is their hash).
+  auto again = o;
+  again.out = dir_.file("lb2");
+  EXPECT_EQ(run_finetune(again).card.id, r.card.id);
+  // A linear head gets the default penalty; --dry-run says what the phase does.
+  auto lin = options("linear-probe", "lin");
+  lin.probe_solver = "lbfgs";
+  EXPECT_EQ(run_finetune(lin).card.recipe["probe"]["l2"].get<double>(), 1e-3);
+  auto dry = options("lp-ft", "dry");
+  dry.probe_solver = "lbfgs";
+  dry.dry_run = true;
+  auto plan = run_finetune(dry).plan_text;
+  EXPECT_NE(plan.find("phase 1 (linear-probe, one L-BFGS solve"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("phase 2 (fine-tune, 3 epochs)"), std::string::npos) << plan;
+  EXPECT_FALSE(fs::exists(dry.out));
+}
+
 // A crash is simulated by an exception thrown after an epoch's checkpoint.
 struct Crash {};
 
 TEST_F(FinetuneTest, ResumeAfterACrashGivesTheSameWeights) {
-  for (const char* s : {"full", "lp-ft", "lora:2"}) {
+  // "lp-ft lbfgs": the probe is one solve without a checkpoint (its record is
+  // the first on_epoch call), then 4 fine-tuning epochs with checkpoints.
+  for (std::string s : {"full", "lp-ft", "lora:2", "lp-ft lbfgs"}) {
+    const bool lbfgs = s == "lp-ft lbfgs";
+    if (lbfgs) s = "lp-ft";
     auto ref = options(s, "ref");
+    if (lbfgs) ref.probe_solver = "lbfgs";
     ref.train.epochs(4);
     ref.train.augment().crop_padding = 1;
     auto expected = run_finetune(ref).card.id;
-    for (int crash_after : {1, 3}) {
+    for (int crash_after : lbfgs ? std::vector<int>{2, 4} : std::vector<int>{1, 3}) {
       auto o = options(s, "resumed");
+      if (lbfgs) o.probe_solver = "lbfgs";
       o.train.epochs(4);
       o.train.augment().crop_padding = 1;
       o.checkpoint_every = 2;
@@ -248,7 +286,9 @@ TEST_F(FinetuneTest, ResumeAfterACrashGivesTheSameWeights) {
       o.resume = o.out + ".ckpt";
       auto r = run_finetune(o);
       EXPECT_TRUE(r.resumed);
-      EXPECT_EQ(r.card.id, expected) << s << " crash after epoch " << crash_after;
+      EXPECT_EQ(r.card.id, expected)
+          << s << (lbfgs ? " lbfgs" : "") << " crash after epoch " << crash_after;
+      if (lbfgs) EXPECT_EQ(r.phases[0].solver["name"], "lbfgs");  // the probe's record survives
       EXPECT_FALSE(fs::exists(o.resume));
       fs::remove_all(o.out);
     }
@@ -308,6 +348,24 @@ TEST_F(FinetuneTest, RefusesBadCombinations) {
   o = options("linear-probe", "x");
   o.head_type = "cosine:zero";
   check(o, "--head-type");
+  o = options("full", "x");
+  o.probe_solver = "lbfgs";
+  check(o, "applies to --strategy linear-probe and lp-ft");
+  o = options("linear-probe", "x");
+  o.probe_solver = "newton";
+  check(o, "--probe-solver");
+  o = options("linear-probe", "x");
+  o.probe_l2 = 0.1;
+  check(o, "only apply to --probe-solver lbfgs");
+  o = options("lp-ft", "x");
+  o.probe_solver = "lbfgs";
+  o.lp_epochs = 1;
+  check(o, "--lp-epochs");
+  o = options("linear-probe", "x");
+  o.probe_solver = "lbfgs";
+  o.head_type = "cosine";
+  o.probe_l2 = 0.1;
+  check(o, "--probe-l2 applies to a linear head");
   EXPECT_FALSE(fs::exists(dir_.file("x")));
 }
 

@@ -49,6 +49,13 @@ struct SmallResNetOptions {
   TORCH_ARG(int64_t, num_classes);
   TORCH_ARG(std::vector<int64_t>, widths) = {32, 64, 128};  ///< one stage each
   TORCH_ARG(std::vector<int64_t>, blocks) = {1, 1, 1};      ///< blocks per stage
+  /// The features: the global-average-pooled output of the last N stages.
+  /// N = 1 (default): the last stage's, as torchvision. N > 1: each stage's
+  /// pooled vector L2-normalised, then concatenated (a Head2Toe-like read-out,
+  /// Evci et al. 2022: earlier stages keep detail the last one pools away;
+  /// the normalisation stops the widest stage from dominating). Adds no
+  /// parameters, so weights load as for N = 1; the head's width changes.
+  TORCH_ARG(int64_t, pool_stages) = 1;
 };
 
 class SmallResNetImpl : public ClassifierImpl {
@@ -67,10 +74,11 @@ class SmallResNetImpl : public ClassifierImpl {
   torch::nn::BatchNorm2d bn1_{nullptr};
   std::vector<torch::nn::Sequential> layers_;
   int64_t num_features_;
+  int64_t pool_stages_;
 };
 TORCH_MODULE(SmallResNet);
 
-/// Factory for the registry ("resnet"); arch options: widths, blocks.
+/// Factory for the registry ("resnet"); arch options: widths, blocks, pool_stages.
 Classifier make_small_resnet(const ModelOptions& options);
 
 struct ResNetOptions {

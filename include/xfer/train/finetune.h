@@ -13,6 +13,7 @@
 #include "xfer/io/import.h"
 #include "xfer/io/model_dir.h"
 #include "xfer/train/freeze.h"
+#include "xfer/train/probe.h"
 #include "xfer/train/trainer.h"
 
 namespace xfer::train {
@@ -30,6 +31,13 @@ struct FinetuneRunOptions {
   /// The new head's form: linear | cosine | cosine:SCALE (models::HeadOptions);
   /// empty = linear for a new head, the parent's own for --head keep.
   std::string head_type;
+  /// How linear-probe and lp-ft's first phase fit the head: "minibatch" (the
+  /// trainer's epochs, with augmentation) or "lbfgs" (train/probe.h: the
+  /// backbone embeds the images once, then one full-batch logistic-regression
+  /// solve; lp-ft's fine-tuning phase then runs all --epochs).
+  std::string probe_solver = "minibatch";
+  double probe_l2 = -1;      ///< lbfgs: penalty on the head weight (-1 = 1e-3 linear, 0 cosine)
+  int64_t probe_iters = 0;   ///< lbfgs: iterations at most (0 = 500)
   int64_t lp_epochs = 0;     ///< lp-ft: linear-probe epochs (0 = half of --epochs)
   double ft_lr_scale = 0.1;  ///< lp-ft: the full phase's lr relative to --lr
   double lora_alpha = 0;     ///< lora: scaling alpha (0 = rank)

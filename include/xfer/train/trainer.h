@@ -108,6 +108,9 @@ struct TrainResult {
   /// Distributed: each rank's largest |parameter - rank 0's| at the end, summed
   /// over ranks (0 exactly when the replicas stayed in sync, as they must).
   double rank_max_param_diff = 0;
+  /// A full-batch solve's numbers (train/probe.h: objective, gradient,
+  /// evaluations, converged); null for mini-batch training.
+  Json solver = nullptr;
 };
 
 /// Loss and accuracy of a model on a dataset (eval mode, no grad).
