@@ -25,7 +25,8 @@ Usage: examples/simclr_gpu.py DATA_DIR RESNET CNN [init=FILE] [lr=LR] [widths=A,
    the file is then named resnet-A-B-Cx... and its arch options are in results.jsonl.)
 The check samples its k-shot subsets exactly as `xfer train/finetune --shots K --seed S` do
 (xfer_shots below), so its numbers are on the very images of xfer's runs; its probes include
-logreg-l2 (L-BFGS on L2-normalised features), the one that tracks xfer's cosine-head probe.
+logreg-l2 (L-BFGS on L2-normalised features), the one that tracks xfer's cosine-head probe, and
+logreg-l2-2stages (the same on the last two stages' features, as xfer's resnet pool_stages 2).
 (Result files written before 2026-11-28 used torch.randperm subsets instead.)
    The base of docs/finetune.md: examples/simclr_gpu.py /usr/share/datasets/fashion-mnist epochs=203 0;
    writes OUT/{resnet-64-128-256x2,cnn}.safetensors, OUT/results.jsonl, OUT/log.txt; OUT from $OUT)
@@ -136,10 +137,13 @@ class ResNet(nn.Module):
         s.nl = len(widths); s.nf = i; s.fc = nn.Linear(i, out)
         for m in s.modules():
             if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-    def features(s, x):
-        x = F.relu(s.bn1(s.conv1(x)))
-        for k in range(s.nl): x = getattr(s, f"layer{k+1}")(x)
-        return x.mean((2, 3))
+    def features(s, x, stages=1):
+        # stages > 1: xfer's pool_stages: the last stages' pooled outputs, each L2-normalised, concatenated
+        x = F.relu(s.bn1(s.conv1(x))); out = []
+        for k in range(s.nl):
+            x = getattr(s, f"layer{k+1}")(x)
+            if k >= s.nl - stages: out.append(x.mean((2, 3)))
+        return out[0] if stages == 1 else torch.cat([F.normalize(o, dim=1) for o in out], 1)
 def head_of(m): return m.head if isinstance(m, Cnn) else m.fc
 
 def aug(x, smin=0.3, jitter=True):
@@ -223,7 +227,9 @@ te = Yte >= 5; Xt, Yt = Xte[te], Yte[te] - 5
 if SMOKE: Xt, Yt = Xt[:300], Yt[:300]
 
 @torch.no_grad()
-def feats(enc, x): return torch.cat([enc.features(norm(x[i:i + 2000])) for i in range(0, len(x), 2000)])
+def feats(enc, x, stages=1):
+    f = (lambda b: enc.features(b, stages)) if stages > 1 else enc.features
+    return torch.cat([f(norm(x[i:i + 2000])) for i in range(0, len(x), 2000)])
 
 def fit_logreg(A, y, wd, max_iter=500, line_search="strong_wolfe"):
     # multinomial logistic regression, loss CE + wd * ||W||^2, full batch by L-BFGS: (W, b)
@@ -244,6 +250,10 @@ def logregs(enc, k, seed):
     acc = {"logreg": ((((Ft - mu) / sd) @ W + b).argmax(1) == Yt).float().mean().item()}
     W, b = fit_logreg(10 * F.normalize(Fs, dim=1), Ys, 0.3)
     acc["logreg-l2"] = ((10 * F.normalize(Ft, dim=1) @ W + b).argmax(1) == Yt).float().mean().item()
+    if isinstance(enc, ResNet) and enc.nl > 1:  # what xfer's pool_stages 2 reads
+        Fs, Ft = feats(enc, Xs, 2), feats(enc, Xt, 2)
+        W, b = fit_logreg(10 * F.normalize(Fs, dim=1), Ys, 0.3)
+        acc["logreg-l2-2stages"] = ((10 * F.normalize(Ft, dim=1) @ W + b).argmax(1) == Yt).float().mean().item()
     return acc
 
 def finetune(enc_or_none, make, k, seed, lr, steps=300, head_lr_mult=10.0, smin=0.6, jitter=False,

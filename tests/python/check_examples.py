@@ -82,7 +82,8 @@ with tempfile.TemporaryDirectory(prefix="xfer-examples-") as out:
     check(os.path.exists(base), "simclr_gpu.py writes resnet-8-16-16x1-2-1.safetensors")
     rows = [json.loads(line) for line in open(os.path.join(out, "results.jsonl"))] if r.returncode == 0 else []
     methods = {row.get("method") for row in rows}
-    check({"logreg", "logreg-l2"} <= methods, f"simclr_gpu.py reports logreg and logreg-l2 (got {sorted(m for m in methods if m)})")
+    check({"logreg", "logreg-l2", "logreg-l2-2stages"} <= methods,
+          f"simclr_gpu.py reports logreg, logreg-l2 and logreg-l2-2stages (got {sorted(m for m in methods if m)})")
     r = subprocess.run([sys.executable, os.path.join(EXAMPLES, "simclr_gpu.py"), DATA, "1", "0", "bogus=1"],
                        env=env, capture_output=True, text=True)
     check(r.returncode != 0 and "unknown option 'bogus=1'" in r.stderr, "simclr_gpu.py refuses an unknown option")
