@@ -1,6 +1,7 @@
 #include "xfer/train/finetune.h"
 
 #include <filesystem>
+#include <functional>
 
 #include "support/errors.h"
 #include "support/support.h"
@@ -313,59 +314,60 @@ TEST_F(FinetuneTest, ResumeRefusesADifferentRecipe) {
 }
 
 TEST_F(FinetuneTest, RefusesBadCombinations) {
-  auto check = [&](FinetuneRunOptions o, const std::string& needle) {
+  struct Case {
+    std::string strategy;
+    std::function<void(FinetuneRunOptions&)> edit;
+    std::string needle;
+  };
+  const std::vector<Case> cases = {
+      {"lp-ft", [](auto& o) { o.train.epochs(1); }, "lp-ft needs --epochs >= 2"},
+      {"lora:4",
+       [](auto& o) {
+         o.source = {};
+         o.source.torchscript = "m.pt";
+         o.source.input_shape = {1, 12, 12};
+       },
+       "TorchScript"},
+      {"scratch", [](auto&) {}, "xfer train"},
+      {"partial:7", [](auto&) {}, "backbone stages"},
+      {"full", [](auto& o) { o.lp_epochs = 2; }, "--lp-epochs"},
+      {"full", [this](auto& o) { o.resume = dir_.file("nothing"); }, "no such checkpoint"},
+      {"full", [](auto& o) { o.head = "keep"; }, "--head keep"},
+      {"linear-probe",
+       [](auto& o) {
+         o.head_type = "cosine";
+         o.head = "keep";
+       },
+       "--head-type applies to a new head"},
+      {"linear-probe", [](auto& o) { o.head_type = "cosine:zero"; }, "--head-type"},
+      {"full", [](auto& o) { o.probe_solver = "lbfgs"; }, "applies to --strategy linear-probe and lp-ft"},
+      {"linear-probe", [](auto& o) { o.probe_solver = "newton"; }, "--probe-solver"},
+      {"linear-probe", [](auto& o) { o.probe_l2 = 0.1; }, "only apply to --probe-solver lbfgs"},
+      {"lp-ft",
+       [](auto& o) {
+         o.probe_solver = "lbfgs";
+         o.lp_epochs = 1;
+       },
+       "--lp-epochs"},
+      {"linear-probe",
+       [](auto& o) {
+         o.probe_solver = "lbfgs";
+         o.head_type = "cosine";
+         o.probe_l2 = 0.1;
+       },
+       "--probe-l2 applies to a linear head"},
+  };
+  for (const auto& c : cases) {
+    auto o = options(c.strategy, "x");
+    c.edit(o);
     try {
       run_finetune(o);
-      ADD_FAILURE() << "accepted: " << needle;
+      ADD_FAILURE() << "accepted: " << c.needle;
     } catch (const Error& e) {
       EXPECT_EQ(e.kind(), ErrorKind::kUsage) << e.what();
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(c.needle), std::string::npos) << e.what();
     }
-  };
-  auto o = options("lp-ft", "x");
-  o.train.epochs(1);
-  check(o, "lp-ft needs --epochs >= 2");
-  o = options("lora:4", "x");
-  o.source = {};
-  o.source.torchscript = "m.pt";
-  o.source.input_shape = {1, 12, 12};
-  check(o, "TorchScript");
-  check(options("scratch", "x"), "xfer train");
-  check(options("partial:7", "x"), "backbone stages");
-  o = options("full", "x");
-  o.lp_epochs = 2;
-  check(o, "--lp-epochs");
-  o = options("full", "x");
-  o.resume = dir_.file("nothing");
-  check(o, "no such checkpoint");
-  o = options("full", "x");
-  o.head = "keep";
-  check(o, "--head keep");
-  o = options("linear-probe", "x");
-  o.head_type = "cosine";
-  o.head = "keep";
-  check(o, "--head-type applies to a new head");
-  o = options("linear-probe", "x");
-  o.head_type = "cosine:zero";
-  check(o, "--head-type");
-  o = options("full", "x");
-  o.probe_solver = "lbfgs";
-  check(o, "applies to --strategy linear-probe and lp-ft");
-  o = options("linear-probe", "x");
-  o.probe_solver = "newton";
-  check(o, "--probe-solver");
-  o = options("linear-probe", "x");
-  o.probe_l2 = 0.1;
-  check(o, "only apply to --probe-solver lbfgs");
-  o = options("lp-ft", "x");
-  o.probe_solver = "lbfgs";
-  o.lp_epochs = 1;
-  check(o, "--lp-epochs");
-  o = options("linear-probe", "x");
-  o.probe_solver = "lbfgs";
-  o.head_type = "cosine";
-  o.probe_l2 = 0.1;
-  check(o, "--probe-l2 applies to a linear head");
+  }
   EXPECT_FALSE(fs::exists(dir_.file("x")));
 }
 
