@@ -78,10 +78,11 @@ ImportReport import_weights(models::ClassifierImpl& model, const std::string& pa
   for (const auto& p : model.named_parameters(true)) own[p.key()] = p.value();
   const std::string hw = model.head_name() + ".weight", hb = model.head_name() + ".bias";
 
-  // Drop the file's head when its class count differs from the model's.
-  if (model.has_head() && file.contains(hw) &&
-      file.at(hw).sizes() != own.at(hw).sizes() && file.at(hw).dim() == 2 &&
-      file.at(hw).size(1) == own.at(hw).size(1)) {
+  // Drop the file's head when its class count differs from the model's, or when asked to.
+  const bool replaced = options.drop_head() && (file.contains(hw) || file.contains(hb));
+  if (replaced ||
+      (model.has_head() && file.contains(hw) && file.at(hw).sizes() != own.at(hw).sizes() &&
+       file.at(hw).dim() == 2 && file.at(hw).size(1) == own.at(hw).size(1))) {
     std::vector<std::pair<std::string, torch::Tensor>> kept;
     for (auto& kv : file.tensors) {
       if (kv.first != hw && kv.first != hb) kept.push_back(kv);
@@ -117,7 +118,7 @@ ImportReport import_weights(models::ClassifierImpl& model, const std::string& pa
     XFER_CHECK(t.is_floating_point() == it->second.is_floating_point(), path, ": tensor '", name,
                "' has dtype ", t.scalar_type(), " but the model expects ", it->second.scalar_type());
   }
-  bool head_may_miss = options.allow_missing_head() || report.head_dropped;
+  bool head_may_miss = options.allow_missing_head() || options.drop_head() || report.head_dropped;
   report.load = load_state_dict(model, file, /*strict=*/false, path);
   if (head_may_miss) {
     std::vector<std::string> missing;
@@ -167,6 +168,7 @@ LoadedModel load_model_source(const ModelSource& s, ImportReport* report) {
       throw UsageError(str_cat("--arch-options: not valid JSON: ", s.arch_options));
     }
     int64_t k = s.num_classes;
+    if (k <= 0 && s.replace_head) k = 1;  // the caller sizes the new head
     if (k <= 0) {
       // The class count comes from the file's head; build once to learn its name.
       models::ModelOptions probe;
@@ -184,8 +186,9 @@ LoadedModel load_model_source(const ModelSource& s, ImportReport* report) {
     }
     lm.config.num_classes = k;
     lm.model = build_model(lm.config);
-    auto r = import_weights(*lm.model,
-                            s.weights, ImportOptions().expected_sha256(s.weights_sha256));
+    auto r =
+        import_weights(*lm.model, s.weights,
+                       ImportOptions().expected_sha256(s.weights_sha256).drop_head(s.replace_head));
     lm.card.id = r.sha256;
     lm.card.recipe = {{"source", "weights"}, {"arch", s.arch}};
     if (report) *report = r;

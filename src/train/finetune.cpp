@@ -172,6 +172,7 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
     source.input_shape = {train_ds.channels(), train_ds.height(), train_ds.width()};
   }
   if (!source.torchscript.empty() && source.num_classes <= 0) source.num_classes = all.num_classes();
+  source.replace_head = o.head == "new";
   io::LoadedModel lm = io::load_model_source(source);
   auto model = lm.model;
   const auto& shape = lm.config.input_shape;

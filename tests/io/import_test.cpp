@@ -180,6 +180,46 @@ TEST_F(ImportTest, ModelSourceFromWeightsTakesClassCountFromHead) {
   EXPECT_TENSOR_CLOSE(lm.model->forward(x), a->forward(x), 0.0);
 }
 
+// finetune --head new: the file's head is not loaded even when its width differs
+// (a resnet read with pool_stages 2 has wider features than the file's head).
+TEST_F(ImportTest, ReplaceHeadLoadsABackboneUnderAWiderHead) {
+  models::ModelOptions o;
+  o.num_classes = 128;
+  o.arch_options = {{"widths", {4, 8, 16}}};
+  auto a = models::create_model("resnet", o);
+  ModelSource s;
+  s.weights = save(*a);
+  s.arch = "resnet";
+  s.arch_options = R"({"widths": [4, 8, 16], "pool_stages": 2})";
+  s.input_shape = {1, 28, 28};
+  // Without replace_head the shapes disagree: refused, naming the head.
+  try {
+    load_model_source(s);
+    ADD_FAILURE() << "loaded a head of the wrong width";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("fc.weight"), std::string::npos) << e.what();
+  }
+  s.replace_head = true;
+  ImportReport report;
+  auto lm = load_model_source(s, &report);
+  EXPECT_TRUE(report.head_dropped);
+  EXPECT_EQ(lm.model->num_features(), 24);
+  a->eval();
+  lm.model->eval();
+  auto x = torch::rand({2, 1, 28, 28});
+  auto last = a->features(x);
+  EXPECT_TENSOR_CLOSE(lm.model->features(x).slice(1, 8, 24), last / last.norm(2, 1, true), 1e-5);
+  // A backbone-only file (no head at all) loads too.
+  TensorFile f = state_dict(*a);
+  TensorFile body;
+  for (auto& kv : f.tensors) {
+    if (kv.first.rfind("fc.", 0) != 0) body.add(kv.first, kv.second);
+  }
+  s.weights = dir_.file("body.safetensors");
+  write_safetensors(s.weights, body);
+  EXPECT_EQ(load_model_source(s).model->num_features(), 24);
+}
+
 TEST_F(ImportTest, ModelSourceValidation) {
   ModelSource s;
   EXPECT_THROW(s.validate(), UsageError);

@@ -18,6 +18,10 @@ struct ImportOptions {
   TORCH_ARG(bool, strict) = true;
   /// Accept a file without head weights (the head stays freshly initialised).
   TORCH_ARG(bool, allow_missing_head) = false;
+  /// Leave the file's head out whatever its shape (the caller replaces the
+  /// head: fine-tuning with a new head, whose features may be wider than the
+  /// head the file was trained with, e.g. resnet pool_stages).
+  TORCH_ARG(bool, drop_head) = false;
   /// Refuse the file unless its sha256 equals this (empty = no check).
   TORCH_ARG(std::string, expected_sha256) = "";
 };
@@ -26,7 +30,7 @@ struct ImportReport {
   std::string sha256;
   LoadReport load;
   std::vector<std::string> stripped_prefixes;  ///< e.g. "module."
-  bool head_dropped = false;   ///< the file's head had another class count
+  bool head_dropped = false;  ///< the file's head had another class count, or drop_head
   bool input_conv_adapted = false;
   std::string input_conv_key;  ///< the adapted tensor
   std::string summary() const;
@@ -59,6 +63,9 @@ struct ModelSource {
   std::string weights_sha256;
   std::string torchscript;  ///< TorchScript archive (.pt)
   std::string torchscript_mode = "classifier";  ///< classifier | backbone
+  /// The caller replaces the head (finetune --head new): a weights file's head
+  /// is not loaded whatever its shape, and need not exist.
+  bool replace_head = false;
   /// Throws xfer::UsageError unless exactly one source is given, with what it
   /// needs. input_shape_from_data: a weights/TorchScript source may leave
   /// input_shape empty (the caller fills it from the data before loading).
