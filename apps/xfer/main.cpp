@@ -49,6 +49,19 @@ const CLI::Validator at_least_one(
     },
     "K>=1");
 
+// A number flag that, given, must be finite and >= 0 (-1 inside stands for "not given").
+const CLI::Validator non_negative(
+    [](std::string& v) -> std::string {
+      try {
+        size_t used = 0;
+        const double d = std::stod(v, &used);
+        if (std::isfinite(d) && d >= 0 && used == v.size()) return {};
+      } catch (const std::exception&) {
+      }
+      return "must be a number >= 0, got " + v;
+    },
+    "X>=0");
+
 void add_train_options(CLI::App* cmd, xfer::train::TrainOptions& t, bool& hflip, int64_t& crop,
                        int64_t& epochs, int64_t& batch, uint64_t& seed) {
   cmd->add_option("--epochs", epochs, "Training epochs")->capture_default_str();
@@ -257,8 +270,10 @@ int run(int argc, char** argv) {
   ft_cmd->add_option(
       "--probe-l2", ft.probe_l2,
       "lbfgs: penalty L2 * ||W||^2 on the head weight (default 1e-3 for a linear head, 0 "
-      "for cosine)");
-  ft_cmd->add_option("--probe-iters", ft.probe_iters, "lbfgs: iterations at most (default 500)");
+      "for cosine)")
+      ->check(non_negative);
+  ft_cmd->add_option("--probe-iters", ft.probe_iters, "lbfgs: iterations at most (default 500)")
+      ->check(at_least_one);
   ft_cmd->add_option("--lp-epochs", ft.lp_epochs, "lp-ft: linear-probe epochs (default: half)");
   ft_cmd->add_option("--ft-lr-scale", ft.ft_lr_scale, "lp-ft: fine-tuning lr relative to --lr")
       ->capture_default_str();

@@ -451,7 +451,9 @@ TEST_F(CliFinetuneTest, BadCombinationsAreUsageErrors) {
                                          {"linear-probe --probe-solver sgd", "--probe-solver"},
                                          {"linear-probe --probe-l2 0.1", "--probe-solver lbfgs"},
                                          {"linear-probe --probe-solver lbfgs --head-type cosine --probe-l2 0.1",
-                                          "--probe-l2 applies to a linear head"}}) {
+                                          "--probe-l2 applies to a linear head"},
+                                         {"linear-probe --probe-solver lbfgs --probe-iters 0", "--probe-iters"},
+                                         {"linear-probe --probe-solver lbfgs --probe-l2 -1", "--probe-l2"}}) {
     auto r = run_xfer(args(c.extra, dir_.file("m")));
     EXPECT_EQ(r.exit_code, 2) << c.extra << ": " << r.err;
     EXPECT_TRUE(one_error_line(r, c.needle)) << c.extra;
