@@ -205,21 +205,19 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
   base.weight_decay(t.weight_decay());
   std::vector<Phase> phases;
   const bool lbfgs = o.probe_solver == "lbfgs";
+  const Phase solve{"linear-probe", FreezeOptions(base).trainable_stages(0), 0, 0, true};
   switch (strategy.kind) {
     case Kind::kLinearProbe:
-      if (lbfgs) {
-        phases.push_back({"linear-probe", FreezeOptions(base).trainable_stages(0), 0, 0, true});
-      } else {
-        phases.push_back(
-            {"linear-probe", FreezeOptions(base).trainable_stages(0), t.epochs(), t.lr()});
-      }
+      phases.push_back(lbfgs ? solve
+                             : Phase{"linear-probe", FreezeOptions(base).trainable_stages(0),
+                                     t.epochs(), t.lr()});
       break;
     case Kind::kPartial:
       phases.push_back({"partial", FreezeOptions(base).trainable_stages(strategy.stages), t.epochs(), t.lr()});
       break;
     case Kind::kLpFt: {
       if (lbfgs) {
-        phases.push_back({"linear-probe", FreezeOptions(base).trainable_stages(0), 0, 0, true});
+        phases.push_back(solve);
         phases.push_back({"fine-tune", FreezeOptions(base).trainable_stages(-1), t.epochs(),
                           t.lr() * o.ft_lr_scale});
         break;
@@ -248,12 +246,7 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
                            .max_iter(o.probe_iters > 0 ? o.probe_iters : 500)
                            .batch_size(std::max<int64_t>(t.batch_size(), 256))
                            .device(t.device());
-  if (lbfgs) {
-    XFER_CHECK_USAGE(
-        probe.l2() == 0 || model->head_options().kind() == "linear",
-        "--probe-l2 applies to a linear head: a ", model->head_options().kind(),
-        " head ignores its weights' norms (its scale regularises it); pass --probe-l2 0");
-  }
+  if (lbfgs) probe.validate(model->head_options());  // before any work, --dry-run included
   for (size_t p = 0; p < phases.size(); ++p) {
     auto plan = plan_freeze(*model, phases[p].freeze);
     const std::string what = phases[p].lbfgs

@@ -17,6 +17,13 @@ void ProbeOptions::validate() const {
   XFER_CHECK_USAGE(batch_size() >= 1, "--batch-size must be >= 1, got ", batch_size());
 }
 
+void ProbeOptions::validate(const models::HeadOptions& head) const {
+  validate();
+  XFER_CHECK_USAGE(
+      l2() == 0 || head.kind() == "linear", "--probe-l2 applies to a linear head: a ", head.kind(),
+      " head ignores its weights' norms (its scale regularises it); pass --probe-l2 0");
+}
+
 torch::Tensor embed(models::ClassifierImpl& model, const data::Dataset& ds, int64_t batch_size,
                     torch::Device device) {
   XFER_CHECK(batch_size >= 1, "embed: batch size must be >= 1, got ", batch_size);
@@ -37,13 +44,9 @@ torch::Tensor embed(models::ClassifierImpl& model, const data::Dataset& ds, int6
 
 TrainResult fit_probe(models::ClassifierImpl& model, const data::Dataset& train,
                       const data::Dataset& val, const ProbeOptions& o) {
-  o.validate();
+  o.validate(model.head_options());
   XFER_CHECK(model.has_head(), "probe: the model has no head to fit");
   XFER_CHECK(train.size() > 0, "probe: no training samples");
-  XFER_CHECK_USAGE(
-      o.l2() == 0 || model.head_options().kind() == "linear",
-      "--probe-l2 applies to a linear head: a ", model.head_options().kind(),
-      " head ignores its weights' norms (its scale regularises it); pass --probe-l2 0");
   const auto t0 = std::chrono::steady_clock::now();
   const torch::Device device(o.device());
   model.to(device);

@@ -36,6 +36,9 @@ struct ProbeOptions {
  public:
   /// Throws xfer::UsageError naming the --probe-* flag.
   void validate() const;
+  /// validate(), and a penalty only for a linear head (a cosine head's
+  /// function ignores its weights' norms): xfer::UsageError naming --probe-l2.
+  void validate(const models::HeadOptions& head) const;
 };
 
 /// Pooled backbone features of every image of `ds` [N, num_features], in
