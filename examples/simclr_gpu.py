@@ -29,7 +29,8 @@ logreg-l2 (L-BFGS on L2-normalised features), the one that tracks xfer's cosine-
 logreg-l2-2stages (the same on the last two stages' features, as xfer's resnet pool_stages 2).
 (Result files written before 2026-11-28 used torch.randperm subsets instead.)
    The base of docs/finetune.md: examples/simclr_gpu.py /usr/share/datasets/fashion-mnist epochs=203 0;
-   writes OUT/{resnet-64-128-256x2,cnn}.safetensors, OUT/results.jsonl, OUT/log.txt; OUT from $OUT)
+   writes OUT/{resnet-64-128-256x2,cnn}.safetensors, OUT/results.jsonl, OUT/log.txt; OUT from $OUT;
+   while it trains, OUT/NAME.partial.safetensors every minute, so a call cut short keeps a base)
 Needs PyTorch (CUDA, bf16 autocast); on a CPU it only runs a seconds-long smoke test.
 """
 import gzip, json, math, os, struct, sys, time
@@ -53,6 +54,7 @@ dev = "cuda" if torch.cuda.is_available() else "cpu"
 SMOKE = dev == "cpu"
 MEAN, STD = 0.28604060411453247, 0.3530242443084717
 T0 = time.time()
+SAVE_EVERY = 2 if SMOKE else 60
 def log(*a):
     s = " ".join(str(x) for x in a); print(f"[{time.time()-T0:6.1f}s] {s}", flush=True)
     with open(os.path.join(OUT, "log.txt"), "a") as f: f.write(s + "\n")
@@ -188,12 +190,19 @@ def simclr(name, enc, seconds, B=32 if SMOKE else 512, T=0.2, lr=2e-3, max_epoch
     log(f"{name}: {per*1000:.1f} ms/step, {spe} steps/epoch -> {epochs} epochs")
     total = epochs * spe; k = 0
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=total, pct_start=0.03)
+    # a device call cut short by its time limit still hands back a base: OUT/NAME.partial.safetensors,
+    # rewritten every SAVE_EVERY seconds with the epochs done so far in the log (deleted at the end)
+    partial = os.path.join(OUT, f"{name}.partial.safetensors"); saved = time.time()
     for ep in range(epochs):
         perm = torch.randperm(n, device=dev); tot = 0.0
         for i in range(spe):
             loss = step(Xtr[perm[i * B:(i + 1) * B]]); sched.step()
             if i == spe - 1: tot = loss.item()
         if ep % max(1, epochs // 10) == 0 or ep == epochs - 1: log(f"{name} epoch {ep+1}/{epochs} last-loss {tot:.3f}")
+        if time.time() - saved > SAVE_EVERY and ep < epochs - 1:
+            save_safetensors(enc.state_dict(), partial); saved = time.time()
+            log(f"{name}: {partial} holds epoch {ep+1}/{epochs} (of a one-cycle schedule not yet annealed)")
+    if os.path.exists(partial): os.remove(partial)
     enc.eval()
     return enc.float().to(memory_format=torch.contiguous_format), epochs
 
@@ -317,7 +326,7 @@ def main():
         fixed = int(budget.split("=")[1]) if budget.startswith("epochs=") else 0
         secs = 0 if fixed else float(budget)
         if secs <= 0 and not fixed: continue
-        if SMOKE: secs, fixed = 3, min(fixed, 1)
+        if SMOKE: secs, fixed = 3, min(fixed, 3)
         enc0 = make()
         if "init" in OPT and arch == "resnet":
             sd0 = load_safetensors(OPT["init"])

@@ -6,7 +6,7 @@
    `xfer data info --json SPEC` prints (Dataset::content_hash: tag, rank and
    sizes as int64, then the uint8 pixels, then the int64 labels).
 2. simclr_gpu.py runs end to end (its CPU smoke mode) with widths=/blocks=, and
-   writes a safetensors base and its probe results.
+   writes a safetensors base (a partial one while it trains) and its probe results.
 3. examples/frozen_probe_cpu.py loads that base (shapes read from the file) and
    prints every probe with an accuracy in [0, 1].
 4. examples/fewshot_protocols_gpu.py runs its sweep on it for a few seconds.
@@ -75,11 +75,15 @@ for k, seed in ((10, 0), (10, 1), (10, 2), (1, 7), (100, 2)):
 # 2. the GPU script's smoke run, with a non-default shape
 with tempfile.TemporaryDirectory(prefix="xfer-examples-") as out:
     env = dict(os.environ, OUT=out, CUDA_VISIBLE_DEVICES="")
-    r = subprocess.run([sys.executable, os.path.join(EXAMPLES, "simclr_gpu.py"), DATA, "1", "0",
+    r = subprocess.run([sys.executable, os.path.join(EXAMPLES, "simclr_gpu.py"), DATA, "epochs=2", "0",
                         "widths=8,16,16", "blocks=1,2,1", "no-scratch"], env=env, capture_output=True, text=True)
     check(r.returncode == 0, "simclr_gpu.py smoke run exits 0" + ("" if r.returncode == 0 else ": " + r.stderr[-500:]))
     base = os.path.join(out, "resnet-8-16-16x1-2-1.safetensors")
     check(os.path.exists(base), "simclr_gpu.py writes resnet-8-16-16x1-2-1.safetensors")
+    # the base of an unfinished run (a device call cut short): written after epoch 1, gone at the end
+    check("resnet-8-16-16x1-2-1.partial.safetensors holds epoch 1/2" in r.stdout
+          and not os.path.exists(base.replace(".safetensors", ".partial.safetensors")),
+          "simclr_gpu.py saves a partial base while it trains and removes it when done")
     rows = [json.loads(line) for line in open(os.path.join(out, "results.jsonl"))] if r.returncode == 0 else []
     methods = {row.get("method") for row in rows}
     check({"logreg", "logreg-l2", "logreg-l2-2stages"} <= methods,
