@@ -87,7 +87,9 @@ def main():
     ap.add_argument("--mean", default="", help="--base-weights: the base's input normalisation mean")
     ap.add_argument("--std", default="", help="--base-weights: the base's input normalisation std")
     ap.add_argument("--strategies", default=",".join(STRATEGIES),
-                    help="comma-separated; an item may carry finetune flags: 'full lr=3e-4 head-lr-scale=10'")
+                    help="comma-separated; an item may carry finetune flags: 'full lr=3e-4 head-lr-scale=10'; "
+                         "lr=find: the rate of `--lr-find` (a range test) first; 'scratch FLAGS': `xfer train` "
+                         "as a column")
     ap.add_argument("--scratch-only", action="store_true",
                     help="only the scratch runs (they do not need the base: run them while it trains)")
     ap.add_argument("--scratch-variants", default="",
@@ -111,12 +113,12 @@ def main():
     results_path = os.path.join(a.out, "results.json")
     results = json.load(open(results_path)) if os.path.exists(results_path) else {"runs": {}}
 
-    def evaluate(model, key, wall):
+    def evaluate(model, key, wall, extra=None):
         js = os.path.join(a.out, "eval", key + ".json")
         os.makedirs(os.path.dirname(js), exist_ok=True)
         run(xfer + ["eval", "--model", model, "--data", TEST, "--json", js], js + ".log")
         acc = json.load(open(js))["evaluation"]["accuracy"]
-        results["runs"][key] = {"accuracy": acc, "wall_seconds": wall}
+        results["runs"][key] = {"accuracy": acc, "wall_seconds": wall, **(extra or {})}
         json.dump(results, open(results_path + ".tmp", "w"), indent=1)
         os.replace(results_path + ".tmp", results_path)
         print(f"{key}: test accuracy {acc:.4f}, {wall:.1f} s", flush=True)
@@ -178,7 +180,7 @@ def main():
         flags = flags_of(v.split())
         wall = run(xfer + ["train", "--data", TGT, "--shots", str(k), "--seed", str(seed)] + arch + flags + [
                            "--val-fraction", "0", "--epochs", str(epochs), "--batch-size", str(b),
-                           "--lr", str(lr), "--crop-padding", "2", "--force", "--out", out], out + ".log")
+                           "--lr", str(lr), "--crop-padding", "2", "--no-checkpoint", "--force", "--out", out], out + ".log")
         evaluate(out, key, wall)
 
     for k in shots:
@@ -189,14 +191,28 @@ def main():
                 if key in results["runs"] or a.table_only:
                     continue
                 out = os.path.join(a.out, "models", key.replace("/", "_").replace(":", "-").replace(" ", "_"))
-                # "full lr=3e-4 head-lr-scale=10": a strategy with its own finetune flags
+                # "full lr=3e-4 head-lr-scale=10": a strategy with its own finetune flags;
+                # "scratch ...": `xfer train` as a column; lr=find: `--lr-find` picks the rate first
+                # (its time counts in the run's wall time)
                 name, *flags = s.split()
-                ft_flags = flags_of(flags)
-                wall = run(xfer + ["finetune"] + source + ft_flags + ["--data", TGT, "--shots", str(k),
-                                   "--seed", str(seed), "--strategy", name, "--epochs", str(epochs),
-                                   "--batch-size", str(b), "--crop-padding", "2", "--no-checkpoint",
-                                   "--force", "--out", out], out + ".log")
-                evaluate(out, key, wall)
+                if name == "scratch":
+                    cmd = ["train", "--data", TGT, "--shots", str(k), "--seed", str(seed)] + arch + [
+                           "--val-fraction", "0"]
+                else:
+                    cmd = ["finetune"] + source + ["--data", TGT, "--shots", str(k), "--seed", str(seed),
+                                                   "--strategy", name]
+                cmd += ["--epochs", str(epochs), "--batch-size", str(b), "--crop-padding", "2"]
+                found, wall = None, 0.0
+                if "lr=find" in flags:
+                    flags = [f for f in flags if f != "lr=find"]
+                    js = out + ".lr-find.json"
+                    wall += run(xfer + cmd + flags_of(flags) + ["--lr-find", "--lr-find-json", js], js + ".log")
+                    lf = json.load(open(js))
+                    found = lf["suggested_lr"] / lf.get("lr_scale", 1.0)
+                    flags.append(f"lr={found:.3g}")
+                wall += run(xfer + cmd + flags_of(flags) + ["--no-checkpoint", "--force", "--out", out],
+                            out + ".log")
+                evaluate(out, key, wall, {"lr_found": found} if found else None)
             for v, lr in grid:
                 scratch(k, seed, lr, v)
 
@@ -266,7 +282,10 @@ def main():
     for k in (10, 100):
         if str(k) not in summary:
             continue
-        best = max((s for s in strategies if s in summary[str(k)]), key=lambda s: summary[str(k)][s]["mean"])
+        transfer = [s for s in strategies if s in summary[str(k)] and s.split()[0] != "scratch"]
+        if not transfer:
+            continue
+        best = max(transfer, key=lambda s: summary[str(k)][s]["mean"])
         target = summary[str(k)][best]["mean"]
         need = [int(kk) for kk in sorted(summary, key=int) if summary[kk]["scratch"]["mean"] >= target]
         saving[k] = {"best_strategy": best, "accuracy": target, "scratch_shots_needed": need[0] if need else None,

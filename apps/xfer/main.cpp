@@ -62,6 +62,29 @@ const CLI::Validator non_negative(
     },
     "X>=0");
 
+// --lr-find and its settings, on train and finetune; `range` is parsed by apply_lr_find.
+void add_lr_find_options(CLI::App* cmd, bool& on, xfer::train::LrFindOptions& o, std::string& range,
+                         std::string& json) {
+  cmd->add_flag(
+      "--lr-find", on,
+      "Learning-rate range test: train with the rate growing from 1e-7 to 10 step by step, print "
+      "the loss curve and a suggested --lr; write no model");
+  cmd->add_option_function<int64_t>(
+      "--lr-find-steps", [&o](int64_t v) { o.steps(v); }, "lr-find: steps at most (default 100)");
+  cmd->add_option("--lr-find-range", range, "lr-find: START,END rates (default 1e-7,10)");
+  cmd->add_option("--lr-find-json", json, "lr-find: also write the curve and the readings as JSON");
+}
+
+void apply_lr_find(CLI::App* cmd, bool on, const std::string& range,
+                   xfer::train::LrFindOptions& o) {
+  XFER_CHECK_USAGE(on || (cmd->count("--lr-find-steps") == 0 && range.empty()),
+                   "--lr-find-steps and --lr-find-range need --lr-find");
+  if (range.empty()) return;
+  auto v = xfer::parse_fraction_list(range, "--lr-find-range");
+  XFER_CHECK_USAGE(v.size() == 2, "--lr-find-range: expected START,END, got '", range, "'");
+  o.start_lr(v[0]).end_lr(v[1]);
+}
+
 void add_train_options(CLI::App* cmd, xfer::train::TrainOptions& t, bool& hflip, int64_t& crop,
                        int64_t& epochs, int64_t& batch, uint64_t& seed) {
   cmd->add_option("--epochs", epochs, "Training epochs")->capture_default_str();
@@ -203,7 +226,10 @@ int run(int argc, char** argv) {
         tr.train.views(views);
       },
       "simclr: smallest area fraction of a view's random crop (default 0.3)");
-  train_cmd->add_option("--out", tr.out, "Output model directory (must not exist)")->required();
+  train_cmd->add_option("--out", tr.out,
+                        "Output model directory (must not exist; not with --lr-find)");
+  std::string tr_lr_range;
+  add_lr_find_options(train_cmd, tr.lr_find, tr.lr_find_options, tr_lr_range, tr.lr_find_json);
   train_cmd->add_flag("--force", force, "Replace --out (and a stale checkpoint) if they exist");
   bool train_no_checkpoint = false;
   train_cmd->add_option("--checkpoint-dir", tr.checkpoint_dir, "Checkpoint directory (default OUT.ckpt)");
@@ -290,6 +316,8 @@ int run(int argc, char** argv) {
   ft_cmd->add_flag("--no-checkpoint", ft_no_checkpoint, "Write no checkpoints (short runs, sweeps)");
   ft_cmd->add_flag("--dry-run", ft.dry_run,
                    "Print the parameter groups (trainable counts, lr, weight decay, BN mode); train nothing");
+  std::string ft_lr_range;
+  add_lr_find_options(ft_cmd, ft.lr_find, ft.lr_find_options, ft_lr_range, ft.lr_find_json);
   ft_cmd->add_option("--out", ft.out, "Output model directory (must not exist)");
   ft_cmd->add_flag("--force", ft_force, "Replace --out (and a stale checkpoint) if they exist");
 
@@ -623,7 +651,20 @@ int run(int argc, char** argv) {
       ft.on_epoch = print_epoch;
       ft.on_message = [](const std::string& m) { std::fprintf(stderr, "%s\n", m.c_str()); };
     }
+    apply_lr_find(ft_cmd, ft.lr_find, ft_lr_range, ft.lr_find_options);
     auto r = xfer::train::run_finetune(ft);
+    if (ft.lr_find) {
+      std::cout << r.lr_find->text();
+      if (r.lr_find_scale != 1) {
+        std::printf("phase '%s' trains at --lr x %g: the suggestion as --lr is %.3g\n",
+                    r.lr_find_phase.c_str(), r.lr_find_scale,
+                    r.lr_find->valley_lr / r.lr_find_scale);
+      } else {
+        std::printf("on phase '%s'; nothing trained to keep, nothing written%s\n",
+                    r.lr_find_phase.c_str(), ft.lr_find_json.empty() ? "" : " but --lr-find-json");
+      }
+      return 0;
+    }
     if (ft.dry_run) {
       std::cout << r.plan_text;
       std::printf("dry run: %lld training samples; nothing trained, nothing written\n",
@@ -653,7 +694,12 @@ int run(int argc, char** argv) {
     tr.overwrite = force ? xfer::Overwrite::kYes : xfer::Overwrite::kNo;
     tr.checkpoints = !train_no_checkpoint;
     if (!g.quiet) tr.on_epoch = print_epoch;
+    apply_lr_find(train_cmd, tr.lr_find, tr_lr_range, tr.lr_find_options);
     auto r = xfer::train::run_train(tr);
+    if (tr.lr_find) {
+      std::cout << r.lr_find->text();
+      return 0;
+    }
     if (r.already_done) {
       std::printf("%s is already complete (id %s); checkpoint removed\n", tr.out.c_str(),
                   r.card.id.substr(0, 16).c_str());

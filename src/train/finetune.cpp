@@ -75,7 +75,7 @@ void FinetuneRunOptions::validate() const {
     s.validate();
   }
   XFER_CHECK_USAGE(!data.empty(), "--data is required");
-  XFER_CHECK_USAGE(dry_run || !out.empty(), "--out is required");
+  XFER_CHECK_USAGE(dry_run || lr_find || !out.empty(), "--out is required");
   XFER_CHECK_USAGE(shots >= 0, "--shots must be >= 1, got ", shots);
   XFER_CHECK_USAGE(val_fraction >= 0 && val_fraction < 1, "--val-fraction must be in [0, 1), got ",
                    val_fraction);
@@ -87,6 +87,11 @@ void FinetuneRunOptions::validate() const {
   }
   XFER_CHECK_USAGE(checkpoint_every >= 0, "--checkpoint-every must be >= 0, got ", checkpoint_every);
   XFER_CHECK_USAGE(!(dry_run && !resume.empty()), "--dry-run and --resume cannot be combined");
+  XFER_CHECK_USAGE(
+      !(lr_find && (dry_run || !resume.empty())),
+      "--lr-find trains nothing to keep: it cannot be combined with --dry-run or --resume");
+  if (lr_find) lr_find_options.validate();
+  XFER_CHECK_USAGE(lr_find || lr_find_json.empty(), "--lr-find-json needs --lr-find");
   XFER_CHECK_USAGE(checkpoints || (resume.empty() && checkpoint_every == 0),
                    "--no-checkpoint cannot be combined with --resume or --checkpoint-every");
   XFER_CHECK_USAGE(std::isfinite(ft_lr_scale) && ft_lr_scale > 0 && ft_lr_scale <= 1,
@@ -112,6 +117,9 @@ void FinetuneRunOptions::validate() const {
                    "--probe-solver lbfgs fits a head on frozen features: it applies to --strategy "
                    "linear-probe and lp-ft, not ",
                    s.str());
+  XFER_CHECK_USAGE(
+      !(lr_find && lbfgs && s.kind == Kind::kLinearProbe),
+      "--lr-find: --probe-solver lbfgs fits the head in one solve, with no learning rate to find");
   if (s.kind == Kind::kLpFt && lbfgs) {
     XFER_CHECK_USAGE(lp_epochs == 0,
                      "--lp-epochs counts a mini-batch probe's epochs: with --probe-solver "
@@ -150,7 +158,10 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
 
   // Output and checkpoint paths, checked before any work.
   const std::string ckpt_dir =
-      o.dry_run ? "" : prepare_checkpoint_dir(o.out, o.checkpoint_dir, o.resume, o.checkpoints, o.overwrite);
+      o.dry_run || o.lr_find
+          ? ""
+          : prepare_checkpoint_dir(o.out, o.checkpoint_dir, o.resume, o.checkpoints, o.overwrite);
+  if (!o.lr_find_json.empty()) check_output_path_file(o.lr_find_json);
 
   // Data: the k-shot subset of the SPEC, then an optional validation split.
   const std::string spec_text = with_shots(o.data, o.shots, t.seed());
@@ -263,6 +274,70 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
     return r;
   }
 
+  // L2-SP pulls the backbone towards the pre-trained weights w0.
+  std::vector<torch::Tensor> w0, wcur;
+  if (strategy.kind == Kind::kL2Sp) {
+    for (const auto& item : model->named_parameters(true)) {
+      if (model->is_head_parameter(item.key())) continue;
+      wcur.push_back(item.value());
+      w0.push_back(item.value().detach().clone());
+    }
+  }
+  // The L-BFGS phase fits the head; a mini-batch phase gets a trainer over its freeze plan.
+  auto run_solve = [&](size_t p) {
+    if (phases.size() > 1)
+      say(str_cat("phase ", p + 1, "/", phases.size(), ": ", phases[p].name, " (L-BFGS)"));
+    r.phases.push_back(fit_probe(*model, train_ds, val_ds, probe));
+    if (o.on_epoch) o.on_epoch(r.phases.back().history.back());
+  };
+  auto make_trainer = [&](const Phase& ph, const FreezePlan& plan) {
+    std::vector<OptimGroup> groups;
+    for (const auto& g : plan.groups) {
+      if (g.tensors.empty()) continue;
+      bool head = g.name == "head" || g.name == "head/no-decay";
+      // L2-SP replaces decay towards zero on the backbone (Li et al. 2018).
+      double wd = strategy.kind == Kind::kL2Sp && !head ? 0.0 : g.weight_decay;
+      groups.push_back({g.name, g.tensors, g.lr_scale, wd});
+    }
+    TrainOptions to = t;
+    to.epochs(ph.epochs).lr(ph.lr).warmup_epochs(std::min(t.warmup_epochs(), double(ph.epochs)));
+    Trainer trainer(to);
+    trainer.groups(groups);
+    if (strategy.kind == Kind::kL2Sp) {
+      const double alpha = strategy.alpha;
+      trainer.penalty([&w0, &wcur, alpha] {
+        torch::Tensor sum = torch::zeros({}, wcur.front().options());
+        for (size_t i = 0; i < wcur.size(); ++i)
+          sum = sum + (wcur[i] - w0[i].to(wcur[i].device())).pow(2).sum();
+        return sum * (alpha / 2);
+      });
+    }
+    return trainer;
+  };
+
+  if (o.lr_find) {
+    // As the run would: the solve first (lp-ft with lbfgs), then the test on the next phase.
+    for (size_t p = 0; p < phases.size(); ++p) {
+      auto plan = apply_freeze(*model, phases[p].freeze);
+      if (phases[p].lbfgs) {
+        run_solve(p);
+        continue;
+      }
+      r.lr_find = make_trainer(phases[p], plan).lr_find(*model, train_ds, o.lr_find_options);
+      r.lr_find_phase = phases[p].name;
+      r.lr_find_scale = phases[p].lr / t.lr();
+      if (!o.lr_find_json.empty()) {
+        Json j = r.lr_find->to_json();
+        j["phase"] = r.lr_find_phase;
+        j["lr_scale"] = r.lr_find_scale;  // the --lr to pass: suggested_lr / lr_scale
+        write_file_atomic(o.lr_find_json, j.dump(1) + "\n");
+      }
+      break;
+    }
+    r.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return r;
+  }
+
   // The recipe: everything that determines the weights (what --resume compares).
   Json lora = nullptr;
   if (strategy.kind == Kind::kLora) {
@@ -309,48 +384,16 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
                 ckpt->state.value("epoch", 0), ", step ", ckpt->state.value("step", 0), ")"));
   }
 
-  // L2-SP pulls the backbone towards the pre-trained weights w0.
-  std::vector<torch::Tensor> w0, wcur;
-  if (strategy.kind == Kind::kL2Sp) {
-    for (const auto& item : model->named_parameters(true)) {
-      if (model->is_head_parameter(item.key())) continue;
-      wcur.push_back(item.value());
-      w0.push_back(item.value().detach().clone());
-    }
-  }
-
   for (size_t p = first_phase; p < phases.size(); ++p) {
     const auto& ph = phases[p];
     auto plan = apply_freeze(*model, ph.freeze);
     if (ph.lbfgs) {
       // Seconds, deterministic: no checkpoint; a run killed here starts it again.
-      if (phases.size() > 1)
-        say(str_cat("phase ", p + 1, "/", phases.size(), ": ", ph.name, " (L-BFGS)"));
-      r.phases.push_back(fit_probe(*model, train_ds, val_ds, probe));
-      if (o.on_epoch) o.on_epoch(r.phases.back().history.back());
+      run_solve(p);
       continue;
     }
-    std::vector<OptimGroup> groups;
-    for (const auto& g : plan.groups) {
-      if (g.tensors.empty()) continue;
-      bool head = g.name == "head" || g.name == "head/no-decay";
-      // L2-SP replaces decay towards zero on the backbone (Li et al. 2018).
-      double wd = strategy.kind == Kind::kL2Sp && !head ? 0.0 : g.weight_decay;
-      groups.push_back({g.name, g.tensors, g.lr_scale, wd});
-    }
-    TrainOptions to = t;
-    to.epochs(ph.epochs).lr(ph.lr).warmup_epochs(std::min(t.warmup_epochs(), double(ph.epochs)));
-    Trainer trainer(to);
-    trainer.groups(groups);
+    Trainer trainer = make_trainer(ph, plan);
     if (o.on_epoch) trainer.on_epoch(o.on_epoch);
-    if (strategy.kind == Kind::kL2Sp) {
-      const double alpha = strategy.alpha;
-      trainer.penalty([&w0, &wcur, alpha] {
-        torch::Tensor sum = torch::zeros({}, wcur.front().options());
-        for (size_t i = 0; i < wcur.size(); ++i) sum = sum + (wcur[i] - w0[i].to(wcur[i].device())).pow(2).sum();
-        return sum * (alpha / 2);
-      });
-    }
     Json finished = Json::array();
     for (const auto& pr : r.phases) finished.push_back(result_json(pr));
     trainer.checkpoint({o.checkpoints ? ckpt_dir : "", o.checkpoint_every,

@@ -12,7 +12,11 @@ namespace xfer::train {
 
 void TrainRunOptions::validate() const {
   XFER_CHECK_USAGE(!data.empty(), "--data is required");
-  XFER_CHECK_USAGE(!out.empty(), "--out is required");
+  XFER_CHECK_USAGE(lr_find || !out.empty(), "--out is required");
+  XFER_CHECK_USAGE(!(lr_find && !resume.empty()),
+                   "--lr-find trains nothing to keep: it cannot be combined with --resume");
+  if (lr_find) lr_find_options.validate();
+  XFER_CHECK_USAGE(lr_find || lr_find_json.empty(), "--lr-find-json needs --lr-find");
   XFER_CHECK_USAGE(val_fraction >= 0 && val_fraction < 1, "--val-fraction must be in [0, 1), got ",
                    val_fraction);
   train.validate();
@@ -38,8 +42,10 @@ void TrainRunOptions::validate() const {
 
 TrainRunResult run_train(const TrainRunOptions& o) {
   o.validate();
-  const std::string ckpt_dir =
-      prepare_checkpoint_dir(o.out, o.checkpoint_dir, o.resume, o.checkpoints, o.overwrite);
+  const std::string ckpt_dir = o.lr_find ? ""
+                                         : prepare_checkpoint_dir(o.out, o.checkpoint_dir, o.resume,
+                                                                  o.checkpoints, o.overwrite);
+  if (!o.lr_find_json.empty()) check_output_path_file(o.lr_find_json);
   auto spec = data::DataSpec::parse(o.data);
   data::Dataset all = data::load(spec);
   data::Dataset train_ds, val_ds;
@@ -83,6 +89,12 @@ TrainRunResult run_train(const TrainRunOptions& o) {
   TrainRunResult r;
   r.train_samples = train_ds.size();
   r.val_samples = val_ds.size();
+  if (o.lr_find) {
+    r.lr_find = Trainer(o.train).lr_find(*model, train_ds, o.lr_find_options);
+    if (!o.lr_find_json.empty())
+      write_file_atomic(o.lr_find_json, r.lr_find->to_json().dump(1) + "\n");
+    return r;
+  }
   const auto& t = o.train;
   Json recipe = t.to_json();
   recipe.update({{"command", "train"},

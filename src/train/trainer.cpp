@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <mutex>
 #include <sstream>
 #include <type_traits>
@@ -511,6 +513,7 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
     for (auto& b : model.buffers()) state.push_back(b);
     dist::broadcast(state);
   }
+  bool stopped = false;  // on_step_ ended the run
   for (int64_t epoch = first_epoch; epoch < o.epochs(); ++epoch) {
     model.train();
     loader.start_epoch(epoch);
@@ -526,7 +529,7 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
     const double epoch_seconds_before = prior_epoch_seconds;
     double lr_now = o.lr();
     for (int64_t i = begin; i < steps_per_epoch; ++i, ++step) {
-      lr_now = o.lr() * lr_factor(so, step);
+      lr_now = o.lr() * (lr_curve_ ? lr_curve_(step) : lr_factor(so, step));
       for (size_t g = 0; g < optimizer->param_groups().size(); ++g) {
         optimizer->param_groups()[g].options().set_lr(lr_now * groups[g].lr_scale);
       }
@@ -616,6 +619,10 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
       }
       if (!std::isfinite(total_value)) {
         restore(model, last_good);
+        if (on_step_ && !on_step_({step, lr_now, total_value})) {
+          stopped = true;
+          break;
+        }
         throw Error(str_cat("training diverged: loss is ", total_value, " at epoch ", epoch + 1,
                             " step ", i + 1, " (try a lower --lr); weights restored to the end of epoch ",
                             epoch));
@@ -637,12 +644,17 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
       correct += batch_correct;
       seen += batch_seen;
       progress.advance(1, str_cat("loss ", std::round(loss_value * 1000) / 1000));
+      if (on_step_ && !on_step_({step, lr_now, total_value})) {
+        stopped = true;
+        break;
+      }
       if (checkpoint_.every_steps > 0 && (step + 1) % checkpoint_.every_steps == 0 &&
           i + 1 < steps_per_epoch) {
         save(epoch, i + 1, step + 1, epoch_seconds_before + seconds_since(t_epoch));
       }
     }
     progress.done();
+    if (stopped) break;
     double epoch_train_seconds = epoch_seconds_before + seconds_since(t_epoch);
     train_seconds += epoch_train_seconds;
     images_seen += seen;
@@ -700,6 +712,145 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
   result.wall_seconds = prior_wall + seconds_since(t_start);
   result.images_per_second = double(images_seen) / std::max(train_seconds, 1e-9);
   return result;
+}
+
+void LrFindOptions::validate() const {
+  XFER_CHECK_USAGE(std::isfinite(start_lr()) && start_lr() > 0 && std::isfinite(end_lr()) &&
+                       end_lr() > start_lr(),
+                   "--lr-find-range: expected 0 < START < END, got ", start_lr(), ",", end_lr());
+  XFER_CHECK_USAGE(steps() >= 2 && steps() <= 100000,
+                   "--lr-find-steps must be in [2, 100000], got ", steps());
+  XFER_CHECK_USAGE(smoothing() >= 0 && smoothing() < 1, "lr-find smoothing must be in [0, 1), got ",
+                   smoothing());
+  XFER_CHECK_USAGE(divergence() > 1, "lr-find divergence must be > 1, got ", divergence());
+}
+
+Json LrFindOptions::to_json() const {
+  return {{"start_lr", start_lr()},
+          {"end_lr", end_lr()},
+          {"steps", steps()},
+          {"smoothing", smoothing()},
+          {"divergence", divergence()}};
+}
+
+void read_lr_curve(LrFindResult& r) {
+  XFER_CHECK(r.lr.size() == r.smoothed.size(), "lr-find: curve of ", r.lr.size(), " rates and ",
+             r.smoothed.size(), " losses");
+  // The point that tripped the divergence test is past the useful range.
+  const size_t n = r.diverged && r.smoothed.size() > 1 ? r.smoothed.size() - 1 : r.smoothed.size();
+  r.min_loss_lr = r.steepest_lr = r.valley_lr = 0;
+  if (n == 0) return;
+  for (size_t i = 0; i < r.lr.size(); ++i) {
+    XFER_CHECK(r.lr[i] > 0 && (i == 0 || r.lr[i] > r.lr[i - 1]),
+               "lr-find: rates must be positive and increasing");
+  }
+  const auto& y = r.smoothed;
+  size_t lo = 0;
+  for (size_t i = 1; i < n; ++i)
+    if (y[i] < y[lo]) lo = i;
+  r.min_loss_lr = r.lr[lo];
+  size_t steep = 0;
+  double best_slope = std::numeric_limits<double>::infinity();
+  for (size_t i = 1; i < n; ++i) {
+    const double slope = (y[i] - y[i - 1]) / (std::log(r.lr[i]) - std::log(r.lr[i - 1]));
+    if (slope < best_slope) best_slope = slope, steep = i;
+  }
+  r.steepest_lr = r.lr[steep];
+  // The valley: from where the loss has made a tenth of its fall (the flat start,
+  // noise and all, left out) down to its minimum; its middle in log(lr).
+  const double drop_to = y[0] - 0.1 * (y[0] - y[lo]);
+  size_t start = 0;
+  while (start < lo && y[start] > drop_to) ++start;
+  r.valley_lr = std::sqrt(r.lr[start] * r.lr[lo]);
+}
+
+Json LrFindResult::to_json() const {
+  return {{"options", options.to_json()},
+          {"lr", lr},
+          {"loss", loss},
+          {"smoothed", smoothed},
+          {"diverged", diverged},
+          {"suggested_lr", valley_lr},
+          {"valley_lr", valley_lr},
+          {"steepest_lr", steepest_lr},
+          {"min_loss_lr", min_loss_lr}};
+}
+
+std::string LrFindResult::text(int64_t rows) const {
+  std::ostringstream out;
+  out << "lr-find: " << lr.size() << " steps from " << options.start_lr() << " to "
+      << (lr.empty() ? options.start_lr() : lr.back())
+      << (diverged ? " (stopped: the loss diverged)" : "") << "\n";
+  out << "  lr          loss      smoothed\n";
+  const size_t n = lr.size();
+  const size_t stride = std::max<size_t>(
+      1, (n + size_t(std::max<int64_t>(rows, 1)) - 1) / size_t(std::max<int64_t>(rows, 1)));
+  char line[96];
+  for (size_t i = 0; i < n; i += stride) {
+    std::snprintf(line, sizeof line, "  %-10.3g  %-8.4g  %.4g\n", lr[i], loss[i], smoothed[i]);
+    out << line;
+  }
+  if (n > 0 && (n - 1) % stride != 0) {
+    std::snprintf(line, sizeof line, "  %-10.3g  %-8.4g  %.4g\n", lr[n - 1], loss[n - 1],
+                  smoothed[n - 1]);
+    out << line;
+  }
+  std::snprintf(line, sizeof line,
+                "suggested lr %.3g (valley); steepest %.3g; minimum %.3g (/10: %.3g)\n", valley_lr,
+                steepest_lr, min_loss_lr, min_loss_lr / 10);
+  out << line;
+  return out.str();
+}
+
+LrFindResult Trainer::lr_find(models::ClassifierImpl& model, const data::Dataset& train,
+                              const LrFindOptions& options) const {
+  options.validate();
+  XFER_CHECK_USAGE(!dist::active(),
+                   "--lr-find runs in one process, not under a distributed launch");
+  Trainer t(options_);
+  t.groups_ = groups_;
+  t.penalty_ = penalty_;
+  const int64_t n = options.steps();
+  // At least one step an epoch, so `steps` epochs hold the whole test; no warmup, no best-epoch
+  // restore.
+  t.options_.lr(options.start_lr()).epochs(n).warmup_epochs(0).keep_best(false);
+  const double log_ratio = std::log(options.end_lr() / options.start_lr());
+  t.lr_curve_ = [log_ratio, n](int64_t s) {
+    return std::exp(log_ratio * double(s) / double(n - 1));
+  };
+  LrFindResult r;
+  r.options = options;
+  double avg = 0, lowest = std::numeric_limits<double>::infinity();
+  t.on_step_ = [&](const StepRecord& s) {
+    if (!std::isfinite(s.loss)) {
+      r.diverged = true;
+      return false;
+    }
+    avg = options.smoothing() * avg + (1 - options.smoothing()) * s.loss;
+    const double smooth = avg / (1 - std::pow(options.smoothing(), double(r.lr.size() + 1)));
+    r.lr.push_back(s.lr);
+    r.loss.push_back(s.loss);
+    r.smoothed.push_back(smooth);
+    lowest = std::min(lowest, smooth);
+    if (r.lr.size() > 1 && smooth > options.divergence() * lowest) {
+      r.diverged = true;
+      return false;
+    }
+    return static_cast<int64_t>(r.lr.size()) < n;
+  };
+  const auto saved = snapshot(model);
+  const bool was_training = model.is_training();
+  try {
+    t.fit(model, train, data::Dataset());
+  } catch (...) {
+    restore(model, saved);
+    model.train(was_training);
+    throw;
+  }
+  restore(model, saved);
+  model.train(was_training);
+  read_lr_curve(r);
+  return r;
 }
 
 namespace {

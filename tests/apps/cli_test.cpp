@@ -432,6 +432,25 @@ TEST_F(CliFinetuneTest, DryRunPrintsGroupsAndWritesNothing) {
   EXPECT_TRUE(no_output(dir_.path(), "m"));
 }
 
+TEST_F(CliFinetuneTest, LrFindPrintsTheCurveAndASuggestionAndWritesNoModel) {
+  auto r = run_xfer(args("lp-ft --probe-solver lbfgs --ft-lr-scale 0.5", dir_.file("m")) +
+                    " --lr-find --lr-find-steps 25 --lr-find-range 1e-6,1 --lr-find-json '" + dir_.file("c.json") + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* s : {"lr-find: ", "suggested lr", "phase 'fine-tune' trains at --lr x 0.5"}) {
+    EXPECT_NE(r.out.find(s), std::string::npos) << s << " in\n" << r.out;
+  }
+  EXPECT_TRUE(no_output(dir_.path(), "m"));
+  auto j = read_json(dir_.file("c.json"));
+  EXPECT_EQ(j["options"]["steps"], 25);
+  EXPECT_GT(j["suggested_lr"].get<double>(), 0);
+  // xfer train takes it too, without --out.
+  auto t = run_xfer("--threads 1 --quiet train --data '" + dst_ +
+                    "' --arch cnn --arch-options '{\"widths\":[8],\"hidden\":16}' --batch-size 16 --lr-find "
+                    "--lr-find-steps 15");
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  EXPECT_NE(t.out.find("suggested lr"), std::string::npos) << t.out;
+}
+
 TEST_F(CliFinetuneTest, BadCombinationsAreUsageErrors) {
   struct Case {
     std::string extra, needle;
@@ -453,7 +472,13 @@ TEST_F(CliFinetuneTest, BadCombinationsAreUsageErrors) {
                                          {"linear-probe --probe-solver lbfgs --head-type cosine --probe-l2 0.1",
                                           "--probe-l2 applies to a linear head"},
                                          {"linear-probe --probe-solver lbfgs --probe-iters 0", "--probe-iters"},
-                                         {"linear-probe --probe-solver lbfgs --probe-l2 -1", "--probe-l2"}}) {
+                                         {"linear-probe --probe-solver lbfgs --probe-l2 -1", "--probe-l2"},
+                                         {"full --lr-find-steps 20", "need --lr-find"},
+                                         {"full --lr-find --lr-find-range 1e-3", "expected START,END"},
+                                         {"full --lr-find --lr-find-range 1,0.1", "0 < START < END"},
+                                         {"full --lr-find --lr-find-steps 1", "--lr-find-steps"},
+                                         {"full --lr-find --dry-run", "--lr-find trains nothing to keep"},
+                                         {"linear-probe --probe-solver lbfgs --lr-find", "no learning rate to find"}}) {
     auto r = run_xfer(args(c.extra, dir_.file("m")));
     EXPECT_EQ(r.exit_code, 2) << c.extra << ": " << r.err;
     EXPECT_TRUE(one_error_line(r, c.needle)) << c.extra;

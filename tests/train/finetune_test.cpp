@@ -313,6 +313,38 @@ TEST_F(FinetuneTest, ResumeRefusesADifferentRecipe) {
   }
 }
 
+TEST_F(FinetuneTest, LrFindRunsOnTheFirstPhaseWithARateAndWritesNoModel) {
+  auto o = options("lp-ft", "lf");
+  o.probe_solver = "lbfgs";
+  o.ft_lr_scale = 0.2;
+  o.lr_find = true;
+  o.lr_find_options.start_lr(1e-6).end_lr(1).steps(30);
+  o.lr_find_json = dir_.file("curve.json");
+  auto r = run_finetune(o);
+  ASSERT_TRUE(r.lr_find.has_value());
+  // lp-ft with the solver: the head is solved first, the test runs on the fine-tuning phase.
+  EXPECT_EQ(r.lr_find_phase, "fine-tune");
+  EXPECT_DOUBLE_EQ(r.lr_find_scale, 0.2);
+  ASSERT_EQ(r.phases.size(), 1u);  // the solve
+  EXPECT_FALSE(r.phases[0].solver.is_null());
+  EXPECT_GE(r.lr_find->lr.size(), 2u);
+  EXPECT_FALSE(fs::exists(dir_.file("lf")));
+  EXPECT_FALSE(fs::exists(dir_.file("lf.ckpt")));
+  auto j = Json::parse(read_file(dir_.file("curve.json")));
+  EXPECT_EQ(j["phase"], "fine-tune");
+  EXPECT_EQ(j["lr"].size(), r.lr_find->lr.size());
+  EXPECT_DOUBLE_EQ(j["suggested_lr"].get<double>(), r.lr_find->valley_lr);
+
+  // Mini-batch lp-ft: its first phase (the head) at --lr itself.
+  auto m = options("lp-ft", "lf2");
+  m.lr_find = true;
+  m.lr_find_options.steps(10);
+  auto r2 = run_finetune(m);
+  EXPECT_EQ(r2.lr_find_phase, "linear-probe");
+  EXPECT_DOUBLE_EQ(r2.lr_find_scale, 1.0);
+  EXPECT_GE(r2.lr_find->lr.size(), 1u);
+}
+
 TEST_F(FinetuneTest, RefusesBadCombinations) {
   struct Case {
     std::string strategy;
@@ -340,7 +372,8 @@ TEST_F(FinetuneTest, RefusesBadCombinations) {
        },
        "--head-type applies to a new head"},
       {"linear-probe", [](auto& o) { o.head_type = "cosine:zero"; }, "--head-type"},
-      {"full", [](auto& o) { o.probe_solver = "lbfgs"; }, "applies to --strategy linear-probe and lp-ft"},
+      {"full", [](auto& o) { o.probe_solver = "lbfgs"; },
+       "applies to --strategy linear-probe and lp-ft"},
       {"linear-probe", [](auto& o) { o.probe_solver = "newton"; }, "--probe-solver"},
       {"linear-probe", [](auto& o) { o.probe_l2 = 0.1; }, "only apply to --probe-solver lbfgs"},
       {"lp-ft",
@@ -356,6 +389,25 @@ TEST_F(FinetuneTest, RefusesBadCombinations) {
          o.probe_l2 = 0.1;
        },
        "--probe-l2 applies to a linear head"},
+      {"linear-probe",
+       [](auto& o) {
+         o.probe_solver = "lbfgs";
+         o.lr_find = true;
+       },
+       "no learning rate to find"},
+      {"full",
+       [](auto& o) {
+         o.lr_find = true;
+         o.dry_run = true;
+       },
+       "--lr-find trains nothing to keep"},
+      {"full", [](auto& o) { o.lr_find_json = "c.json"; }, "--lr-find-json needs --lr-find"},
+      {"full",
+       [](auto& o) {
+         o.lr_find = true;
+         o.lr_find_options.end_lr(1e-9);
+       },
+       "--lr-find-range"},
   };
   for (const auto& c : cases) {
     auto o = options(c.strategy, "x");

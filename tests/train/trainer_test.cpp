@@ -1,5 +1,6 @@
 #include "xfer/train/trainer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "support/support.h"
@@ -105,6 +106,113 @@ TEST_F(TrainerTest, DivergenceStopsWithClearErrorAndRestoresWeights) {
   for (const auto& p : m->parameters()) EXPECT_TRUE(torch::isfinite(p).all().item<bool>());
   // It diverges within the first epoch, so the last good weights are the initial ones.
   EXPECT_TENSOR_EQ(m->head()->weight, initial);
+}
+
+// A cnn with BatchNorm, so the range test's restore covers buffers too.
+models::Classifier small_cnn() {
+  models::ModelOptions o;
+  o.image_size = 12;
+  o.num_classes = 3;
+  o.arch_options = {{"widths", {8}}, {"hidden", 16}};
+  return models::create_model("cnn", o);
+}
+
+std::vector<torch::Tensor> state_of(torch::nn::Module& m) {
+  std::vector<torch::Tensor> s;
+  for (const auto& p : m.parameters()) s.push_back(p.detach().clone());
+  for (const auto& b : m.buffers()) s.push_back(b.detach().clone());
+  return s;
+}
+
+TEST(LrCurveTest, ReadsMinimumSteepestAndValley) {
+  // In e = log10(lr): flat at 2 up to -4, steeply down to 0.5 at -2.5, gently to 0.4 at
+  // -2 (the minimum), then climbing.
+  LrFindResult r;
+  const int n = 61;  // 1e-6 .. 1, ten points a decade
+  for (int i = 0; i < n; ++i) {
+    const double e = -6.0 + i / 10.0;
+    r.lr.push_back(std::pow(10.0, e));
+    r.smoothed.push_back(e <= -4     ? 2.0
+                         : e <= -2.5 ? 2.0 - (e + 4)
+                         : e <= -2   ? 0.5 - 0.2 * (e + 2.5)
+                                     : 0.4 + 2.0 * (e + 2));
+  }
+  r.loss = r.smoothed;
+  read_lr_curve(r);
+  EXPECT_NEAR(std::log10(r.min_loss_lr), -2, 1e-9);
+  EXPECT_GT(std::log10(r.steepest_lr), -4);  // on the steep stretch
+  EXPECT_LT(std::log10(r.steepest_lr), -2.45);
+  // A tenth of the fall (0.16) is made first at 10^-3.8; the middle of [10^-3.8, 10^-2] is 10^-2.9.
+  EXPECT_NEAR(std::log10(r.valley_lr), -2.9, 1e-9);
+
+  // A diverged test: its last point is left out even if it were the lowest.
+  r.smoothed.back() = -1;
+  r.diverged = true;
+  read_lr_curve(r);
+  EXPECT_NEAR(std::log10(r.min_loss_lr), -2, 1e-9);
+  // A loss that never falls: the valley is the start.
+  LrFindResult flat;
+  flat.lr = {1e-3, 1e-2, 1e-1};
+  flat.smoothed = flat.loss = {1.0, 1.5, 3.0};
+  read_lr_curve(flat);
+  EXPECT_EQ(flat.valley_lr, 1e-3);
+  EXPECT_EQ(flat.min_loss_lr, 1e-3);
+}
+
+TEST_F(TrainerTest, LrFindSweepsGeometricallyAndRestoresTheModel) {
+  auto m = small_cnn();
+  m->eval();
+  const auto before = state_of(*m);
+  Trainer t(TrainOptions().batch_size(16).lr(3e-3));
+  auto r = t.lr_find(*m, train_, LrFindOptions().start_lr(1e-5).end_lr(1e-1).steps(40));
+  ASSERT_EQ(r.lr.size(), 40u);
+  EXPECT_FALSE(r.diverged);
+  for (size_t i = 0; i < r.lr.size(); ++i) {
+    EXPECT_NEAR(std::log(r.lr[i]), std::log(1e-5) + std::log(1e4) * double(i) / 39.0, 1e-9) << i;
+    EXPECT_TRUE(std::isfinite(r.loss[i]) && std::isfinite(r.smoothed[i]));
+  }
+  // The first smoothed value is the first loss (the average is debiased).
+  EXPECT_NEAR(r.smoothed[0], r.loss[0], 1e-12);
+  // A separable task: the loss falls somewhere in four decades of rate.
+  EXPECT_LT(*std::min_element(r.smoothed.begin(), r.smoothed.end()), 0.9 * r.smoothed[0]);
+  EXPECT_GT(r.valley_lr, 1e-5);
+  EXPECT_LE(r.valley_lr, r.min_loss_lr);
+  // Parameters, BatchNorm statistics and the eval mode are as before.
+  const auto after = state_of(*m);
+  ASSERT_EQ(after.size(), before.size());
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_TENSOR_EQ(after[i], before[i]);
+  EXPECT_FALSE(m->is_training());
+  // Reproducible under the seed.
+  auto again = t.lr_find(*m, train_, LrFindOptions().start_lr(1e-5).end_lr(1e-1).steps(40));
+  EXPECT_EQ(again.loss, r.loss);
+}
+
+TEST_F(TrainerTest, LrFindStopsWhenTheLossDiverges) {
+  auto m = small_cnn();
+  const auto before = state_of(*m);
+  Trainer t(TrainOptions().batch_size(16).optimizer("sgd").momentum(0.9));
+  auto r = t.lr_find(*m, train_, LrFindOptions().start_lr(1e-3).end_lr(1e12).steps(200));
+  EXPECT_TRUE(r.diverged);
+  EXPECT_LT(r.lr.size(), 200u);
+  EXPECT_GT(r.lr.size(), 2u);
+  EXPECT_LT(r.min_loss_lr, r.lr.back());
+  const auto after = state_of(*m);
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_TENSOR_EQ(after[i], before[i]);
+  // With a divergence factor it cannot reach, a non-finite loss still ends the test quietly.
+  auto inf = t.lr_find(*m, train_,
+                       LrFindOptions().start_lr(1e-3).end_lr(1e30).steps(200).divergence(1e300));
+  EXPECT_TRUE(inf.diverged);
+  EXPECT_LT(inf.lr.size(), 200u);
+  for (double l : inf.loss) EXPECT_TRUE(std::isfinite(l));
+}
+
+TEST_F(TrainerTest, LrFindOptionsAreValidated) {
+  EXPECT_THROW(LrFindOptions().start_lr(1).end_lr(1).validate(), UsageError);
+  EXPECT_THROW(LrFindOptions().start_lr(0).validate(), UsageError);
+  EXPECT_THROW(LrFindOptions().steps(1).validate(), UsageError);
+  EXPECT_THROW(LrFindOptions().smoothing(1).validate(), UsageError);
+  EXPECT_THROW(LrFindOptions().divergence(1).validate(), UsageError);
+  EXPECT_NO_THROW(LrFindOptions().validate());
 }
 
 TEST_F(TrainerTest, OptionsAreValidated) {

@@ -6,6 +6,7 @@
 /// names its parent and the full recipe.
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,12 @@ struct FinetuneRunOptions {
   std::string resume;            ///< checkpoint directory to continue from
   bool keep_checkpoint = false;  ///< keep the checkpoint directory after success
   bool dry_run = false;          ///< print the parameter groups, train nothing
+  /// Run the learning-rate range test on the first phase that has a rate
+  /// (lp-ft with lbfgs: the fine-tuning phase, after the solve) and write
+  /// nothing; FinetuneRunResult::lr_find holds the curve.
+  bool lr_find = false;
+  LrFindOptions lr_find_options;
+  std::string lr_find_json;  ///< with lr_find: also write the curve here (JSON, atomically)
   std::string out;
   Overwrite overwrite = Overwrite::kNo;
   std::function<void(const EpochRecord&)> on_epoch;
@@ -67,6 +74,11 @@ struct FinetuneRunResult {
   double wall_seconds = 0;
   bool resumed = false;
   bool already_done = false;  ///< --resume found the output already complete
+  std::optional<LrFindResult> lr_find;  ///< with options.lr_find
+  std::string lr_find_phase;            ///< the phase it ran on
+  /// That phase's rate relative to --lr (lp-ft's --ft-lr-scale, else 1): the
+  /// --lr to pass is lr_find->valley_lr / lr_find_scale.
+  double lr_find_scale = 1;
 };
 
 /// Runs the whole fine-tuning (or only the plan with dry_run).

@@ -4,6 +4,7 @@
 /// directory. The CLI fills TrainRunOptions and calls run_train.
 
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "xfer/core/fs.h"
@@ -33,6 +34,11 @@ struct TrainRunOptions {
   int64_t checkpoint_every = 0;  ///< also every N steps (0 = each epoch only)
   std::string resume;            ///< checkpoint directory to continue from
   bool keep_checkpoint = false;  ///< keep the checkpoint directory after success
+  /// Run the learning-rate range test instead of training; write nothing
+  /// (TrainRunResult::lr_find holds the curve).
+  bool lr_find = false;
+  LrFindOptions lr_find_options;
+  std::string lr_find_json;  ///< with lr_find: also write the curve here (JSON, atomically)
   std::function<void(const EpochRecord&)> on_epoch;
 
   /// Throws xfer::UsageError on bad values (before any data is read).
@@ -45,6 +51,7 @@ struct TrainRunResult {
   int64_t train_samples = 0, val_samples = 0;
   bool resumed = false;
   bool already_done = false;  ///< --resume found the output already complete
+  std::optional<LrFindResult> lr_find;  ///< with options.lr_find
 };
 
 TrainRunResult run_train(const TrainRunOptions& options);

@@ -151,6 +151,55 @@ struct CheckpointOptions {
   Json context = Json::object();  ///< stored in each checkpoint (recipe, phase, ...)
 };
 
+/// One optimizer step, as Trainer::on_step sees it.
+struct StepRecord {
+  int64_t step = 0;  ///< 0-based, counted over the whole run
+  double lr = 0;     ///< the step's base rate (each group scales it by its lr_scale)
+  double loss = 0;   ///< the batch's training loss, penalty included; not finite when it diverged
+};
+
+/// The learning-rate range test (Smith 2017; fastai's lr_find): train from
+/// start_lr to end_lr, the rate growing geometrically step by step, record the
+/// loss, stop once it diverges. A few dozen steps in place of a grid of runs.
+struct LrFindOptions {
+  TORCH_ARG(double, start_lr) = 1e-7;
+  TORCH_ARG(double, end_lr) = 10.0;
+  /// Steps at most (the rate reaches end_lr at the last one).
+  TORCH_ARG(int64_t, steps) = 100;
+  /// Weight of the past in the loss's exponential moving average (debiased).
+  TORCH_ARG(double, smoothing) = 0.98;
+  /// Stop once the smoothed loss exceeds this multiple of its minimum.
+  TORCH_ARG(double, divergence) = 4.0;
+
+ public:
+  /// Throws xfer::UsageError (with the CLI's flag names).
+  void validate() const;
+  Json to_json() const;
+};
+
+/// A range test's curve and the rates read off it.
+struct LrFindResult {
+  LrFindOptions options;
+  std::vector<double> lr, loss, smoothed;  ///< one entry per step run
+  /// Stopped early: the smoothed loss passed divergence x its minimum, or the
+  /// loss was not finite (that step is not in the curve).
+  bool diverged = false;
+  double min_loss_lr = 0;  ///< where the smoothed loss was lowest
+  double steepest_lr = 0;  ///< where it fell fastest per unit of log(lr)
+  /// The suggestion: the middle (in log lr) of the valley, from the first rate
+  /// at which the smoothed loss has made a tenth of its fall to the rate of its
+  /// minimum; so the flat start and the climb after the minimum are left out.
+  /// Where the loss never fell it is the start rate.
+  double valley_lr = 0;
+  Json to_json() const;
+  /// The curve at about `rows` rates and the three readings, for the CLI.
+  std::string text(int64_t rows = 12) const;
+};
+
+/// Fills min_loss_lr, steepest_lr and valley_lr from lr and smoothed (the
+/// point that tripped the divergence test is left out).
+void read_lr_curve(LrFindResult& r);
+
 class Trainer {
  public:
   explicit Trainer(TrainOptions options);
@@ -172,6 +221,18 @@ class Trainer {
   /// and groups: model, optimizer moments, RNG, position in the epoch, history
   /// and best weights are restored, so the result equals an uninterrupted run.
   void resume(io::Checkpoint checkpoint) { resume_ = std::move(checkpoint); }
+  /// Called after each optimizer step; returning false ends fit() there (the
+  /// unfinished epoch is not recorded). On a non-finite loss it is called with
+  /// the weights already restored to the last epoch end, before the step: false
+  /// ends fit() quietly, true lets it throw as without the callback.
+  void on_step(std::function<bool(const StepRecord&)> callback) { on_step_ = std::move(callback); }
+  /// Replaces the schedule: step s trains at options().lr() * curve(s).
+  void lr_curve(std::function<double(int64_t)> curve) { lr_curve_ = std::move(curve); }
+  /// The range test with this trainer's optimizer, groups, penalty, batch size
+  /// and augmentation (not its checkpoints, resume or callbacks). Every
+  /// parameter and buffer of `model` is restored afterwards, also on error.
+  LrFindResult lr_find(models::ClassifierImpl& model, const data::Dataset& train,
+                       const LrFindOptions& options) const;
 
  private:
   TrainOptions options_;
@@ -180,6 +241,8 @@ class Trainer {
   std::function<torch::Tensor()> penalty_;
   CheckpointOptions checkpoint_;
   std::optional<io::Checkpoint> resume_;
+  std::function<bool(const StepRecord&)> on_step_;
+  std::function<double(int64_t)> lr_curve_;
 };
 
 /// The checkpoint directory of a run that writes `out`: `resume` if given,
