@@ -720,16 +720,19 @@ void LrFindOptions::validate() const {
                    "--lr-find-range: expected 0 < START < END, got ", start_lr(), ",", end_lr());
   XFER_CHECK_USAGE(steps() >= 2 && steps() <= 100000,
                    "--lr-find-steps must be in [2, 100000], got ", steps());
-  XFER_CHECK_USAGE(smoothing() >= 0 && smoothing() < 1, "lr-find smoothing must be in [0, 1), got ",
-                   smoothing());
+  XFER_CHECK_USAGE(smoothing() < 1, "lr-find smoothing must be below 1, got ", smoothing());
   XFER_CHECK_USAGE(divergence() > 1, "lr-find divergence must be > 1, got ", divergence());
+}
+
+double LrFindOptions::beta() const {
+  return smoothing() >= 0 ? smoothing() : std::max(0.0, 1.0 - 10.0 / double(steps()));
 }
 
 Json LrFindOptions::to_json() const {
   return {{"start_lr", start_lr()},
           {"end_lr", end_lr()},
           {"steps", steps()},
-          {"smoothing", smoothing()},
+          {"smoothing", beta()},
           {"divergence", divergence()}};
 }
 
@@ -820,14 +823,15 @@ LrFindResult Trainer::lr_find(models::ClassifierImpl& model, const data::Dataset
   };
   LrFindResult r;
   r.options = options;
+  const double beta = options.beta();
   double avg = 0, lowest = std::numeric_limits<double>::infinity();
   t.on_step_ = [&](const StepRecord& s) {
     if (!std::isfinite(s.loss)) {
       r.diverged = true;
       return false;
     }
-    avg = options.smoothing() * avg + (1 - options.smoothing()) * s.loss;
-    const double smooth = avg / (1 - std::pow(options.smoothing(), double(r.lr.size() + 1)));
+    avg = beta * avg + (1 - beta) * s.loss;
+    const double smooth = avg / (1 - std::pow(beta, double(r.lr.size() + 1)));
     r.lr.push_back(s.lr);
     r.loss.push_back(s.loss);
     r.smoothed.push_back(smooth);

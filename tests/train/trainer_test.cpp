@@ -164,7 +164,9 @@ TEST_F(TrainerTest, LrFindSweepsGeometricallyAndRestoresTheModel) {
   m->eval();
   const auto before = state_of(*m);
   Trainer t(TrainOptions().batch_size(16).lr(3e-3));
-  auto r = t.lr_find(*m, train_, LrFindOptions().start_lr(1e-5).end_lr(1e-1).steps(40));
+  // No early stop here (a loss that falls near zero climbs past 4x its minimum long before it diverges).
+  const auto opts = LrFindOptions().start_lr(1e-5).end_lr(1e-1).steps(40).divergence(1e6);
+  auto r = t.lr_find(*m, train_, opts);
   ASSERT_EQ(r.lr.size(), 40u);
   EXPECT_FALSE(r.diverged);
   for (size_t i = 0; i < r.lr.size(); ++i) {
@@ -183,7 +185,7 @@ TEST_F(TrainerTest, LrFindSweepsGeometricallyAndRestoresTheModel) {
   for (size_t i = 0; i < before.size(); ++i) EXPECT_TENSOR_EQ(after[i], before[i]);
   EXPECT_FALSE(m->is_training());
   // Reproducible under the seed.
-  auto again = t.lr_find(*m, train_, LrFindOptions().start_lr(1e-5).end_lr(1e-1).steps(40));
+  auto again = t.lr_find(*m, train_, opts);
   EXPECT_EQ(again.loss, r.loss);
 }
 
@@ -211,6 +213,11 @@ TEST_F(TrainerTest, LrFindOptionsAreValidated) {
   EXPECT_THROW(LrFindOptions().start_lr(0).validate(), UsageError);
   EXPECT_THROW(LrFindOptions().steps(1).validate(), UsageError);
   EXPECT_THROW(LrFindOptions().smoothing(1).validate(), UsageError);
+  // The default smoothing follows the length: the average lags about a tenth of the test.
+  EXPECT_DOUBLE_EQ(LrFindOptions().steps(100).beta(), 0.9);
+  EXPECT_DOUBLE_EQ(LrFindOptions().steps(500).beta(), 0.98);
+  EXPECT_DOUBLE_EQ(LrFindOptions().steps(5).beta(), 0.0);
+  EXPECT_DOUBLE_EQ(LrFindOptions().steps(500).smoothing(0.5).beta(), 0.5);
   EXPECT_THROW(LrFindOptions().divergence(1).validate(), UsageError);
   EXPECT_NO_THROW(LrFindOptions().validate());
 }

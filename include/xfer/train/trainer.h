@@ -166,8 +166,11 @@ struct LrFindOptions {
   TORCH_ARG(double, end_lr) = 10.0;
   /// Steps at most (the rate reaches end_lr at the last one).
   TORCH_ARG(int64_t, steps) = 100;
-  /// Weight of the past in the loss's exponential moving average (debiased).
-  TORCH_ARG(double, smoothing) = 0.98;
+  /// Weight of the past in the loss's exponential moving average (debiased);
+  /// negative: 1 - 10/steps, so the average lags by about a tenth of the test
+  /// whatever its length (0.9 at 100 steps; fastai's fixed 0.98 lags ~50 steps,
+  /// half of a 100-step test, and moves the minimum decades to the right).
+  TORCH_ARG(double, smoothing) = -1;
   /// Stop once the smoothed loss exceeds this multiple of its minimum.
   TORCH_ARG(double, divergence) = 4.0;
 
@@ -175,6 +178,8 @@ struct LrFindOptions {
   /// Throws xfer::UsageError (with the CLI's flag names).
   void validate() const;
   Json to_json() const;
+  /// smoothing(), or its default for steps() when negative.
+  double beta() const;
 };
 
 /// A range test's curve and the rates read off it.
