@@ -759,11 +759,14 @@ void read_lr_curve(LrFindResult& r) {
     if (slope < best_slope) best_slope = slope, steep = i;
   }
   r.steepest_lr = r.lr[steep];
-  // The valley: from where the loss has made a tenth of its fall (the flat start,
-  // noise and all, left out) down to its minimum; its middle in log(lr).
-  const double drop_to = y[0] - 0.1 * (y[0] - y[lo]);
-  size_t start = 0;
-  while (start < lo && y[start] > drop_to) ++start;
+  // The valley: the last fall into the minimum, found walking back from it to the last point
+  // still above a tenth of the way down from the plateau (the median of the curve's first
+  // tenth: a noisy first batch or an early dip does not move it); its middle in log(lr).
+  std::vector<double> head(y.begin(), y.begin() + std::max<size_t>(1, n / 10));
+  std::nth_element(head.begin(), head.begin() + head.size() / 2, head.end());
+  const double above = y[lo] + 0.9 * (head[head.size() / 2] - y[lo]);
+  size_t start = lo;
+  while (start > 0 && y[start] <= above) --start;
   r.valley_lr = std::sqrt(r.lr[start] * r.lr[lo]);
 }
 

@@ -142,8 +142,14 @@ TEST(LrCurveTest, ReadsMinimumSteepestAndValley) {
   EXPECT_NEAR(std::log10(r.min_loss_lr), -2, 1e-9);
   EXPECT_GT(std::log10(r.steepest_lr), -4);  // on the steep stretch
   EXPECT_LT(std::log10(r.steepest_lr), -2.45);
-  // A tenth of the fall (0.16) is made first at 10^-3.8; the middle of [10^-3.8, 10^-2] is 10^-2.9.
-  EXPECT_NEAR(std::log10(r.valley_lr), -2.9, 1e-9);
+  // A tenth of the way down from the plateau (2) to the minimum (0.4) is 1.84: the last point
+  // above it is 10^-3.9, and the middle of [10^-3.9, 10^-2] is 10^-2.95.
+  EXPECT_NEAR(std::log10(r.valley_lr), -2.95, 1e-9);
+  // A noisy start (one low early point) does not move it: the plateau is a median.
+  auto noisy = r;
+  noisy.smoothed[1] = 1.0;
+  read_lr_curve(noisy);
+  EXPECT_NEAR(std::log10(noisy.valley_lr), -2.95, 1e-9);
 
   // A diverged test: its last point is left out even if it were the lowest.
   r.smoothed.back() = -1;

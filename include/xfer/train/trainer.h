@@ -191,10 +191,11 @@ struct LrFindResult {
   bool diverged = false;
   double min_loss_lr = 0;  ///< where the smoothed loss was lowest
   double steepest_lr = 0;  ///< where it fell fastest per unit of log(lr)
-  /// The suggestion: the middle (in log lr) of the valley, from the first rate
-  /// at which the smoothed loss has made a tenth of its fall to the rate of its
-  /// minimum; so the flat start and the climb after the minimum are left out.
-  /// Where the loss never fell it is the start rate.
+  /// The suggestion: the middle (in log lr) of the valley, the smoothed loss's
+  /// last fall into its minimum, which starts at the last point before the
+  /// minimum still above a tenth of the way down from the plateau (the median
+  /// of the curve's first tenth). The noisy start and the climb after the
+  /// minimum are left out. Where the loss never fell it is the start rate.
   double valley_lr = 0;
   Json to_json() const;
   /// The curve at about `rows` rates and the three readings, for the CLI.
