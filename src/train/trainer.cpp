@@ -791,7 +791,7 @@ std::string LrFindResult::text(int64_t rows) const {
   const size_t n = lr.size();
   const size_t stride = std::max<size_t>(
       1, (n + size_t(std::max<int64_t>(rows, 1)) - 1) / size_t(std::max<int64_t>(rows, 1)));
-  char line[96];
+  char line[160];
   for (size_t i = 0; i < n; i += stride) {
     std::snprintf(line, sizeof line, "  %-10.3g  %-8.4g  %.4g\n", lr[i], loss[i], smoothed[i]);
     out << line;
