@@ -212,6 +212,10 @@ TEST_F(TrainerTest, LrFindStopsWhenTheLossDiverges) {
   EXPECT_TRUE(inf.diverged);
   EXPECT_LT(inf.lr.size(), 200u);
   for (double l : inf.loss) EXPECT_TRUE(std::isfinite(l));
+  // Diverged within the first steps: an error naming the range, the model untouched.
+  EXPECT_THROW(t.lr_find(*m, train_, LrFindOptions().start_lr(1e30).end_lr(1e31).steps(10)), Error);
+  const auto final_state = state_of(*m);
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_TENSOR_EQ(final_state[i], before[i]);
 }
 
 TEST_F(TrainerTest, LrFindOptionsAreValidated) {
