@@ -856,9 +856,10 @@ LrFindResult Trainer::lr_find(models::ClassifierImpl& model, const data::Dataset
   }
   restore(model, saved);
   model.train(was_training);
-  // A loss is measured before its step's update: a test that diverged within two steps has no curve.
-  XFER_CHECK(!(r.diverged && r.lr.size() < 3), "lr-find: the loss diverged within the first steps from lr ",
-             options.start_lr(), " (lower the start of --lr-find-range)");
+  // A loss is measured before its step's update: diverged within two steps, there is no curve.
+  XFER_CHECK(!(r.diverged && r.lr.size() < 3),
+             "lr-find: the loss diverged within the first steps from lr ", options.start_lr(),
+             " (lower the start of --lr-find-range)");
   read_lr_curve(r);
   return r;
 }
