@@ -91,7 +91,8 @@ def main():
                          "lr=find: the rate of `--lr-find` (a range test) first; 'scratch FLAGS': `xfer train` "
                          "as a column")
     ap.add_argument("--scratch-only", action="store_true",
-                    help="only the scratch runs (they do not need the base: run them while it trains)")
+                    help="only the scratch runs and 'scratch ...' columns (they do not need the base: "
+                         "run them while it trains)")
     ap.add_argument("--scratch-variants", default="",
                     help="';'-separated extra scratch flag sets, each tried with every rate of the grid "
                          "(e.g. 'head-type=cosine'); scratch's best is over variants x rates")
@@ -131,8 +132,8 @@ def main():
         source = ["--weights", a.base_weights] + arch + ["--mean", a.mean, "--std", a.std]
     else:
         source = ["--from", base]
-    if a.scratch_only:
-        strategies = []
+    if a.scratch_only:  # scratch columns ('scratch lr=find') need no base either
+        strategies = [s for s in strategies if s.split()[0] == "scratch"]
     elif a.base_weights:
         with open(a.base_weights, "rb") as f:
             sha = hashlib.sha256(f.read()).hexdigest()
