@@ -172,21 +172,27 @@ def main():
     def sname(v, lr):
         return f"scratch{' ' + v if v else ''}/lr={lr:g}"
 
+    def command(name, k, seed):
+        # a k-shot run's command without its own flags and output: `xfer train` for "scratch",
+        # else `xfer finetune --strategy name`; every run has the same budget and augmentation
+        b, epochs = budget(k)
+        if name == "scratch":
+            cmd = ["train", "--data", TGT, "--shots", str(k), "--seed", str(seed)] + arch + ["--val-fraction", "0"]
+        else:
+            cmd = ["finetune"] + source + ["--data", TGT, "--shots", str(k), "--seed", str(seed), "--strategy", name]
+        return cmd + ["--epochs", str(epochs), "--batch-size", str(b), "--crop-padding", "2"]
+
     def scratch(k, seed, lr, v=""):
         key = f"{sname(v, lr)}/k={k}/seed={seed}"
         if key in results["runs"] or a.table_only:
             return
-        b, epochs = budget(k)
         out = os.path.join(a.out, "models", key.replace("/", "_").replace(" ", "_").replace(":", "-"))
-        flags = flags_of(v.split())
-        wall = run(xfer + ["train", "--data", TGT, "--shots", str(k), "--seed", str(seed)] + arch + flags + [
-                           "--val-fraction", "0", "--epochs", str(epochs), "--batch-size", str(b),
-                           "--lr", str(lr), "--crop-padding", "2", "--no-checkpoint", "--force", "--out", out], out + ".log")
+        wall = run(xfer + command("scratch", k, seed) + flags_of(v.split()) + [
+                           "--lr", str(lr), "--no-checkpoint", "--force", "--out", out], out + ".log")
         evaluate(out, key, wall)
 
     for k in shots:
         for seed in seeds:
-            b, epochs = budget(k)
             for s in strategies:
                 key = f"{s}/k={k}/seed={seed}"
                 if key in results["runs"] or a.table_only:
@@ -196,13 +202,7 @@ def main():
                 # "scratch ...": `xfer train` as a column; lr=find: `--lr-find` picks the rate first
                 # (its time counts in the run's wall time)
                 name, *flags = s.split()
-                if name == "scratch":
-                    cmd = ["train", "--data", TGT, "--shots", str(k), "--seed", str(seed)] + arch + [
-                           "--val-fraction", "0"]
-                else:
-                    cmd = ["finetune"] + source + ["--data", TGT, "--shots", str(k), "--seed", str(seed),
-                                                   "--strategy", name]
-                cmd += ["--epochs", str(epochs), "--batch-size", str(b), "--crop-padding", "2"]
+                cmd = command(name, k, seed)
                 found, wall = None, 0.0
                 if "lr=find" in flags:
                     flags = [f for f in flags if f != "lr=find"]

@@ -788,19 +788,16 @@ std::string LrFindResult::text(int64_t rows) const {
       << (lr.empty() ? options.start_lr() : lr.back())
       << (diverged ? " (stopped: the loss diverged)" : "") << "\n";
   out << "  lr          loss      smoothed\n";
-  const size_t n = lr.size();
-  const size_t stride = std::max<size_t>(
-      1, (n + size_t(std::max<int64_t>(rows, 1)) - 1) / size_t(std::max<int64_t>(rows, 1)));
+  const size_t n = lr.size(), want = size_t(std::max<int64_t>(rows, 1));
+  const size_t stride = std::max<size_t>(1, (n + want - 1) / want);
   char line[160];
-  for (size_t i = 0; i < n; i += stride) {
+  auto row = [&](size_t i) {
     std::snprintf(line, sizeof line, "  %-10.3g  %-8.4g  %.4g\n", lr[i], loss[i], smoothed[i]);
     out << line;
-  }
-  if (n > 0 && (n - 1) % stride != 0) {
-    std::snprintf(line, sizeof line, "  %-10.3g  %-8.4g  %.4g\n", lr[n - 1], loss[n - 1],
-                  smoothed[n - 1]);
-    out << line;
-  }
+  };
+  // Every stride-th point, and the last one (where the test ended) in any case.
+  for (size_t i = 0; i < n; i += stride) row(i);
+  if (n > 0 && (n - 1) % stride != 0) row(n - 1);
   std::snprintf(line, sizeof line,
                 "suggested lr %.3g (valley); steepest %.3g; minimum %.3g (/10: %.3g)\n", valley_lr,
                 steepest_lr, min_loss_lr, min_loss_lr / 10);
