@@ -740,7 +740,10 @@ void read_lr_curve(LrFindResult& r) {
   XFER_CHECK(r.lr.size() == r.smoothed.size(), "lr-find: curve of ", r.lr.size(), " rates and ",
              r.smoothed.size(), " losses");
   // The point that tripped the divergence test is past the useful range.
-  const size_t n = r.diverged && r.smoothed.size() > 1 ? r.smoothed.size() - 1 : r.smoothed.size();
+  XFER_CHECK(r.stopped_by.empty() || r.stopped_by == "divergence" || r.stopped_by == "non-finite",
+             "lr-find: unknown stop reason '", r.stopped_by, "'");
+  const size_t n = r.stopped_by == "divergence" && r.smoothed.size() > 1 ? r.smoothed.size() - 1
+                                                                         : r.smoothed.size();
   r.min_loss_lr = r.steepest_lr = r.valley_lr = 0;
   if (n == 0) return;
   for (size_t i = 0; i < r.lr.size(); ++i) {
@@ -775,7 +778,8 @@ Json LrFindResult::to_json() const {
           {"lr", lr},
           {"loss", loss},
           {"smoothed", smoothed},
-          {"diverged", diverged},
+          {"diverged", diverged()},
+          {"stopped_by", stopped_by.empty() ? Json(nullptr) : Json(stopped_by)},
           {"suggested_lr", valley_lr},
           {"valley_lr", valley_lr},
           {"steepest_lr", steepest_lr},
@@ -786,7 +790,10 @@ std::string LrFindResult::text(int64_t rows) const {
   std::ostringstream out;
   out << "lr-find: " << lr.size() << " steps from " << options.start_lr() << " to "
       << (lr.empty() ? options.start_lr() : lr.back())
-      << (diverged ? " (stopped: the loss diverged)" : "") << "\n";
+      << (stopped_by == "divergence"   ? " (stopped: the loss diverged)"
+          : stopped_by == "non-finite" ? " (stopped: the loss was not finite)"
+                                       : "")
+      << "\n";
   out << "  lr          loss      smoothed\n";
   const size_t n = lr.size(), want = size_t(std::max<int64_t>(rows, 1));
   const size_t stride = std::max<size_t>(1, (n + want - 1) / want);
@@ -827,7 +834,7 @@ LrFindResult Trainer::lr_find(models::ClassifierImpl& model, const data::Dataset
   double avg = 0, lowest = std::numeric_limits<double>::infinity();
   t.on_step_ = [&](const StepRecord& s) {
     if (!std::isfinite(s.loss)) {
-      r.diverged = true;
+      r.stopped_by = "non-finite";
       return false;
     }
     avg = beta * avg + (1 - beta) * s.loss;
@@ -837,7 +844,7 @@ LrFindResult Trainer::lr_find(models::ClassifierImpl& model, const data::Dataset
     r.smoothed.push_back(smooth);
     lowest = std::min(lowest, smooth);
     if (r.lr.size() > 1 && smooth > options.divergence() * lowest) {
-      r.diverged = true;
+      r.stopped_by = "divergence";
       return false;
     }
     return static_cast<int64_t>(r.lr.size()) < n;
@@ -854,7 +861,7 @@ LrFindResult Trainer::lr_find(models::ClassifierImpl& model, const data::Dataset
   restore(model, saved);
   model.train(was_training);
   // A loss is measured before its step's update: diverged within two steps, there is no curve.
-  XFER_CHECK(!(r.diverged && r.lr.size() < 3),
+  XFER_CHECK(!(r.diverged() && r.lr.size() < 3),
              "lr-find: the loss diverged within the first steps from lr ", options.start_lr(),
              " (lower the start of --lr-find-range)");
   read_lr_curve(r);

@@ -151,11 +151,17 @@ TEST(LrCurveTest, ReadsMinimumSteepestAndValley) {
   read_lr_curve(noisy);
   EXPECT_NEAR(std::log10(noisy.valley_lr), -2.95, 1e-9);
 
-  // A diverged test: its last point is left out even if it were the lowest.
+  // Stopped by the divergence test: its last point is left out even if it were the lowest.
   r.smoothed.back() = -1;
-  r.diverged = true;
+  r.stopped_by = "divergence";
   read_lr_curve(r);
   EXPECT_NEAR(std::log10(r.min_loss_lr), -2, 1e-9);
+  // Stopped by a non-finite loss: that step is not in the curve, every point in it counts.
+  r.stopped_by = "non-finite";
+  read_lr_curve(r);
+  EXPECT_NEAR(std::log10(r.min_loss_lr), 0, 1e-9);
+  r.stopped_by = "bored";
+  EXPECT_THROW(read_lr_curve(r), Error);
   // A loss that never falls: the valley is the start.
   LrFindResult flat;
   flat.lr = {1e-3, 1e-2, 1e-1};
@@ -174,7 +180,8 @@ TEST_F(TrainerTest, LrFindSweepsGeometricallyAndRestoresTheModel) {
   const auto opts = LrFindOptions().start_lr(1e-5).end_lr(1e-1).steps(40).divergence(1e6);
   auto r = t.lr_find(*m, train_, opts);
   ASSERT_EQ(r.lr.size(), 40u);
-  EXPECT_FALSE(r.diverged);
+  EXPECT_FALSE(r.diverged());
+  EXPECT_EQ(r.stopped_by, "");
   for (size_t i = 0; i < r.lr.size(); ++i) {
     EXPECT_NEAR(std::log(r.lr[i]), std::log(1e-5) + std::log(1e4) * double(i) / 39.0, 1e-9) << i;
     EXPECT_TRUE(std::isfinite(r.loss[i]) && std::isfinite(r.smoothed[i]));
@@ -200,7 +207,7 @@ TEST_F(TrainerTest, LrFindStopsWhenTheLossDiverges) {
   const auto before = state_of(*m);
   Trainer t(TrainOptions().batch_size(16).optimizer("sgd").momentum(0.9));
   auto r = t.lr_find(*m, train_, LrFindOptions().start_lr(1e-3).end_lr(1e12).steps(200));
-  EXPECT_TRUE(r.diverged);
+  EXPECT_EQ(r.stopped_by, "divergence");
   EXPECT_LT(r.lr.size(), 200u);
   EXPECT_GT(r.lr.size(), 2u);
   EXPECT_LT(r.min_loss_lr, r.lr.back());
@@ -209,7 +216,7 @@ TEST_F(TrainerTest, LrFindStopsWhenTheLossDiverges) {
   // With a divergence factor it cannot reach, a non-finite loss still ends the test quietly.
   auto inf = t.lr_find(*m, train_,
                        LrFindOptions().start_lr(1e-3).end_lr(1e30).steps(200).divergence(1e300));
-  EXPECT_TRUE(inf.diverged);
+  EXPECT_EQ(inf.stopped_by, "non-finite");
   EXPECT_LT(inf.lr.size(), 200u);
   for (double l : inf.loss) EXPECT_TRUE(std::isfinite(l));
   // Diverged within the first steps: an error naming the range, the model untouched.

@@ -186,9 +186,13 @@ struct LrFindOptions {
 struct LrFindResult {
   LrFindOptions options;
   std::vector<double> lr, loss, smoothed;  ///< one entry per step run
-  /// Stopped early: the smoothed loss passed divergence x its minimum, or the
-  /// loss was not finite (that step is not in the curve).
-  bool diverged = false;
+  /// Why the test ended before its last step ("" when it ran them all):
+  /// "divergence", the smoothed loss passed divergence x its minimum (that
+  /// step is the curve's last point); "non-finite", the loss was not finite
+  /// (that step is not in the curve).
+  std::string stopped_by;
+  /// Stopped early, for either reason.
+  bool diverged() const { return !stopped_by.empty(); }
   double min_loss_lr = 0;  ///< where the smoothed loss was lowest
   double steepest_lr = 0;  ///< where it fell fastest per unit of log(lr)
   /// The suggestion: the middle (in log lr) of the valley, the smoothed loss's
@@ -203,7 +207,7 @@ struct LrFindResult {
 };
 
 /// Fills min_loss_lr, steepest_lr and valley_lr from lr and smoothed (the
-/// point that tripped the divergence test is left out).
+/// point that tripped the divergence test, if it did, is left out).
 void read_lr_curve(LrFindResult& r);
 
 class Trainer {
