@@ -173,6 +173,21 @@ Dataset sample_shots(const Dataset& ds, int64_t k, uint64_t seed) {
   return ds.select(to_tensor(chosen));
 }
 
+void check_same_task(const Dataset& other, const Dataset& reference) {
+  const auto a = other.images.sizes().slice(1), b = reference.images.sizes().slice(1);
+  XFER_CHECK(a == b, name_of(other), ": images are ", a, " but ", name_of(reference), "'s are ", b);
+  const auto& x = other.class_names;
+  const auto& y = reference.class_names;
+  if (x == y) return;
+  size_t i = 0;
+  while (i < x.size() && i < y.size() && x[i] == y[i]) ++i;
+  XFER_CHECK(false, name_of(other), ": its classes are not those of ", name_of(reference), " (",
+             x.size() == y.size() ? "" : str_cat(x.size(), " against ", y.size(), "; "), "label ",
+             i, " is ", i < x.size() ? "'" + x[i] + "'" : std::string("missing"), ", not ",
+             i < y.size() ? "'" + y[i] + "'" : std::string("a class"),
+             "): a label would name another class");
+}
+
 std::pair<Dataset, Dataset> stratified_split(const Dataset& ds, double val_fraction,
                                              uint64_t seed) {
   const std::string name = name_of(ds);

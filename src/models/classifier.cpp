@@ -161,6 +161,12 @@ std::vector<ParamStage> ClassifierImpl::backbone_stages() const {
 
 std::vector<ParamStage> ClassifierImpl::param_stages() const {
   auto stages = backbone_stages();
+  // "head" names the last stage only: a TorchScript backbone may have a child of that name
+  // (timm's ConvNeXt keeps head.norm without its classifier).
+  const size_t last = has_head() ? stages.size() : stages.size() - 1;
+  for (size_t i = 0; i < last && i < stages.size(); ++i) {
+    if (stages[i].name == "head") stages[i].name = "backbone.head";
+  }
   if (has_head()) {
     stages.push_back({"head", {head_name()}});
   } else if (!stages.empty()) {

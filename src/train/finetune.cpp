@@ -76,7 +76,7 @@ void FinetuneRunOptions::validate() const {
   }
   XFER_CHECK_USAGE(!data.empty(), "--data is required");
   XFER_CHECK_USAGE(dry_run || lr_find || !out.empty(), "--out is required");
-  XFER_CHECK_USAGE(shots >= 0, "--shots must be >= 1, got ", shots);
+  XFER_CHECK_USAGE(shots >= 0, "--shots must be >= 1 (or 0 for every sample), got ", shots);
   XFER_CHECK_USAGE(val_fraction >= 0 && val_fraction < 1, "--val-fraction must be in [0, 1), got ",
                    val_fraction);
   XFER_CHECK_USAGE(head == "new" || head == "keep", "--head: expected new or keep, got '", head, "'");
@@ -110,7 +110,8 @@ void FinetuneRunOptions::validate() const {
   XFER_CHECK_USAGE(probe_l2 == -1 || (std::isfinite(probe_l2) && probe_l2 >= 0),
                    "--probe-l2 must be >= 0, got ", probe_l2);
   XFER_CHECK_USAGE(probe_iters >= 0 && probe_iters <= 100000,
-                   "--probe-iters must be in [1, 100000], got ", probe_iters);
+                   "--probe-iters must be in [1, 100000] (or 0 for the default), got ",
+                   probe_iters);
   XFER_CHECK_USAGE(lbfgs || (probe_l2 == -1 && probe_iters == 0),
                    "--probe-l2 and --probe-iters only apply to --probe-solver lbfgs");
   XFER_CHECK_USAGE(!lbfgs || s.kind == Kind::kLinearProbe || s.kind == Kind::kLpFt,
@@ -128,7 +129,7 @@ void FinetuneRunOptions::validate() const {
     XFER_CHECK_USAGE(train.epochs() >= 2, "--strategy lp-ft needs --epochs >= 2 (a linear-probe phase "
                      "and a fine-tuning phase), got ", train.epochs());
     XFER_CHECK_USAGE(lp_epochs >= 0 && lp_epochs < train.epochs(), "--lp-epochs must be in [1, ",
-                     train.epochs() - 1, "] (fewer than --epochs), got ", lp_epochs);
+                     train.epochs() - 1, "] (fewer than --epochs; 0 for half), got ", lp_epochs);
   } else {
     XFER_CHECK_USAGE(lp_epochs == 0, "--lp-epochs only applies to --strategy lp-ft");
   }
@@ -192,10 +193,7 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
              spec_text, ": images are ", train_ds.channels(), "x", train_ds.height(), "x",
              train_ds.width(), " but the model takes ", shape.size() == 3 ? shape[0] : 0, "x",
              shape.size() == 3 ? shape[1] : 0, "x", shape.size() == 3 ? shape[2] : 0);
-  if (val_ds.size() > 0) {
-    XFER_CHECK(val_ds.images.sizes().slice(1) == train_ds.images.sizes().slice(1), o.val_data,
-               ": image shape differs from the training data's");
-  }
+  if (!o.val_data.empty()) data::check_same_task(val_ds, train_ds);
   seed_everything(t.seed());
   if (o.head == "new") {
     model->reset_classifier(all.num_classes());
@@ -277,8 +275,11 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
   // L2-SP pulls the backbone towards the pre-trained weights w0.
   std::vector<torch::Tensor> w0, wcur;
   if (strategy.kind == Kind::kL2Sp) {
+    const auto stages = model->param_stages();
     for (const auto& item : model->named_parameters(true)) {
-      if (model->is_head_parameter(item.key())) continue;
+      // The last stage is the head (a TorchScript classifier's own last layer with --head keep).
+      if (models::ClassifierImpl::stage_of(stages, item.key()) + 1 == int64_t(stages.size()))
+        continue;
       wcur.push_back(item.value());
       w0.push_back(item.value().detach().clone());
     }
@@ -294,9 +295,8 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
     std::vector<OptimGroup> groups;
     for (const auto& g : plan.groups) {
       if (g.tensors.empty()) continue;
-      bool head = g.name == "head" || g.name == "head/no-decay";
       // L2-SP replaces decay towards zero on the backbone (Li et al. 2018).
-      double wd = strategy.kind == Kind::kL2Sp && !head ? 0.0 : g.weight_decay;
+      double wd = strategy.kind == Kind::kL2Sp && !g.head ? 0.0 : g.weight_decay;
       groups.push_back({g.name, g.tensors, g.lr_scale, wd});
     }
     TrainOptions to = t;

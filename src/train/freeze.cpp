@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <iomanip>
 #include <map>
 #include <set>
 #include <sstream>
@@ -76,9 +77,12 @@ std::string Strategy::str() const {
     case Kind::kLpFt: return "lp-ft";
     case Kind::kLora: return str_cat("lora:", rank);
     case Kind::kL2Sp: {
-      std::ostringstream os;
-      os << "l2-sp:" << alpha;
-      return os.str();
+      // The shortest decimal that reads back as alpha: the card's strategy reproduces the run.
+      for (int digits = 6;; ++digits) {
+        std::ostringstream os;
+        os << std::setprecision(digits) << alpha;
+        if (digits >= 17 || std::stod(os.str()) == alpha) return "l2-sp:" + os.str();
+      }
     }
   }
   return "?";
@@ -106,8 +110,10 @@ FreezePlan plan_freeze(models::ClassifierImpl& model, const FreezeOptions& o) {
   const auto bn_layers = model.batch_norm_layers();
 
   FreezePlan plan;
-  std::map<std::string, size_t> group_index;
+  // Keyed by stage index, not name: two stages never share a group.
+  std::map<std::pair<int64_t, bool>, size_t> group_index;
   std::map<std::string, bool> param_trainable;
+  std::vector<bool> stage_trains(stages.size(), false);  // a weight of its own trains (not LoRA)
   for (const auto& item : model.named_parameters(true)) {
     const std::string& name = item.key();
     const auto& p = item.value();
@@ -123,15 +129,16 @@ FreezePlan plan_freeze(models::ClassifierImpl& model, const FreezeOptions& o) {
       trainable = o.trainable_stages() < 0 || s >= head - o.trainable_stages();
     }
     param_trainable[name] = trainable;
+    if (trainable && !lora) stage_trains[size_t(s)] = true;
     const bool decay = p.dim() > 1;
-    std::string key = stages[s].name + (decay ? "" : "/no-decay");
-    auto it = group_index.find(key);
+    auto it = group_index.find({s, decay});
     if (it == group_index.end()) {
       GroupPlan g;
-      g.name = key;
+      g.name = stages[s].name + (decay ? "" : "/no-decay");
+      g.head = s == head;
       g.lr_scale = s == head ? o.head_lr_scale() : std::pow(o.layer_decay(), double(head - s));
       g.weight_decay = decay ? o.weight_decay() : 0.0;
-      it = group_index.emplace(key, plan.groups.size()).first;
+      it = group_index.emplace(std::make_pair(s, decay), plan.groups.size()).first;
       plan.groups.push_back(std::move(g));
     }
     auto& g = plan.groups[it->second];
@@ -148,9 +155,17 @@ FreezePlan plan_freeze(models::ClassifierImpl& model, const FreezeOptions& o) {
   // BatchNorm layers to pin, and each group's BN mode.
   std::map<std::string, bool> pinned;
   for (const auto& layer : bn_layers) {
-    bool frozen = true;
+    bool frozen = true, has_params = false;
     for (const auto& [name, t] : param_trainable) {
-      if (in_layer(layer, name) && t) frozen = false;
+      if (!in_layer(layer, name)) continue;
+      has_params = true;
+      if (t) frozen = false;
+    }
+    if (!has_params) {
+      // BatchNorm without affine weights (TorchScript): its stage decides; outside every stage,
+      // whether the whole backbone trains.
+      const int64_t s = models::ClassifierImpl::stage_of(stages, layer);
+      frozen = s >= 0 ? !stage_trains[size_t(s)] : o.adapters_only() || o.trainable_stages() >= 0;
     }
     bool pin = o.bn_mode() == "eval" || (o.bn_mode() == "auto" && frozen);
     pinned[layer] = pin;

@@ -5,6 +5,7 @@
 
 #include "xfer/core/dist.h"
 #include "xfer/core/error.h"
+#include "xfer/core/runtime.h"
 
 namespace xfer::train {
 
@@ -15,6 +16,7 @@ void ProbeOptions::validate() const {
   XFER_CHECK_USAGE(std::isfinite(tolerance()) && tolerance() > 0,
                    "probe tolerance must be > 0, got ", tolerance());
   XFER_CHECK_USAGE(batch_size() >= 1, "--batch-size must be >= 1, got ", batch_size());
+  parse_device(device());  // "auto", "cpu", "cuda[:N]"; a usage error where CUDA is missing
 }
 
 void ProbeOptions::validate(const models::HeadOptions& head) const {
@@ -48,7 +50,7 @@ TrainResult fit_probe(models::ClassifierImpl& model, const data::Dataset& train,
   XFER_CHECK(model.has_head(), "probe: the model has no head to fit");
   XFER_CHECK(train.size() > 0, "probe: no training samples");
   const auto t0 = std::chrono::steady_clock::now();
-  const torch::Device device(o.device());
+  const torch::Device device = parse_device(o.device());
   model.to(device);
   const auto feats = embed(model, train, o.batch_size(), device).to(torch::kDouble);
   const double embed_seconds =

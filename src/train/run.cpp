@@ -52,9 +52,7 @@ TrainRunResult run_train(const TrainRunOptions& o) {
   if (!o.val_data.empty()) {
     train_ds = all;
     val_ds = data::load(o.val_data);
-    XFER_CHECK(val_ds.images.sizes().slice(1) == train_ds.images.sizes().slice(1), o.val_data,
-               ": image shape ", val_ds.images.sizes().slice(1), " differs from the training data's ",
-               train_ds.images.sizes().slice(1));
+    data::check_same_task(val_ds, train_ds);
   } else if (o.val_fraction > 0) {
     std::tie(train_ds, val_ds) = data::stratified_split(all, o.val_fraction, o.train.seed());
   } else {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <set>
 
 #include "support/support.h"
@@ -115,6 +116,32 @@ TEST_F(DatasetTest, SelectClassesRelabelsInGivenOrder) {
     EXPECT_EQ(labels[i], expected) << "sample " << index[i];
   }
   sub.validate();
+}
+
+TEST_F(DatasetTest, CheckSameTaskComparesShapeAndClassesInLabelOrder) {
+  auto train = make(20, 10);
+  EXPECT_NO_THROW(check_same_task(make(10, 10), train));
+  EXPECT_NO_THROW(
+      check_same_task(select_classes(make(30, 10), {5, 6}), select_classes(train, {5, 6})));
+  auto names = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  // Same count, another order: label 0 would be c6 in one and c5 in the other.
+  auto swapped = names([&] {
+    check_same_task(select_classes(make(30, 10), {6, 5}), select_classes(train, {5, 6}));
+  });
+  EXPECT_NE(swapped.find("label 0 is 'c6', not 'c5'"), std::string::npos) << swapped;
+  // A class missing (an image folder without one class directory) or one more.
+  auto fewer = names([&] { check_same_task(make(10, 9), train); });
+  EXPECT_NE(fewer.find("9 against 10; label 9 is missing"), std::string::npos) << fewer;
+  EXPECT_THROW(check_same_task(make(12, 11), train), Error);
+  auto shape = names([&] { check_same_task(make(10, 10, 1, 5, 4), train); });
+  EXPECT_NE(shape.find("images are"), std::string::npos) << shape;
 }
 
 TEST_F(DatasetTest, SelectClassesRejectsUnknownAndRepeated) {

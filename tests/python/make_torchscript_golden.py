@@ -5,7 +5,8 @@ tests/eval/predict_test.cpp).
 Usage: /usr/bin/python3 make_torchscript_golden.py OUT_DIR
 Writes OUT_DIR/classifier.pt (torch.jit.script of a small residual CNN with
 BatchNorm and dropout, eval mode), OUT_DIR/backbone.pt (its feature extractor,
-traced, output [N, 32]) and OUT_DIR/io.safetensors (input [3,1,28,28] in
+traced, output [N, 32]), OUT_DIR/headed_backbone.pt (scripted features [N, 8] from a module
+with a child named `head` and a BatchNorm without weights) and OUT_DIR/io.safetensors (input [3,1,28,28] in
 [0,1], logits, features). Exits 77 when torch cannot be imported.
 """
 import os
@@ -36,6 +37,39 @@ class Backbone(nn.Module):
         return torch.relu(self.proj(y.mean(dim=(2, 3))))
 
 
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8, affine=False)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x)))
+
+
+class HeadNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.LayerNorm(8)
+
+    def forward(self, x):
+        return self.norm(x)
+
+
+class HeadedBackbone(nn.Module):
+    """A feature extractor with a child named `head` (timm's ConvNeXt with num_classes=0 keeps
+    head.norm) and a BatchNorm without affine weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.block = Block()
+        self.head = HeadNorm()
+
+    def forward(self, x):
+        return self.head(self.block(torch.relu(self.conv1(x))).mean(dim=(2, 3)))
+
+
 class Classifier(nn.Module):
     def __init__(self):
         super().__init__()
@@ -61,6 +95,7 @@ def main():
         features = model.backbone(x)
     torch.jit.script(model).save(os.path.join(out, "classifier.pt"))
     torch.jit.trace(model.backbone, x).save(os.path.join(out, "backbone.pt"))
+    torch.jit.script(HeadedBackbone()).save(os.path.join(out, "headed_backbone.pt"))
     write_safetensors(os.path.join(out, "io.safetensors"),
                       {"input": x, "logits": logits, "features": features})
 

@@ -36,6 +36,9 @@ TEST_F(FreezeTest, ParsesStrategies) {
   EXPECT_EQ(Strategy::parse("lora:8").rank, 8);
   EXPECT_DOUBLE_EQ(Strategy::parse("l2-sp:0.01").alpha, 0.01);
   EXPECT_EQ(Strategy::parse("l2-sp:0.01").str(), "l2-sp:0.01");
+  // The card's strategy string reads back as the same alpha (not rounded to 6 digits).
+  EXPECT_EQ(Strategy::parse("l2-sp:0.0012345678").str(), "l2-sp:0.0012345678");
+  EXPECT_EQ(Strategy::parse(Strategy::parse("l2-sp:0.1").str()).alpha, 0.1);
   EXPECT_EQ(Strategy::parse("lp-ft").str(), "lp-ft");
   for (const char* bad : {"", "fool", "partial", "partial:0", "partial:x", "lora:", "lora:-1",
                           "l2-sp:nan", "l2-sp:-1", "full:3", "linear-probe:1"}) {
@@ -181,6 +184,45 @@ TEST_F(FreezeTest, WorksOnTorchScriptModules) {
   EXPECT_TRUE(c->layer_is_training(bn));
   c->forward(torch::rand({4, 1, 28, 28}));
   EXPECT_FALSE(torch::equal(c->named_buffers()[bn + "__running_mean"], mean));
+}
+
+// A scripted backbone with a child named `head` (as timm's ConvNeXt keeps head.norm) and a
+// BatchNorm without affine weights.
+TEST_F(FreezeTest, TorchScriptChildNamedHeadAndBatchNormWithoutWeights) {
+  TempDir dir;
+  if (!xfer::testing::make_torchscript_golden(dir.path()))
+    GTEST_SKIP() << "python3-torch not available";
+  models::TorchScriptClassifier m(models::load_torchscript(dir.file("headed_backbone.pt")),
+                                  "backbone", std::vector<int64_t>{1, 28, 28}, 3);
+  auto stages = m->param_stages();
+  ASSERT_EQ(stages.size(), 4u);  // conv1, block, the scripted head.norm, the new head
+  EXPECT_EQ(stages[2].name, "backbone.head");
+  EXPECT_EQ(stages[3].name, "head");
+  // The new head's bias is not grouped with the scripted LayerNorm's: each stage has its rate.
+  auto plan = plan_freeze(*m, FreezeOptions().layer_decay(0.5).head_lr_scale(10));
+  std::map<std::string, const GroupPlan*> by_name;
+  for (const auto& g : plan.groups) {
+    EXPECT_TRUE(by_name.emplace(g.name, &g).second) << "two groups named " << g.name;
+  }
+  ASSERT_TRUE(by_name.count("head/no-decay") && by_name.count("backbone.head/no-decay"));
+  EXPECT_EQ(by_name["head/no-decay"]->params, (std::vector<std::string>{"head.bias"}));
+  EXPECT_TRUE(by_name["head/no-decay"]->head);
+  EXPECT_DOUBLE_EQ(by_name["head/no-decay"]->lr_scale, 10);
+  EXPECT_FALSE(by_name["backbone.head/no-decay"]->head);
+  EXPECT_DOUBLE_EQ(by_name["backbone.head/no-decay"]->lr_scale, 0.5);
+  EXPECT_EQ(by_name["backbone.head/no-decay"]->params.size(), 2u);  // the LayerNorm's weight, bias
+  // The weightless BatchNorm follows its stage: training with the whole model, pinned when its
+  // stage is frozen.
+  const std::string bn = "ts__block__bn";
+  ASSERT_EQ(m->batch_norm_layers(), (std::vector<std::string>{bn}));
+  EXPECT_TRUE(apply_freeze(*m, FreezeOptions()).bn_eval.empty());
+  m->train();
+  EXPECT_TRUE(m->layer_is_training(bn));
+  EXPECT_EQ(apply_freeze(*m, FreezeOptions().trainable_stages(1)).bn_eval,
+            (std::vector<std::string>{bn}));
+  EXPECT_EQ(apply_freeze(*m, FreezeOptions().trainable_stages(2)).bn_eval.size(), 0u);
+  m->train();
+  EXPECT_TRUE(m->layer_is_training(bn));
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include "support/errors.h"
 #include "support/support.h"
 #include "xfer/core/error.h"
+#include "xfer/core/runtime.h"
 #include "xfer/data/spec.h"
 #include "xfer/models/registry.h"
 
@@ -143,6 +144,22 @@ TEST_F(ProbeTest, RefusesBadOptions) {
                                      "--probe-iters");
   xfer::testing::expect_error_naming([&] { fit_probe(*m, data::Dataset{}, {}, ProbeOptions()); },
                                      "no training samples");
+  // --device is checked as everywhere (not handed to torch::Device raw).
+  EXPECT_THROW(fit_probe(*m, train_, {}, ProbeOptions().device("tpu")), UsageError);
+}
+
+// --device auto (the CLI's spelling) picks the device as the trainer does: the same fit as "cpu"
+// where there is no GPU.
+TEST_F(ProbeTest, DeviceAutoIsAccepted) {
+  if (torch::cuda::is_available())
+    GTEST_SKIP() << "the comparison with cpu is for a CPU-only build";
+  ::xfer::seed_everything(5);
+  auto a = cnn();
+  ::xfer::seed_everything(5);
+  auto b = cnn();
+  fit_probe(*a, train_, {}, ProbeOptions().device("auto"));
+  fit_probe(*b, train_, {}, ProbeOptions().device("cpu"));
+  EXPECT_TENSOR_EQ(a->head()->weight, b->head()->weight);
 }
 
 }  // namespace

@@ -53,6 +53,12 @@ Dataset sample_shots(const Dataset& ds, int64_t k, uint64_t seed);
 /// and the class has >= 2 samples).
 std::pair<Dataset, Dataset> stratified_split(const Dataset& ds, double val_fraction, uint64_t seed);
 
+/// Checks that `other` (a validation or test set given apart) poses the same
+/// task as `reference`: the same image shape and the same classes, name for
+/// name in label order, so that a label means the same class in both. Throws
+/// xfer::Error naming `other`'s source and the first difference.
+void check_same_task(const Dataset& other, const Dataset& reference);
+
 /// Per-channel mean and std of the images in [0,1].
 struct Stats {
   std::vector<double> mean, std;

@@ -55,6 +55,7 @@ struct FreezeOptions {
 /// One optimizer parameter group, as --dry-run prints it.
 struct GroupPlan {
   std::string name;  ///< "<stage>" or "<stage>/no-decay"
+  bool head = false;  ///< the group belongs to the last stage (the head)
   std::vector<std::string> params;
   std::vector<torch::Tensor> tensors;  ///< trainable tensors only
   int64_t parameters = 0, trainable = 0;
