@@ -56,8 +56,12 @@ def run(cmd, log):
 
 
 def flags_of(items):
-    """['lr=3e-4', 'head-type=cosine'] -> ['--lr', '3e-4', '--head-type', 'cosine']"""
-    return [x for f in items for x in ("--" + f.split("=", 1)[0], f.split("=", 1)[1])]
+    """['lr=3e-4', 'head-type=cosine', 'no-hflip'] -> ['--lr', '3e-4', '--head-type', 'cosine', '--no-hflip']"""
+    out = []
+    for f in items:
+        name, eq, value = f.partition("=")
+        out += ["--" + name] + ([value] if eq else [])
+    return out
 
 
 def budget(k, batch=32, min_epochs=10, min_steps=100):
@@ -113,6 +117,12 @@ def main():
     xfer = [a.xfer, "--quiet"] + (["--threads", a.threads] if a.threads else [])
     results_path = os.path.join(a.out, "results.json")
     results = json.load(open(results_path)) if os.path.exists(results_path) else {"runs": {}}
+    # Runs are reused by key (strategy/k/seed), so every run in one results.json must share these:
+    # checked before anything runs. (Files written before 2026-11-28 have no record: adopted as is.)
+    settings = {"arch": a.arch, "arch_options": json.loads(a.arch_options) if a.arch_options else {}}
+    if "settings" in results and results["settings"] != settings:
+        sys.exit(f"{results_path} holds runs of {results['settings']}, not {settings}: use another --out")
+    results["settings"] = settings
 
     def evaluate(model, key, wall, extra=None):
         js = os.path.join(a.out, "eval", key + ".json")
@@ -137,12 +147,19 @@ def main():
     elif a.base_weights:
         with open(a.base_weights, "rb") as f:
             sha = hashlib.sha256(f.read()).hexdigest()
+        mine = {"kind": "imported", "sha256": sha, "mean": a.mean, "std": a.std}
         if "base" in results:
-            assert results["base"].get("sha256") == sha, f"{a.out} holds results of another base: use another --out"
-        results["base"] = {"kind": "imported", "file": os.path.basename(a.base_weights), "sha256": sha,
-                           "arch": a.arch, "arch_options": a.arch_options, "mean": a.mean, "std": a.std,
-                           "note": a.base_note}
-    elif not os.path.exists(base):
+            theirs = {key: results["base"].get(key) for key in mine}
+            if theirs != mine:
+                sys.exit(f"{a.out} holds results of another base ({theirs}): use another --out")
+        results["base"] = {**mine, "file": os.path.basename(a.base_weights), "arch": a.arch,
+                           "arch_options": a.arch_options, "note": a.base_note}
+    elif "base" in results and (results["base"].get("kind", "supervised") != a.base
+                                or results["base"].get("arch", "resnet") != a.arch):
+        sys.exit(f"{a.out} holds results of a {results['base'].get('kind', 'supervised')} base: use another --out")
+    elif "base" in results and not os.path.exists(base) and not a.table_only:
+        sys.exit(f"{a.out}: results.json has runs of a base that is gone ({base}): use another --out")
+    elif not os.path.exists(base) and not a.table_only:
         os.makedirs(os.path.dirname(base), exist_ok=True)
         if a.base == "supervised":
             cmd = ["train", "--data", SRC] + arch + ["--epochs", str(a.base_epochs),
@@ -154,16 +171,14 @@ def main():
                    "--view-min-scale", "0.5"]
         wall = run(xfer + cmd + ["--out", base], base + ".log")
         results["base_wall_seconds"] = wall
-    if a.scratch_only or a.base_weights:
-        pass
-    elif "base" not in results:
+    if not (a.scratch_only or a.base_weights) and os.path.exists(base):
         card = json.load(open(os.path.join(base, "card.json")))
-        results["base"] = {"kind": a.base, "spec": card["data"]["spec"], "arch": card["recipe"]["arch"],
-                           "id": card["id"], "val_accuracy": card["metrics"]["val_accuracy"],
-                           "wall_seconds": card["metrics"]["wall_seconds"], "epochs": card["recipe"]["epochs"]}
-    else:
-        assert results["base"].get("kind", "supervised") == a.base and results["base"].get("arch", "resnet") == a.arch, \
-            f"{a.out} holds a {results['base'].get('kind', 'supervised')} base: use another --out"
+        if "base" in results and results["base"].get("id", card["id"]) != card["id"]:
+            sys.exit(f"{base} is not the base of the runs in {results_path}: use another --out")
+        if "base" not in results:
+            results["base"] = {"kind": a.base, "spec": card["data"]["spec"], "arch": card["recipe"]["arch"],
+                               "id": card["id"], "val_accuracy": card["metrics"]["val_accuracy"],
+                               "wall_seconds": card["metrics"]["wall_seconds"], "epochs": card["recipe"]["epochs"]}
 
     # Scratch variants: "" (the defaults) and each --scratch-variants flag set.
     variants = [""] + [v.strip() for v in a.scratch_variants.split(";") if v.strip()]
@@ -265,6 +280,9 @@ def main():
             st = stats(s, k)
             if st is None:
                 cells.append("-")
+                continue
+            if st[3] < len(seeds):  # shown, but not a candidate for the best transfer
+                cells.append(f"{st[0]*100:.1f} ({st[3]} of {len(seeds)} seeds, {st[2]:.0f} s)")
                 continue
             summary[str(k)][s] = {"mean": st[0], "std": st[1], "wall": st[2]}
             cells.append(f"{st[0]*100:.1f} ± {st[1]*100:.1f} ({st[2]:.0f} s)")

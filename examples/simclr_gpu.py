@@ -33,10 +33,20 @@ logreg-l2-2stages (the same on the last two stages' features, as xfer's resnet p
    while it trains, OUT/NAME.partial.safetensors every minute, so a call cut short keeps a base)
 Needs PyTorch (CUDA, bf16 autocast); on a CPU it only runs a seconds-long smoke test.
 """
-import gzip, json, math, os, struct, sys, time
+import copy, gzip, json, math, os, struct, sys, time, traceback
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 
+if len(sys.argv) < 4:
+    raise SystemExit("usage: simclr_gpu.py DATA_DIR RESNET CNN [options] (RESNET, CNN: SECONDS or epochs=N)")
 D = sys.argv[1]
+# the two budgets first: a misplaced option must not train a model by mistake
+for b in sys.argv[2:4]:
+    try:
+        ok = int(b.split("=", 1)[1]) > 0 if b.startswith("epochs=") else float(b) >= 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise SystemExit(f"simclr_gpu.py: budget '{b}': expected SECONDS (0 skips the model) or epochs=N")
 # key=value options and flags after DATA_DIR RESNET CNN
 OPT = {}
 for a in sys.argv[4:]:
@@ -178,7 +188,9 @@ def simclr(name, enc, seconds, B=32 if SMOKE else 512, T=0.2, lr=2e-3, max_epoch
         z = F.normalize(z.float(), dim=1); sim = z @ z.t() / T; sim.fill_diagonal_(-1e9)
         loss = F.cross_entropy(sim, tgt); opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
         return loss
-    # time a few steps to size the run to the budget
+    # time a few steps to size the run to the budget; they are not training: the weights and the
+    # optimizer go back to where they were (with init= they would be un-warmed steps at peak rate)
+    start = [copy.deepcopy(m.state_dict()) for m in (enc, proj, opt)]
     enc.train(); t = time.time()
     for i in range(2 if SMOKE else 10): step(Xtr[torch.randint(0, n, (B,), device=dev)])
     if dev == "cuda": torch.cuda.synchronize()
@@ -186,6 +198,7 @@ def simclr(name, enc, seconds, B=32 if SMOKE else 512, T=0.2, lr=2e-3, max_epoch
     for i in range(2 if SMOKE else 30): step(Xtr[torch.randint(0, n, (B,), device=dev)])
     if dev == "cuda": torch.cuda.synchronize()
     per = (time.time() - t) / (2 if SMOKE else 30)
+    for m, st in zip((enc, proj, opt), start): m.load_state_dict(st)
     epochs = fixed_epochs or max(1, min(max_epochs, int(seconds / (per * spe))))
     log(f"{name}: {per*1000:.1f} ms/step, {spe} steps/epoch -> {epochs} epochs")
     total = epochs * spe; k = 0
@@ -202,8 +215,7 @@ def simclr(name, enc, seconds, B=32 if SMOKE else 512, T=0.2, lr=2e-3, max_epoch
         if time.time() - saved > SAVE_EVERY and ep < epochs - 1:
             save_safetensors(enc.state_dict(), partial); saved = time.time()
             log(f"{name}: {partial} holds epoch {ep+1}/{epochs} (of a one-cycle schedule not yet annealed)")
-    if os.path.exists(partial): os.remove(partial)
-    enc.eval()
+    enc.eval()  # (the partial file goes once the final one is written: main)
     return enc.float().to(memory_format=torch.contiguous_format), epochs
 
 M64 = (1 << 64) - 1
@@ -321,6 +333,7 @@ def main():
          lambda: ResNet(WIDTHS if not SMOKE or "widths" in OPT else (8,) * len(WIDTHS), BLOCKS, out=512), {"widths": list(WIDTHS), "blocks": list(BLOCKS)}, "resnet", sys.argv[2]),
         ("cnn", lambda: Cnn(out=512), {}, "cnn", sys.argv[3]),
     ]
+    trained = []
     for name, make, opts, arch, budget in plan:
         # SECONDS, or epochs=N for a fixed length (the run in docs/finetune.md: 203 epochs)
         fixed = int(budget.split("=")[1]) if budget.startswith("epochs=") else 0
@@ -340,9 +353,17 @@ def main():
         enc.eval()
         sd = {k: v for k, v in enc.state_dict().items()}
         save_safetensors(sd, os.path.join(OUT, f"{name}.safetensors"))
+        partial = os.path.join(OUT, f"{name}.partial.safetensors")
+        if os.path.exists(partial): os.remove(partial)
         result({"enc": name, "arch": arch, "arch_options": opts, "epochs": epochs, "seconds": secs,
                 "init": OPT.get("init"), "lr": LR})
-        evaluate(name, enc, make, do_scratch="no-scratch" not in OPT)
+        trained.append((name, enc, make))
+    # every model is trained and written before any check: a failing check loses no base
+    for name, enc, make in trained:
+        try:
+            evaluate(name, enc, make, do_scratch="no-scratch" not in OPT)
+        except Exception:
+            log(f"{name}: the check failed (the base is written):\n{traceback.format_exc()}")
     log("done")
 
 if __name__ == "__main__":

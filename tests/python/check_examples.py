@@ -91,6 +91,11 @@ with tempfile.TemporaryDirectory(prefix="xfer-examples-") as out:
     r = subprocess.run([sys.executable, os.path.join(EXAMPLES, "simclr_gpu.py"), DATA, "1", "0", "bogus=1"],
                        env=env, capture_output=True, text=True)
     check(r.returncode != 0 and "unknown option 'bogus=1'" in r.stderr, "simclr_gpu.py refuses an unknown option")
+    # an option where the CNN's budget goes (the usage line's CNN left out) trains nothing
+    r = subprocess.run([sys.executable, os.path.join(EXAMPLES, "simclr_gpu.py"), DATA, "epochs=2", "init=" + base],
+                       env=env, capture_output=True, text=True)
+    check(r.returncode != 0 and "budget 'init=" in r.stderr and "epochs" not in r.stdout,
+          "simclr_gpu.py refuses an option in place of a budget before it trains")
 
     # 3. the frozen-feature probe on that base
     if os.path.exists(base):
