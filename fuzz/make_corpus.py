@@ -123,7 +123,7 @@ def main():
     put("image", "png-gray", b"\x00" + gray)
     put("image", "png-rgb-as-gray", b"\x04" + rgb)
     put("image", "png-rgba-as-rgb", b"\x08" + rgba)
-    put("image", "bmp", b"\x02" + bmp_bytes(3, 2))
+    put("image", "bmp", b"\x02" + bmp_bytes(3, 2))  # refused: xfer decodes PNG and JPEG only
     put("image", "png-truncated", b"\x00" + gray[:30])
     put("image", "png-huge-header", b"\x00" + png_bytes(1, 1, 1, [b"\x00"]).replace(
         struct.pack(">II", 1, 1), struct.pack(">II", 100000, 100000), 1))

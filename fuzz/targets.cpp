@@ -174,8 +174,8 @@ void eps(const uint8_t* data, size_t size) {
   if (text.find(',') == std::string::npos) (void)parse_fraction(text, "--eps");
 }
 
-// An image file as the image-folder reader decodes it (PNG, JPEG, BMP, ...):
-// first byte picks the extension and the channel request.
+// An image file as the image-folder reader decodes it (PNG and JPEG; anything else, BMP
+// included, is refused): first byte picks the extension and the channel request.
 void image(const uint8_t* data, size_t size) {
   if (size == 0) return;
   static const char* const kExt[] = {".png", ".jpg", ".bmp", ".jpeg"};
@@ -199,7 +199,7 @@ const std::vector<Target>& targets() {
       {"study_config", study_config, "study configs (study::StudyConfig::from_json)"},
       {"data_spec", data_spec, "data SPEC strings (data::DataSpec::parse) and their round trip"},
       {"eps", eps, "epsilon values and lists (parse_fraction, parse_fraction_list)"},
-      {"image", image, "PNG/JPEG/BMP decoding of the image-folder reader (data::read_image)"},
+      {"image", image, "PNG/JPEG decoding of the image-folder reader (data::read_image; other formats refused)"},
   };
   return all;
 }

@@ -55,6 +55,8 @@ void Dataset::validate() const {
              " index entries (expected equal counts)");
   XFER_CHECK(images.size(1) == 1 || images.size(1) == 3, name,
              ": images must have 1 or 3 channels, got ", images.size(1));
+  XFER_CHECK(images.size(2) >= 1 && images.size(3) >= 1, name, ": images are ", images.size(2), "x",
+             images.size(3), " pixels");
   XFER_CHECK(!class_names.empty(), name, ": no class names");
   if (labels.numel() > 0) {
     int64_t lo = labels.min().item<int64_t>();
@@ -155,7 +157,8 @@ Dataset sample_shots(const Dataset& ds, int64_t k, uint64_t seed) {
   ds.validate();
   auto by_class = positions_by_class(ds);
   std::vector<int64_t> chosen;
-  chosen.reserve(static_cast<size_t>(k * ds.num_classes()));
+  // (k is checked against each class below; it may be far larger than the data)
+  chosen.reserve(static_cast<size_t>(std::min<int64_t>(k, ds.size()) * ds.num_classes()));
   for (int64_t c = 0; c < ds.num_classes(); ++c) {
     const auto& pos = by_class[static_cast<size_t>(c)];
     XFER_CHECK(static_cast<int64_t>(pos.size()) >= k, name, ": class ", class_label(ds, c),

@@ -14,6 +14,10 @@
 // The stb implementations live in this one translation unit.
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_NO_STDIO
+// PNG and JPEG only: a file named .png is decoded as what its bytes say, and the other decoders
+// (GIF, PSD, HDR, PIC, PNM, TGA, BMP) are more attack surface for nothing.
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STBI_WRITE_NO_STDIO
 #define STB_IMAGE_RESIZE_IMPLEMENTATION
@@ -129,6 +133,10 @@ torch::Tensor resize_image(const torch::Tensor& image, int64_t h, int64_t w) {
              image.sizes());
   XFER_CHECK(h > 0 && w > 0, "resize_image: target size must be positive, got ", h, "x", w);
   int64_t c = image.size(0);
+  // stb_image_resize computes byte offsets in int: keep both images well inside it.
+  constexpr int64_t kMaxBytes = int64_t(1) << 30;
+  XFER_CHECK(c >= 1 && c <= 4 && h <= kMaxBytes / w / c && image.numel() <= kMaxBytes,
+             "resize_image: ", image.sizes(), " to ", h, "x", w, " is too large");
   if (image.size(1) == h && image.size(2) == w) return image.contiguous();
   auto in = image.permute({1, 2, 0}).contiguous().cpu();
   auto out = torch::empty({h, w, c}, torch::kUInt8);

@@ -177,7 +177,8 @@ DataSpec DataSpec::parse(const std::string& text) {
     } else if (key == "seed") {
       spec.seed = parse_uint(text, part, value);
     } else if (key == "size" && spec.kind == Kind::kFolder) {
-      auto n = parse_uint(text, part, value, 1u << 16);
+      // The cap of --image-size: larger sizes overflow the resizer's int offsets.
+      auto n = parse_uint(text, part, value, 4096);
       if (n < 1) bad(text, part, "size must be at least 1");
       spec.image_size = static_cast<int64_t>(n);
     } else if (key == "channels" && spec.kind == Kind::kFolder) {

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "xfer/core/error.h"
+#include "xfer/core/fs.h"
 #include "xfer/core/sha256.h"
 #include "xfer/models/registry.h"
 #include "xfer/models/torchscript.h"
@@ -52,6 +53,8 @@ torch::Tensor adapt_input_conv(const torch::Tensor& weight, int64_t in_channels)
   XFER_CHECK(in_channels >= 1, "adapt_input_conv: in_channels must be >= 1");
   const int64_t c = weight.size(1);
   if (c == in_channels) return weight;
+  XFER_CHECK(c >= 1 && weight.numel() > 0, "adapt_input_conv: an empty conv weight ",
+             weight.sizes(), " cannot be adapted to ", in_channels, " input channels");
   auto w = weight.to(torch::kFloat);
   torch::Tensor out;
   if (in_channels == 1) {
@@ -66,12 +69,14 @@ torch::Tensor adapt_input_conv(const torch::Tensor& weight, int64_t in_channels)
 ImportReport import_weights(models::ClassifierImpl& model, const std::string& path,
                             const ImportOptions& options) {
   ImportReport report;
-  report.sha256 = sha256_file(path);
+  // One read: the id names exactly the bytes that are loaded.
+  const std::string bytes = read_file(path);
+  report.sha256 = sha256_hex(bytes);
   if (!options.expected_sha256().empty()) {
     XFER_CHECK(report.sha256 == options.expected_sha256(), path, ": sha256 ", report.sha256,
                " differs from the expected ", options.expected_sha256());
   }
-  TensorFile file = read_safetensors(path);
+  TensorFile file = parse_safetensors(bytes, path);
   report.stripped_prefixes = strip_prefixes(file);
 
   std::map<std::string, torch::Tensor> own;
@@ -183,6 +188,9 @@ LoadedModel load_model_source(const ModelSource& s, ImportReport* report) {
       XFER_CHECK(f.contains(hw) && f.at(hw).dim() == 2, s.weights, ": no head tensor '", hw,
                  "' to take the class count from; pass --num-classes");
       k = f.at(hw).size(0);
+      // The header sizes the model: the cap of a model directory's config.json.
+      XFER_CHECK(k >= 1 && k <= 1000000 && f.at(hw).size(1) >= 1, s.weights, ": head tensor '", hw,
+                 "' has shape ", f.at(hw).sizes(), " (expected [1..1000000 classes, features])");
     }
     lm.config.num_classes = k;
     lm.model = build_model(lm.config);

@@ -173,6 +173,14 @@ TensorFile parse_safetensors(const std::string& bytes, const std::string& what) 
   for (const auto& e : entries) {
     auto t = torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype->dtype));
     if (e.end > e.begin) std::memcpy(t.data_ptr(), data + e.begin, e.end - e.begin);
+    if (e.dtype->dtype == torch::kBool) {
+      // Any byte but 0 and 1 is not a bool (undefined behaviour when read as one).
+      const auto* b = reinterpret_cast<const unsigned char*>(data + e.begin);
+      for (uint64_t i = 0; i < e.end - e.begin; ++i) {
+        XFER_CHECK(b[i] <= 1, what, ": tensor '", e.name, "' (BOOL) holds byte ", int(b[i]),
+                   " at element ", i);
+      }
+    }
     file.tensors.emplace_back(e.name, t);
   }
   return file;

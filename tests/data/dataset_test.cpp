@@ -54,6 +54,9 @@ TEST_F(DatasetTest, ValidateAcceptsGoodAndRejectsBad) {
   bad = ds;
   bad.index = bad.index.narrow(0, 0, 9);
   EXPECT_THROW(bad.validate(), Error);
+  bad = ds;
+  bad.images = torch::zeros({ds.size(), 1, 4, 0}, torch::kUInt8);  // an IDX file of 4x0 images
+  EXPECT_THROW(bad.validate(), Error);
 }
 
 TEST_F(DatasetTest, SelectKeepsOrderAndIndex) {
@@ -182,6 +185,13 @@ TEST_F(DatasetTest, SampleShotsRejectsTooFew) {
     EXPECT_NE(msg.find("has 2"), std::string::npos) << msg;
   }
   EXPECT_THROW(sample_shots(ds, 0, 0), Error);
+  // Far more shots than samples: the class count error, not an allocation failure.
+  try {
+    sample_shots(ds, int64_t(1) << 40, 0);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("fewer than"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(DatasetTest, StratifiedSplitKeepsProportions) {

@@ -122,6 +122,7 @@ TEST_F(SpecTest, RejectsBadSpecs) {
   expect_bad("folder:", "folder");
   expect_bad("folder:/x:channels=2", "channels=2");
   expect_bad("folder:/x:size=0", "size=0");
+  expect_bad("folder:/x:size=27000", "size=27000");  // past --image-size's cap (the resizer's ints)
 }
 
 TEST_F(SpecTest, FashionMnistClassNames) {

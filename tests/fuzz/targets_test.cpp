@@ -80,8 +80,7 @@ TEST_F(FuzzTargetsTest, ValidSeedsPassAndBrokenOnesAreRefused) {
                                                         {"study_config", "full"},
                                                         {"data_spec", "spec2"},
                                                         {"eps", "eps2"},
-                                                        {"image", "png-rgb-as-gray"},
-                                                        {"image", "bmp"}}) {
+                                                        {"image", "png-rgb-as-gray"}}) {
     EXPECT_NO_THROW(call_target(target, corpus / target / seed)) << target << "/" << seed;
   }
   for (const auto& [target, seed] :
@@ -93,7 +92,9 @@ TEST_F(FuzzTargetsTest, ValidSeedsPassAndBrokenOnesAreRefused) {
                                                         {"data_spec", "spec7"},
                                                         {"eps", "eps6"},
                                                         {"image", "png-truncated"},
-                                                        {"image", "png-huge-header"}}) {
+                                                        {"image", "png-huge-header"},
+                                                        // PNG and JPEG only (STBI_ONLY_*)
+                                                        {"image", "bmp"}}) {
     EXPECT_THROW(call_target(target, corpus / target / seed), xfer::Error) << target << "/" << seed;
   }
 }

@@ -1,5 +1,6 @@
 #include "xfer/io/import.h"
 
+#include "support/errors.h"
 #include "support/support.h"
 #include "xfer/core/error.h"
 #include "xfer/core/sha256.h"
@@ -163,6 +164,27 @@ TEST_F(ImportTest, Sha256IsChecked) {
     FAIL() << "no exception";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("sha256"), std::string::npos);
+  }
+}
+
+// Zero-sized tensors are valid safetensors; they must not divide by zero or size the model.
+TEST_F(ImportTest, EmptyAndOversizedHeaderTensorsAreRefused) {
+  EXPECT_THROW(adapt_input_conv(torch::empty({8, 0, 3, 3}), 3), Error);
+  EXPECT_THROW(adapt_input_conv(torch::empty({8, 0, 3, 3}), 1), Error);
+  auto a = cnn(7);
+  for (const std::vector<int64_t>& shape :
+       {std::vector<int64_t>{int64_t(1) << 40, 0}, std::vector<int64_t>{7, 0}}) {
+    TensorFile f = state_dict(*a);
+    for (auto& kv : f.tensors) {
+      if (kv.first == a->head_name() + ".weight") kv.second = torch::empty(shape);
+    }
+    const std::string path = dir_.file("head" + std::to_string(shape[0]) + ".safetensors");
+    write_safetensors(path, f);
+    ModelSource s;
+    s.weights = path;
+    s.arch = "cnn";
+    s.input_shape = {1, 28, 28};
+    xfer::testing::expect_error_naming([&] { load_model_source(s); }, "has shape");
   }
 }
 

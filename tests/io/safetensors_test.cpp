@@ -295,6 +295,14 @@ TEST_F(SafetensorsTest, RejectsHeaderThatIsNotJson) {
   EXPECT_PARSE_ERROR(craft(std::string("[1, 2]"), ""), "JSON object");
 }
 
+TEST_F(SafetensorsTest, RejectsBoolBytesOtherThanZeroAndOne) {
+  const Json h{{"t", entry("BOOL", {2}, 0, 2)}};
+  EXPECT_PARSE_ERROR(craft(h, std::string("\x01\x02", 2)), "holds byte 2");
+  auto ok = parse_safetensors(craft(h, std::string("\x01\x00", 2)), "ok.safetensors");
+  EXPECT_TRUE(ok.at("t")[0].item<bool>());
+  EXPECT_FALSE(ok.at("t")[1].item<bool>());
+}
+
 TEST_F(SafetensorsTest, RejectsUnknownDtype) {
   EXPECT_PARSE_ERROR(craft(Json{{"t", entry("C64", {1}, 0, 8)}}, std::string(8, '\0')),
                      "unsupported dtype 'C64'");
