@@ -26,11 +26,13 @@ torch::Tensor uniform(const std::vector<int64_t>& sizes, double lo, double hi, a
   return (at::rand(sizes, gen, torch::kFloat) * (hi - lo) + lo).to(opts);
 }
 
-torch::Tensor random_point(const torch::Tensor& x, const AttackOptions& o, at::Generator& gen) {
-  if (o.norm() == "linf") return uniform(x.sizes().vec(), -o.eps(), o.eps(), gen, x.options());
-  // L2: a uniform direction times a radius uniform in [0, eps].
+// A random point of the norm's ball of the given radius around 0, one per sample.
+torch::Tensor random_point(const torch::Tensor& x, const std::string& norm, double radius,
+                           at::Generator& gen) {
+  if (norm == "linf") return uniform(x.sizes().vec(), -radius, radius, gen, x.options());
+  // L2: a uniform direction times a length uniform in [0, radius] (torchattacks' PGDL2).
   auto d = at::normal(0.0, 1.0, x.sizes(), gen).to(x.options());
-  auto r = uniform({x.size(0), 1, 1, 1}, 0.0, o.eps(), gen, x.options());
+  auto r = uniform({x.size(0), 1, 1, 1}, 0.0, radius, gen, x.options());
   return d / per_sample(d, 2) * r;
 }
 
@@ -74,7 +76,8 @@ struct Engine {
   const std::vector<models::Classifier>& models;
   const AttackOptions& o;
   at::Generator& gen;
-  torch::Tensor clean, labels, targets, clean_features;
+  torch::Tensor clean, labels, targets;
+  std::vector<torch::Tensor> clean_features;  // per model: backbones may differ in width
   torch::Tensor kernel;  // TI
 
   torch::Tensor logits(const torch::Tensor& x) {
@@ -84,7 +87,8 @@ struct Engine {
   }
 
   // The objective the attack ascends, summed over samples.
-  torch::Tensor objective(const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& f0) {
+  torch::Tensor objective(const torch::Tensor& x, const torch::Tensor& y,
+                          const std::vector<torch::Tensor>& f0) {
     auto ce = [&](const torch::Tensor& z) {
       auto opts = F::CrossEntropyFuncOptions().reduction(torch::kSum);
       return targets.defined() ? -F::cross_entropy(z, y, opts) : F::cross_entropy(z, y, opts);
@@ -92,7 +96,7 @@ struct Engine {
     if (o.feature()) {
       torch::Tensor sum;
       for (size_t i = 0; i < models.size(); ++i) {
-        auto d = (models[i]->features(x) - f0.select(0, int64_t(i))).pow(2).sum();
+        auto d = (models[i]->features(x) - f0[i]).pow(2).sum();
         sum = sum.defined() ? sum + d : d;
       }
       return sum / double(models.size());
@@ -111,7 +115,10 @@ struct Engine {
     const int64_t n = x.size(0);
     if (o.admix_copies() > 0) {
       copies.clear();
-      const auto lab_cpu = labels.to(torch::kCPU, torch::kLong).contiguous();
+      // The feature attack has no labels: then any other image.
+      const bool labelled = labels.defined();
+      const auto lab_cpu = labelled ? labels.to(torch::kCPU, torch::kLong).contiguous()
+                                    : torch::zeros({n}, torch::kLong);
       const auto lab = lab_cpu.accessor<int64_t, 1>();
       for (int64_t j = 0; j < o.admix_copies(); ++j) {
         // Mix with images of other classes (any other image if the batch has one class).
@@ -119,7 +126,7 @@ struct Engine {
         auto p = pick.accessor<int64_t, 1>();  // accessors: one item() per element was 3 syncs each
         for (int64_t i = 0; i < n; ++i) {
           for (int tries = 0; tries < 8 && n > 1; ++tries) {
-            if (p[i] != i && lab[p[i]] != lab[i]) break;
+            if (p[i] != i && (!labelled || lab[p[i]] != lab[i])) break;
             p[i] = at::randint(0, n, {1}, gen, torch::kLong).item<int64_t>();
           }
         }
@@ -138,9 +145,14 @@ struct Engine {
     }
     const int64_t k = static_cast<int64_t>(copies.size());
     auto batch = k == 1 ? copies[0] : torch::cat(copies, 0);
-    torch::Tensor y, f0;
+    torch::Tensor y;
+    std::vector<torch::Tensor> f0;
     if (o.feature()) {
-      f0 = k == 1 ? clean_features : clean_features.repeat({1, k, 1});
+      for (const auto& f : clean_features) {
+        std::vector<int64_t> reps(size_t(f.dim()), 1);
+        reps[0] = k;
+        f0.push_back(k == 1 ? f : f.repeat(reps));
+      }
     } else {
       const auto& base = targets.defined() ? targets : labels;
       y = k == 1 ? base : base.repeat({k});
@@ -344,9 +356,7 @@ AttackResult run_attack(const std::vector<models::Classifier>& surrogates, const
   {
     torch::NoGradGuard ng;
     if (o.feature()) {
-      std::vector<torch::Tensor> fs;
-      for (const auto& m : surrogates) fs.push_back(m->features(e.clean));
-      e.clean_features = torch::stack(fs, 0);
+      for (const auto& m : surrogates) e.clean_features.push_back(m->features(e.clean));
     } else if (o.target() != "none") {
       auto z = e.logits(e.clean);
       const int64_t c = z.size(1);
@@ -365,13 +375,18 @@ AttackResult run_attack(const std::vector<models::Classifier>& surrogates, const
   }
 
   const double alpha = o.step_size();
-  torch::Tensor delta = o.random_start() ? random_point(e.clean, o, gen) : torch::zeros_like(e.clean);
+  torch::Tensor delta =
+      o.random_start() ? random_point(e.clean, o.norm(), o.eps(), gen) : torch::zeros_like(e.clean);
   delta = (e.clean + project(delta, o)).clamp(0, 1) - e.clean;
   torch::Tensor momentum = torch::zeros_like(e.clean);
   torch::Tensor variance = torch::zeros_like(e.clean);
   for (int64_t t = 0; t < o.steps(); ++t) {
     auto x_adv = e.clean + delta;
-    auto point = o.nesterov() ? x_adv + alpha * o.momentum() * momentum : x_adv;
+    // The look-ahead is one step of the accumulated direction: alpha * mu * momentum for linf (as
+    // NI-FGSM's paper, where momentum is on the scale of sign(g)); for l2 the momentum's unit
+    // vector, or the point would leave the ball by sqrt(pixels).
+    auto ahead = o.norm() == "linf" ? momentum : momentum / per_sample(momentum, 2);
+    auto point = o.nesterov() ? x_adv + alpha * o.momentum() * ahead : x_adv;
     auto g_raw = e.grad(point);
     auto g = g_raw + variance;
     if (o.momentum() > 0) {
@@ -379,11 +394,12 @@ AttackResult run_attack(const std::vector<models::Classifier>& surrogates, const
       g = momentum;
     }
     if (o.variance_samples() > 0) {
-      // VT: the mean gradient of neighbours of x_adv minus the gradient at x_adv.
+      // VT: the mean gradient of neighbours of x_adv (in the attack's own norm's ball of
+      // radius beta * eps) minus the gradient at x_adv.
       torch::Tensor sum = torch::zeros_like(g_raw);
       const double r = o.variance_beta() * o.eps();
       for (int64_t i = 0; i < o.variance_samples(); ++i) {
-        sum += e.grad(x_adv + uniform(x_adv.sizes().vec(), -r, r, gen, x_adv.options()));
+        sum += e.grad(x_adv + random_point(x_adv, o.norm(), r, gen));
       }
       variance = sum / double(o.variance_samples()) - g_raw;
     }

@@ -149,11 +149,17 @@ AttackSetResult run_attack_set(const AttackSetOptions& opt, const std::vector<io
                    {"clean_correct", nc}};
       } else {
         auto t = torch::cat(targets);
-        const int64_t hit = ap.eq(t).sum().item<int64_t>();
-        success = {{"definition", "targeted: classified as the target label"},
-                   {"rate", double(hit) / double(n)},
-                   {"hit", hit},
-                   {"samples", n}};
+        // A sample already of its target class (label:K on class K) is no success.
+        const auto eligible = t.ne(ds.labels);
+        const int64_t m = eligible.sum().item<int64_t>();
+        const int64_t hit = (eligible & ap.eq(t)).sum().item<int64_t>();
+        success = {
+            {"definition",
+             "targeted: classified as the target label, among the samples not already of it"},
+            {"rate", m ? double(hit) / double(m) : 0.0},
+            {"hit", hit},
+            {"samples", m},
+            {"already_target", n - m}};
       }
     }
     info = {{"format", "xfer-adv/1"},

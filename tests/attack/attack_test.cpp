@@ -52,6 +52,7 @@ std::vector<std::string> all_names() {
   for (const auto& a : attack_list()) names.push_back(a.name);
   names.push_back("mi-fgsm+di+ti");
   names.push_back("vni-fgsm+si+di");
+  names.push_back("feature+admix");  // admix without labels: mixes with any other image
   return names;
 }
 
@@ -161,6 +162,25 @@ TEST_F(AttackTest, FeatureAttackDistortsFeaturesMoreThanRandomNoise) {
   double d_noise = (model_->features(noise) - f0).pow(2).sum().item<double>();
   EXPECT_GT(d_attack, 2 * d_noise);
   EXPECT_LE((r.adv - x_).abs().max().item<double>(), 0.1 + 1e-6);
+}
+
+// An ensemble of backbones whose features differ in width (a resnet with a vit, say).
+TEST_F(AttackTest, FeatureAttackOnBackbonesOfDifferentWidths) {
+  models::ModelOptions mo;
+  mo.in_channels = 1;
+  mo.image_size = 12;
+  mo.num_classes = 4;
+  mo.arch_options = {{"widths", {4, 8}}, {"hidden", 40}, {"dropout", 0.0}};
+  auto wide = models::create_model("cnn", mo);
+  ASSERT_NE(wide->num_features(), model_->num_features());
+  auto r = run_attack({model_, wide}, x_, torch::Tensor(),
+                      options_for("feature", AttackOptions().eps(0.1).steps(3)));
+  EXPECT_LE((r.adv - x_).abs().max().item<double>(), 0.1 + 1e-6);
+  torch::NoGradGuard ng;
+  for (auto* m : {&model_, &wide}) {
+    (*m)->eval();
+    EXPECT_GT(((*m)->features(r.adv) - (*m)->features(x_)).abs().max().item<double>(), 0.0);
+  }
 }
 
 TEST_F(AttackTest, NamesComposeAndOverridesWin) {

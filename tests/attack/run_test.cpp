@@ -86,7 +86,22 @@ TEST_F(AttackSetTest, TargetedSetsStoreTargetsAndEnsemblesListEverySurrogate) {
   auto set = load_adversarial_set(o.out);
   ASSERT_TRUE(set.targets.defined());
   EXPECT_EQ(set.info["surrogates"].size(), 2u);
-  EXPECT_EQ(set.info["white_box_success"]["definition"], "targeted: classified as the target label");
+  const auto& w = set.info["white_box_success"];
+  EXPECT_EQ(w["definition"],
+            "targeted: classified as the target label, among the samples not already of it");
+  // Every sample counts once: as a candidate, or as already of its target.
+  EXPECT_EQ(w["samples"].get<int64_t>() + w["already_target"].get<int64_t>(),
+            set.info["data"]["samples"].get<int64_t>());
+  EXPECT_LE(w["hit"].get<int64_t>(), w["samples"].get<int64_t>());
+  // label:0: the samples of class 0 are set aside.
+  auto k0 = options("pgd");
+  k0.overrides = {{"target", "label:0"}, {"eps", 0.2}};
+  k0.out = tmp_.file("adv-label0");
+  run_attack_set(k0);
+  const auto w0 = load_adversarial_set(k0.out).info["white_box_success"];
+  const auto labels = load_adversarial_set(k0.out).labels;
+  EXPECT_EQ(w0["already_target"].get<int64_t>(), labels.eq(0).sum().item<int64_t>());
+  EXPECT_GT(w0["already_target"].get<int64_t>(), 0);
 }
 
 TEST_F(AttackSetTest, BadInputsLeaveNoOutput) {
