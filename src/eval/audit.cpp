@@ -206,7 +206,7 @@ AuditResult run_audit(const AuditOptions& o) {
     c.l2_mean = set.info.at("norms").at("l2_mean").get<double>();
     return c;
   };
-  auto rate = [](const TransferCell& c) { return c.targeted ? c.target_rate : c.success_rate; };
+  auto rate = [](const TransferCell& c) { return c.headline().rate; };
 
   // Reference: white-box PGD on the target itself.
   Json reference = Json::array();
@@ -235,9 +235,11 @@ AuditResult run_audit(const AuditOptions& o) {
     p.model = &models[i];
     p.lineage = lineage_of(models[i].loaded);
     p.relation = black_box ? RelationInfo{} : classify_relation(p.lineage, target_lineage);
-    p.predictors = pair_predictors(probe_model(*models[i].loaded.model, px, py, o.batch_size, device), target_probe);
-    std::vector<std::string> suite;
     p.labels_match = io::label_space_matches(models[i].loaded, ds);
+    p.predictors =
+        pair_predictors(probe_model(*models[i].loaded.model, px, py, o.batch_size, device),
+                        target_probe, p.labels_match);
+    std::vector<std::string> suite;
     // A proxy with other classes (a base pre-trained on another task) has no
     // meaningful label loss: only the label-free feature attack applies.
     for (const auto& a : o.attacks) {
@@ -266,7 +268,9 @@ AuditResult run_audit(const AuditOptions& o) {
   std::vector<size_t> order(reports.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return rate(*reports[a].best[0]) > rate(*reports[b].best[0]);
+    const auto x = reports[a].best[0]->headline(), y = reports[b].best[0]->headline();
+    if (x.rate != y.rate) return x.rate > y.rate;
+    return x.high - x.low < y.high - y.low;
   });
 
   // Lineage vs risk: the relation groups at the headline budget.
@@ -279,8 +283,8 @@ AuditResult run_audit(const AuditOptions& o) {
     double mean = 0;
     for (size_t i : members) {
       const auto* c = reports[i].best[0];
-      fooled += c->targeted ? c->target_hits : c->fooled;
-      correct += c->targeted ? c->n : c->clean_correct;
+      fooled += c->headline().hits;
+      correct += c->headline().n;
       mean += rate(*c);
     }
     mean /= double(members.size());
@@ -395,10 +399,13 @@ AuditResult run_audit(const AuditOptions& o) {
   for (const auto& a : suite_names) md << " " << a;
   md << "\n- Success = misclassified after the attack, among the samples the target classifies correctly; "
         "95% Wilson intervals\n\n";
-  md << "## Most dangerous proxy\n\n**" << top.model->name << "** (" << relation_name(top.relation.relation)
-     << "): " << top_cell->attack << " at eps " << num(top_cell->eps, 4) << " fools the target on "
-     << pct(rate(*top_cell)) << " (95% CI " << pct(top_cell->success_low) << "-" << pct(top_cell->success_high)
-     << ") of " << top_cell->clean_correct << " samples.";
+  md << "## Most dangerous proxy\n\n**" << top.model->name << "** ("
+     << relation_name(top.relation.relation) << "): " << top_cell->attack << " at eps "
+     << num(top_cell->eps, 4)
+     << (top_cell->targeted ? " steers the target to the attacker's class on "
+                            : " fools the target on ")
+     << pct(top_cell->headline().rate) << " (95% CI " << pct(top_cell->headline().low) << "-"
+     << pct(top_cell->headline().high) << ") of " << top_cell->headline().n << " samples.";
   if (!reference.empty()) {
     md << " For scale, white-box PGD on the target itself: "
        << pct(reference[0]["success_rate"].get<double>()) << ".";
@@ -409,10 +416,11 @@ AuditResult run_audit(const AuditOptions& o) {
   for (size_t rank = 0; rank < order.size(); ++rank) {
     const auto& p = reports[order[rank]];
     const auto* b = p.best[0];
-    md << "| " << rank + 1 << " | " << p.model->name << " | " << p.model->loaded.config.arch << " | "
-       << relation_name(p.relation.relation) << (p.labels_match ? "" : " (other classes)") << " | " << b->attack << " | " << pct(rate(*b)) << " | "
-       << pct(b->success_low) << "-" << pct(b->success_high) << " | " << num(p.predictors.gradient_alignment)
-       << " | " << num(p.predictors.cka) << " | " << num(p.predictors.agreement) << " |\n";
+    md << "| " << rank + 1 << " | " << p.model->name << " | " << p.model->loaded.config.arch
+       << " | " << relation_name(p.relation.relation) << (p.labels_match ? "" : " (other classes)")
+       << " | " << b->attack << " | " << pct(rate(*b)) << " | " << pct(b->headline().low) << "-"
+       << pct(b->headline().high) << " | " << num(p.predictors.gradient_alignment) << " | "
+       << num(p.predictors.cka) << " | " << num(p.predictors.agreement) << " |\n";
   }
   if (o.eps.size() > 1) {
     std::vector<size_t> by_eps(o.eps.size());

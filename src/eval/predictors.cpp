@@ -116,11 +116,15 @@ double prediction_agreement(const torch::Tensor& pa, const torch::Tensor& pb) {
   return pa.eq(pb).to(torch::kDouble).mean().item<double>();
 }
 
-PairPredictors pair_predictors(const ModelProbe& a, const ModelProbe& b) {
+PairPredictors pair_predictors(const ModelProbe& a, const ModelProbe& b, bool same_labels) {
   PairPredictors p;
-  p.gradient_alignment = gradient_alignment(a.gradients, b.gradients);
   p.cka = linear_cka(a.features, b.features);
-  p.agreement = prediction_agreement(a.predictions, b.predictions);
+  if (same_labels) {
+    p.gradient_alignment = gradient_alignment(a.gradients, b.gradients);
+    p.agreement = prediction_agreement(a.predictions, b.predictions);
+  } else {
+    p.gradient_alignment = p.agreement = std::nan("");
+  }
   return p;
 }
 

@@ -132,6 +132,7 @@ Json TransferCell::to_json() const {
             {"l2_mean", l2_mean},
             {"targeted", targeted}};
   if (targeted) {
+    j["target_n"] = target_n;
     j["target_hits"] = target_hits;
     j["target_rate"] = target_rate;
     j["target_ci95"] = {target_low, target_high};
@@ -157,11 +158,20 @@ TransferCell transfer_cell(const torch::Tensor& labels, const torch::Tensor& cle
   if (targets.defined()) {
     XFER_CHECK(targets.sizes() == labels.sizes(), "transfer_cell: targets must be [N]");
     c.targeted = true;
-    c.target_hits = ap.eq(targets.to(torch::kLong)).sum().item<int64_t>();
-    c.target_rate = c.n ? double(c.target_hits) / double(c.n) : 0.0;
-    std::tie(c.target_low, c.target_high) = interval(c.target_hits, c.n);
+    // A sample already of its target class is no targeted success (label:K on class K).
+    const auto t = targets.to(torch::kLong);
+    const auto eligible = t.ne(y);
+    c.target_n = eligible.sum().item<int64_t>();
+    c.target_hits = (eligible & ap.eq(t)).sum().item<int64_t>();
+    c.target_rate = c.target_n ? double(c.target_hits) / double(c.target_n) : 0.0;
+    std::tie(c.target_low, c.target_high) = interval(c.target_hits, c.target_n);
   }
   return c;
+}
+
+TransferCell::Rate TransferCell::headline() const {
+  if (targeted) return {target_rate, target_low, target_high, target_hits, target_n};
+  return {success_rate, success_low, success_high, fooled, clean_correct};
 }
 
 std::string transfer_csv(const std::vector<TransferCell>& cells, const Json& pairs) {
@@ -250,18 +260,20 @@ std::string transfer_heatmap_svg(const std::vector<TransferCell>& cells) {
              << "\" fill=\"#eeeeee\" stroke=\"white\"/>\n";
           continue;
         }
-        const double r = std::clamp(cell->success_rate, 0.0, 1.0);
+        const auto h = cell->headline();
+        const double r = std::clamp(h.rate, 0.0, 1.0);
         // White -> dark red.
         const int red = int(std::lround(255 - r * (255 - 165))), green = int(std::lround(255 - r * (255 - 15))),
                   blue = int(std::lround(255 - r * (255 - 21)));
-        os << "<rect x=\"" << x << "\" y=\"" << y << "\" width=\"" << cw << "\" height=\"" << ch << "\" fill=\"rgb("
-           << red << "," << green << "," << blue << ")\" stroke=\"" << (cell->white_box ? "black" : "white")
-           << "\" stroke-width=\"" << (cell->white_box ? 2 : 1) << "\"><title>" << xml_escape(sources[s])
-           << " -> " << xml_escape(targets[t]) << ": " << fmt(cell->success_rate, 3) << " (95% CI "
-           << fmt(cell->success_low, 3) << "-" << fmt(cell->success_high, 3) << ", n " << cell->clean_correct
-           << ")</title></rect>\n";
-        os << "<text x=\"" << x + cw / 2 << "\" y=\"" << y + ch / 2 + 4 << "\" text-anchor=\"middle\" fill=\""
-           << (r > 0.6 ? "white" : "black") << "\">" << fmt(100 * cell->success_rate, 1) << "%</text>\n";
+        os << "<rect x=\"" << x << "\" y=\"" << y << "\" width=\"" << cw << "\" height=\"" << ch
+           << "\" fill=\"rgb(" << red << "," << green << "," << blue << ")\" stroke=\""
+           << (cell->white_box ? "black" : "white") << "\" stroke-width=\""
+           << (cell->white_box ? 2 : 1) << "\"><title>" << xml_escape(sources[s]) << " -> "
+           << xml_escape(targets[t]) << ": " << fmt(h.rate, 3) << " (95% CI " << fmt(h.low, 3)
+           << "-" << fmt(h.high, 3) << ", n " << h.n << ")</title></rect>\n";
+        os << "<text x=\"" << x + cw / 2 << "\" y=\"" << y + ch / 2 + 4
+           << "\" text-anchor=\"middle\" fill=\"" << (r > 0.6 ? "white" : "black") << "\">"
+           << fmt(100 * h.rate, 1) << "%</text>\n";
       }
     }
     y0 += panel_h;
@@ -528,7 +540,8 @@ TransferResult run_transfer(const TransferOptions& o) {
     for (size_t s = 0; s < source_idx.size(); ++s) {
       if (source_idx[s].size() != 1) continue;
       for (size_t t = 0; t < target_idx.size(); ++t) {
-        const auto p = pair_predictors(probe(source_idx[s][0]), probe(target_idx[t]));
+        const auto p =
+            pair_predictors(probe(source_idx[s][0]), probe(target_idx[t]), labels_match[s]);
         Json j = p.to_json();
         pairs[source_names[s] + "\t" + models[target_idx[t]].name] = j;
         j["source"] = source_names[s];
@@ -545,7 +558,7 @@ TransferResult run_transfer(const TransferOptions& o) {
         if (c.attack != attack || c.eps != eps || c.white_box) continue;
         const auto it = pairs.find(c.source + "\t" + c.target);
         if (it == pairs.end()) continue;
-        rates.push_back(c.targeted ? c.target_rate : c.success_rate);
+        rates.push_back(c.headline().rate);
         for (const auto& name : predictor_names()) {
           const auto& v = (*it)[name];
           values[name].push_back(v.is_number() ? v.get<double>() : std::nan(""));
@@ -612,7 +625,14 @@ std::string transfer_text(const TransferResult& r) {
   size_t w = 6;
   for (const auto& s : sources) w = std::max(w, s.size());
   for (const auto& [attack, eps] : panels_of(r.cells)) {
-    os << attack << ", eps " << fmt(eps, 4) << ": success rate on clean-correct samples (* white-box)\n";
+    bool targeted = false;
+    for (const auto& c : r.cells)
+      targeted = targeted || (c.attack == attack && c.eps == eps && c.targeted);
+    os << attack << ", eps " << fmt(eps, 4)
+       << (targeted
+               ? ": targeted success rate (classified as the target; samples not already of it)"
+               : ": success rate on clean-correct samples")
+       << " (* white-box)\n";
     os << std::string(w + 2, ' ');
     for (const auto& t : targets) os << std::setw(14) << (t.size() > 13 ? t.substr(0, 12) + "~" : t);
     os << "\n";
@@ -622,7 +642,7 @@ std::string transfer_text(const TransferResult& r) {
         std::string v = "-";
         for (const auto& c : r.cells) {
           if (c.attack == attack && c.eps == eps && c.source == s && c.target == t) {
-            v = fmt(c.success_rate, 3) + (c.white_box ? "*" : "");
+            v = fmt(c.headline().rate, 3) + (c.white_box ? "*" : "");
           }
         }
         os << std::setw(14) << v;

@@ -209,8 +209,15 @@ StudyResult run_study(const StudyOptions& opt) {
 
   // Every model is a directory named by its label and a hash of its recipe:
   // present (complete: outputs are staged and renamed) = done.
+  // A job's recipe is the resolved options it trains with (every setting, defaults included), so a
+  // changed default is a new directory, never a stale cached model.
+  struct Job {
+    Json recipe;
+    std::function<void(const std::string&)> make;
+  };
   std::set<std::string> counted;
-  auto build = [&](Member m, Json recipe, const std::function<void(const std::string&)>& make) {
+  auto build = [&](Member m, const Job& job) {
+    Json recipe = job.recipe;
     recipe["xfer_version"] = version();
     m.dir = (models_dir / (safe(m.label) + "-" + sha256_hex(recipe.dump()).substr(0, 12))).string();
     if (fs::exists(fs::path(m.dir) / "card.json")) {
@@ -219,7 +226,7 @@ StudyResult run_study(const StudyOptions& opt) {
     } else {
       counted.insert(m.dir);
       say("training " + m.label);
-      make(m.dir);
+      job.make(m.dir);
       ++result.models_trained;
     }
     auto lm = io::load_model_dir(m.dir);
@@ -229,21 +236,28 @@ StudyResult run_study(const StudyOptions& opt) {
     m.wall_seconds = lm.card.metrics.value("wall_seconds", 0.0);
     return m;
   };
-  auto train_model = [&](const std::string& data, const std::string& arch, int64_t epochs, int64_t batch, double lr,
-                         int64_t seed, double val_fraction, int64_t crop) {
-    return [=](const std::string& dir) {
-      train::TrainRunOptions t;
-      t.data = data;
-      t.arch = arch;
-      t.val_fraction = val_fraction;
-      t.train.epochs(epochs).batch_size(batch).lr(lr).seed(static_cast<uint64_t>(seed));
-      data::AugmentOptions aug;
-      aug.crop_padding = crop;
-      t.train.augment(aug);
-      t.checkpoints = false;
-      t.out = dir;
-      train::run_train(t);
-    };
+  auto train_model = [&](const std::string& kind, const std::string& data, const std::string& arch,
+                         int64_t epochs, int64_t batch, double lr, int64_t seed, double val_fraction,
+                         int64_t crop) {
+    train::TrainRunOptions t;
+    t.data = data;
+    t.arch = arch;
+    t.val_fraction = val_fraction;
+    t.train.epochs(epochs).batch_size(batch).lr(lr).seed(static_cast<uint64_t>(seed));
+    data::AugmentOptions aug;
+    aug.crop_padding = crop;
+    t.train.augment(aug);
+    t.checkpoints = false;
+    Json recipe = {{"kind", kind},
+                   {"arch", arch},
+                   {"data", data},
+                   {"val_fraction", val_fraction},
+                   {"train", t.train.to_json()}};
+    return Job{recipe, [t](const std::string& dir) {
+                 auto run = t;
+                 run.out = dir;
+                 train::run_train(run);
+               }};
   };
 
   // 1. Public bases on the source task.
@@ -254,32 +268,29 @@ StudyResult run_study(const StudyOptions& opt) {
     m.label = "base-" + arch;
     m.role = "base";
     m.method = "pretrain";
-    bases[arch] = build(m, {{"kind", "base"}, {"arch", arch}, {"data", source_spec}, {"epochs", c.base_epochs}},
-                        train_model(source_spec, arch, c.base_epochs, 128, 1e-3, 0, 0.1, 0));
+    bases[arch] = build(m, train_model("base", source_spec, arch, c.base_epochs, 128, 1e-3, 0, 0.1, 0));
   }
   const Member& pub = bases.at(c.public_base);
 
   auto finetune_model = [&](const std::string& strategy, int64_t k, int64_t seed, const std::string& adv) {
-    return [=, &pub](const std::string& dir) {
-      train::FinetuneRunOptions f;
-      f.source.dir = pub.dir;
-      f.data = c.target;
-      f.shots = k;
-      f.strategy = strategy;
-      const auto [batch, epochs] = budget(5 * k, c);
-      f.train.epochs(epochs).batch_size(batch).seed(static_cast<uint64_t>(seed)).adv_train(adv);
-      data::AugmentOptions aug;
-      aug.crop_padding = 2;
-      f.train.augment(aug);
-      f.checkpoints = false;
-      f.out = dir;
-      train::run_finetune(f);
-    };
-  };
-  auto finetune_recipe = [&](const std::string& strategy, int64_t k, int64_t seed, const std::string& adv) {
+    train::FinetuneRunOptions f;
+    f.data = c.target;
+    f.shots = k;
+    f.strategy = strategy;
     const auto [batch, epochs] = budget(5 * k, c);
-    return Json{{"kind", "finetune"}, {"parent", pub.id}, {"data", c.target}, {"strategy", strategy}, {"shots", k},
-                {"seed", seed},       {"epochs", epochs}, {"batch", batch},   {"adv_train", adv}};
+    f.train.epochs(epochs).batch_size(batch).seed(static_cast<uint64_t>(seed)).adv_train(adv);
+    data::AugmentOptions aug;
+    aug.crop_padding = 2;
+    f.train.augment(aug);
+    f.checkpoints = false;
+    Json recipe = {{"kind", "finetune"}, {"parent", pub.id},  {"data", c.target},
+                   {"strategy", strategy}, {"shots", k},     {"train", f.train.to_json()}};
+    return Job{recipe, [f, &pub](const std::string& dir) {
+                 auto run = f;
+                 run.source.dir = pub.dir;
+                 run.out = dir;
+                 train::run_finetune(run);
+               }};
   };
 
   // 2. Victims: fine-tuned from the public base, and from scratch.
@@ -293,7 +304,7 @@ StudyResult run_study(const StudyOptions& opt) {
         m.method = s;
         m.shots = k;
         m.seed = seed;
-        victims.push_back(build(m, finetune_recipe(s, k, seed, ""), finetune_model(s, k, seed, "")));
+        victims.push_back(build(m, finetune_model(s, k, seed, "")));
       }
     }
   }
@@ -308,10 +319,8 @@ StudyResult run_study(const StudyOptions& opt) {
         m.seed = seed;
         const auto [batch, epochs] = budget(5 * k, c);
         const std::string data = train::with_shots(c.target, k, static_cast<uint64_t>(seed));
-        victims.push_back(build(m,
-                                {{"kind", "scratch"}, {"arch", arch}, {"data", data}, {"epochs", epochs},
-                                 {"batch", batch}, {"lr", c.scratch_lr}},
-                                train_model(data, arch, epochs, batch, c.scratch_lr, seed, 0.0, 2)));
+        victims.push_back(
+            build(m, train_model("scratch", data, arch, epochs, batch, c.scratch_lr, seed, 0.0, 2)));
       }
     }
   }
@@ -326,7 +335,7 @@ StudyResult run_study(const StudyOptions& opt) {
     twin.method = "full";
     twin.shots = k;
     twin.seed = seed;
-    twin = build(twin, finetune_recipe("full", k, seed, ""), finetune_model("full", k, seed, ""));
+    twin = build(twin, finetune_model("full", k, seed, ""));
     if (std::none_of(victims.begin(), victims.end(), [&](const Member& v) { return v.dir == twin.dir; })) {
       victims.push_back(twin);
     }
@@ -336,7 +345,7 @@ StudyResult run_study(const StudyOptions& opt) {
     h.method = "full+" + c.adv_train;
     h.shots = k;
     h.seed = seed;
-    h = build(h, finetune_recipe("full", k, seed, c.adv_train), finetune_model("full", k, seed, c.adv_train));
+    h = build(h, finetune_model("full", k, seed, c.adv_train));
     victims.push_back(h);
     hardened.emplace_back(h, twin);
   }
@@ -348,7 +357,7 @@ StudyResult run_study(const StudyOptions& opt) {
   b.method = "full";
   b.shots = c.attacker_shots;
   b.seed = 1000;
-  b = build(b, finetune_recipe("full", c.attacker_shots, 1000, ""), finetune_model("full", c.attacker_shots, 1000, ""));
+  b = build(b, finetune_model("full", c.attacker_shots, 1000, ""));
   Member cc;
   cc.label = str_cat("attacker-c-", c.attacker_c_arch, "-k", c.attacker_shots);
   cc.role = "attacker-c";
@@ -358,10 +367,8 @@ StudyResult run_study(const StudyOptions& opt) {
   {
     const auto [batch, epochs] = budget(5 * c.attacker_shots, c);
     const std::string data = train::with_shots(c.target, c.attacker_shots, 2000);
-    cc = build(cc,
-               {{"kind", "scratch"}, {"arch", c.attacker_c_arch}, {"data", data}, {"epochs", epochs},
-                {"batch", batch}, {"lr", c.scratch_lr}},
-               train_model(data, c.attacker_c_arch, epochs, batch, c.scratch_lr, 2000, 0.0, 2));
+    cc = build(cc, train_model("scratch", data, c.attacker_c_arch, epochs, batch, c.scratch_lr, 2000,
+                               0.0, 2));
   }
 
   // 3. Test accuracy of every victim and attacker.

@@ -101,6 +101,12 @@ TEST_F(PredictorsTest, ProbeOfAModelWithItselfAndBatchIndependence) {
   EXPECT_TRUE(j["cka"].is_number());
   EXPECT_EQ(predictor_names().size(), 3u);
   EXPECT_DOUBLE_EQ(predictor_value(other, "agreement"), other.agreement);
+  // A model of other classes: no label-based predictor, CKA as before.
+  auto foreign = pair_predictors(pa, probe_model(*b, x, y, 4), /*same_labels=*/false);
+  EXPECT_TRUE(std::isnan(foreign.gradient_alignment));
+  EXPECT_TRUE(std::isnan(foreign.agreement));
+  EXPECT_DOUBLE_EQ(foreign.cka, other.cka);
+  EXPECT_TRUE(foreign.to_json()["agreement"].is_null());
 }
 
 }  // namespace

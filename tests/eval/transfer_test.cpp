@@ -40,7 +40,20 @@ TEST(TransferCellTest, CountsRatesAndWilsonIntervals) {
   auto t = transfer_cell(labels, clean, adv, torch::tensor({1, 2, 0, 1}, torch::kLong));
   EXPECT_TRUE(t.targeted);
   EXPECT_EQ(t.target_hits, 2);
+  EXPECT_EQ(t.target_n, 4);
   EXPECT_DOUBLE_EQ(t.target_rate, 0.5);
+  EXPECT_DOUBLE_EQ(t.headline().rate, 0.5);
+  EXPECT_EQ(t.headline().n, 4);
+  EXPECT_DOUBLE_EQ(t.headline().high, t.target_high);
+  EXPECT_DOUBLE_EQ(c.headline().rate, c.success_rate);
+  EXPECT_EQ(c.headline().n, c.clean_correct);
+  // label:0: the sample of class 0 is not a success for staying 0; the rate is over the other 3.
+  auto k0 = transfer_cell(labels, clean, torch::tensor({0, 1, 0, 0}, torch::kLong),
+                          torch::zeros({4}, torch::kLong));
+  EXPECT_EQ(k0.target_n, 3);
+  EXPECT_EQ(k0.target_hits, 2);
+  EXPECT_DOUBLE_EQ(k0.target_rate, 2.0 / 3.0);
+  EXPECT_EQ(k0.to_json()["target_n"], 3);
   // Nothing classified correctly: rate 0, interval [0, 1], no division by zero.
   auto none = transfer_cell(labels, torch::tensor({3, 3, 3, 2}, torch::kLong), adv);
   EXPECT_EQ(none.clean_correct, 0);

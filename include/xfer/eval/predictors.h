@@ -54,7 +54,10 @@ struct PairPredictors {
   Json to_json() const;
 };
 
-PairPredictors pair_predictors(const ModelProbe& a, const ModelProbe& b);
+/// `same_labels` false (one model's classes are not the data's, a base pre-trained on another
+/// task): the label-based predictors (gradient alignment: gradients of the label loss;
+/// agreement of predicted labels) mean nothing and are NaN; CKA needs no labels.
+PairPredictors pair_predictors(const ModelProbe& a, const ModelProbe& b, bool same_labels = true);
 
 /// Names of the predictors, in the order of PairPredictors' fields.
 const std::vector<std::string>& predictor_names();

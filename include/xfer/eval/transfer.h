@@ -64,12 +64,22 @@ struct TransferCell {
   int64_t clean_correct = 0;  ///< samples the target classifies correctly when clean
   int64_t fooled = 0;         ///< of those, misclassified after the attack
   int64_t misclassified = 0;  ///< adversarial samples misclassified, over all n
-  int64_t target_hits = 0;    ///< targeted: classified as the target label
+  int64_t target_n = 0;       ///< targeted: samples whose true label is not their target
+  int64_t target_hits = 0;    ///< targeted: of those, classified as the target label
   double success_rate = 0, success_low = 0, success_high = 0;
   double rate_all = 0, rate_all_low = 0, rate_all_high = 0;
   double target_rate = 0, target_low = 0, target_high = 0;
   double linf_mean = 0, l2_mean = 0;
   Json to_json() const;
+
+  /// The rate a table shows for the cell, with its interval and counts: the targeted rate
+  /// (target_hits of target_n) for a targeted attack, else the success rate (fooled of
+  /// clean_correct).
+  struct Rate {
+    double rate = 0, low = 0, high = 1;
+    int64_t hits = 0, n = 0;
+  };
+  Rate headline() const;
 };
 
 /// The counts and rates of a cell from labels, the target's clean and
