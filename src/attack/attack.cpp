@@ -111,8 +111,15 @@ struct Engine {
   // (Admix, SI, DI), smoothed by TI.
   torch::Tensor grad(const torch::Tensor& at_point) {
     auto x = at_point.detach().requires_grad_(true);
-    std::vector<torch::Tensor> copies{x};
     const int64_t n = x.size(0);
+    // The feature attack measures each transformed copy against the clean image under the same
+    // transform (the same mix, scale and DI draw): the clean half rides along in the batch.
+    // Against untransformed clean features the distortion is not zero at x itself, and part of
+    // the step would chase the transform rather than the image.
+    const bool paired =
+        o.feature() && (o.admix_copies() > 0 || o.si_copies() > 1 || o.di_prob() > 0);
+    const auto both = paired ? torch::cat({x, clean}) : x;
+    std::vector<torch::Tensor> copies{both};
     if (o.admix_copies() > 0) {
       copies.clear();
       // The feature attack has no labels: then any other image.
@@ -130,7 +137,8 @@ struct Engine {
             p[i] = at::randint(0, n, {1}, gen, torch::kLong).item<int64_t>();
           }
         }
-        copies.push_back(x + o.admix_eta() * clean.index_select(0, pick.to(x.device())));
+        const auto mix = clean.index_select(0, pick.to(x.device()));
+        copies.push_back(both + o.admix_eta() * (paired ? torch::cat({mix, mix}) : mix));
       }
     }
     if (o.si_copies() > 1) {
@@ -144,16 +152,27 @@ struct Engine {
       for (auto& c : copies) c = diverse_input(c, o, gen);
     }
     const int64_t k = static_cast<int64_t>(copies.size());
-    auto batch = k == 1 ? copies[0] : torch::cat(copies, 0);
     torch::Tensor y;
     std::vector<torch::Tensor> f0;
-    if (o.feature()) {
+    if (paired) {
+      std::vector<torch::Tensor> adv, ref;
+      for (const auto& c : copies) {
+        adv.push_back(c.slice(0, 0, n));
+        ref.push_back(c.slice(0, n, 2 * n));
+      }
+      copies = std::move(adv);
+      torch::NoGradGuard ng;
+      const auto clean_batch = torch::cat(ref, 0).detach();
+      for (const auto& m : models) f0.push_back(m->features(clean_batch));
+    }
+    auto batch = k == 1 ? copies[0] : torch::cat(copies, 0);
+    if (o.feature() && !paired) {
       for (const auto& f : clean_features) {
         std::vector<int64_t> reps(size_t(f.dim()), 1);
         reps[0] = k;
         f0.push_back(k == 1 ? f : f.repeat(reps));
       }
-    } else {
+    } else if (!o.feature()) {
       const auto& base = targets.defined() ? targets : labels;
       y = k == 1 ? base : base.repeat({k});
     }

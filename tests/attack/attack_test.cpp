@@ -164,6 +164,23 @@ TEST_F(AttackTest, FeatureAttackDistortsFeaturesMoreThanRandomNoise) {
   EXPECT_LE((r.adv - x_).abs().max().item<double>(), 0.1 + 1e-6);
 }
 
+// With input transforms the feature attack compares like with like: each transformed copy of x'
+// against the clean image under the same transform. At x itself the distortion is then zero
+// with a zero gradient, so without a random start one step does not move (against untransformed
+// clean features, f(x / 2^i) != f(x) would have pushed it).
+TEST_F(AttackTest, FeatureAttackWithTransformsMeasuresAgainstTheTransformedCleanImage) {
+  for (const char* name : {"feature+si", "feature+admix", "feature+di"}) {
+    auto o = options_for(name, AttackOptions().eps(0.1).steps(1)).random_start(false);
+    if (o.di_prob() > 0) o.di_prob(1.0);
+    auto r = run_attack({model_}, x_, torch::Tensor(), o);
+    EXPECT_TENSOR_EQ(r.adv, x_) << name;
+    // From a random start it moves, within the budget.
+    auto moved = run_attack({model_}, x_, torch::Tensor(), o.random_start(true).steps(3));
+    EXPECT_GT((moved.adv - x_).abs().max().item<double>(), 0.0) << name;
+    EXPECT_LE((moved.adv - x_).abs().max().item<double>(), 0.1 + 1e-6) << name;
+  }
+}
+
 // An ensemble of backbones whose features differ in width (a resnet with a vit, say).
 TEST_F(AttackTest, FeatureAttackOnBackbonesOfDifferentWidths) {
   models::ModelOptions mo;
