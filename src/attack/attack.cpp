@@ -77,7 +77,8 @@ struct Engine {
   const AttackOptions& o;
   at::Generator& gen;
   torch::Tensor clean, labels, targets;
-  std::vector<torch::Tensor> clean_features;  // per model: backbones may differ in width
+  // Per model (backbones may differ in width); unused when paired().
+  std::vector<torch::Tensor> clean_features;
   torch::Tensor kernel;  // TI
 
   torch::Tensor logits(const torch::Tensor& x) {
@@ -107,17 +108,20 @@ struct Engine {
     return sum / double(models.size());
   }
 
+  // The feature attack with input transforms measures each transformed copy against the clean
+  // image under the same transform (the same mix, scale and DI draw): the clean half rides along
+  // in the batch. Against untransformed clean features the distortion is not zero at x itself,
+  // and part of the step would chase the transform rather than the image.
+  bool paired() const {
+    return o.feature() && (o.admix_copies() > 0 || o.si_copies() > 1 || o.di_prob() > 0);
+  }
+
   // Gradient of the objective at x through the input transformations
   // (Admix, SI, DI), smoothed by TI.
   torch::Tensor grad(const torch::Tensor& at_point) {
     auto x = at_point.detach().requires_grad_(true);
     const int64_t n = x.size(0);
-    // The feature attack measures each transformed copy against the clean image under the same
-    // transform (the same mix, scale and DI draw): the clean half rides along in the batch.
-    // Against untransformed clean features the distortion is not zero at x itself, and part of
-    // the step would chase the transform rather than the image.
-    const bool paired =
-        o.feature() && (o.admix_copies() > 0 || o.si_copies() > 1 || o.di_prob() > 0);
+    const bool paired = this->paired();
     const auto both = paired ? torch::cat({x, clean}) : x;
     std::vector<torch::Tensor> copies{both};
     if (o.admix_copies() > 0) {
@@ -375,7 +379,9 @@ AttackResult run_attack(const std::vector<models::Classifier>& surrogates, const
   {
     torch::NoGradGuard ng;
     if (o.feature()) {
-      for (const auto& m : surrogates) e.clean_features.push_back(m->features(e.clean));
+      if (!e.paired()) {
+        for (const auto& m : surrogates) e.clean_features.push_back(m->features(e.clean));
+      }
     } else if (o.target() != "none") {
       auto z = e.logits(e.clean);
       const int64_t c = z.size(1);

@@ -283,9 +283,10 @@ AuditResult run_audit(const AuditOptions& o) {
     double mean = 0;
     for (size_t i : members) {
       const auto* c = reports[i].best[0];
-      fooled += c->headline().hits;
-      correct += c->headline().n;
-      mean += rate(*c);
+      const auto h = c->headline();
+      fooled += h.hits;
+      correct += h.n;
+      mean += h.rate;
     }
     mean /= double(members.size());
     auto ci = correct ? wilson_interval(fooled, correct) : std::make_pair(0.0, 1.0);
@@ -322,11 +323,11 @@ AuditResult run_audit(const AuditOptions& o) {
     Json curve = Json::array();
     for (size_t e = 0; e < o.eps.size(); ++e) {
       const auto* b = p.best[e];
+      const auto h = b->headline();
       curve.push_back({{"eps", o.eps[e]},
                        {"attack", b->attack},
-                       {"success", rate(*b)},
-                       {"ci95", {b->targeted ? b->target_low : b->success_low,
-                                 b->targeted ? b->target_high : b->success_high}}});
+                       {"success", h.rate},
+                       {"ci95", {h.low, h.high}}});
     }
     proxies.push_back({{"rank", rank + 1},
                        {"name", p.model->name},
@@ -342,6 +343,7 @@ AuditResult run_audit(const AuditOptions& o) {
   }
   const auto& top = reports[order[0]];
   const auto* top_cell = top.best[0];
+  const auto top_rate = top_cell->headline();
   std::vector<std::string> suite_names = o.attacks;
   if (o.feature_on_ancestors) suite_names.push_back("feature (on ancestors)");
   result.audit = {
@@ -365,9 +367,8 @@ AuditResult run_audit(const AuditOptions& o) {
         {"relation", relation_name(top.relation.relation)},
         {"attack", top_cell->attack},
         {"eps", top_cell->eps},
-        {"success", rate(*top_cell)},
-        {"ci95", {top_cell->targeted ? top_cell->target_low : top_cell->success_low,
-                  top_cell->targeted ? top_cell->target_high : top_cell->success_high}}}},
+        {"success", top_rate.rate},
+        {"ci95", {top_rate.low, top_rate.high}}}},
       {"proxies", proxies},
       {"by_relation", by_relation},
       {"predictor_spearman_vs_success", correlations},
@@ -404,8 +405,8 @@ AuditResult run_audit(const AuditOptions& o) {
      << num(top_cell->eps, 4)
      << (top_cell->targeted ? " steers the target to the attacker's class on "
                             : " fools the target on ")
-     << pct(top_cell->headline().rate) << " (95% CI " << pct(top_cell->headline().low) << "-"
-     << pct(top_cell->headline().high) << ") of " << top_cell->headline().n << " samples.";
+     << pct(top_rate.rate) << " (95% CI " << pct(top_rate.low) << "-" << pct(top_rate.high)
+     << ") of " << top_rate.n << " samples.";
   if (!reference.empty()) {
     md << " For scale, white-box PGD on the target itself: "
        << pct(reference[0]["success_rate"].get<double>()) << ".";
@@ -416,10 +417,11 @@ AuditResult run_audit(const AuditOptions& o) {
   for (size_t rank = 0; rank < order.size(); ++rank) {
     const auto& p = reports[order[rank]];
     const auto* b = p.best[0];
+    const auto h = b->headline();
     md << "| " << rank + 1 << " | " << p.model->name << " | " << p.model->loaded.config.arch
        << " | " << relation_name(p.relation.relation) << (p.labels_match ? "" : " (other classes)")
-       << " | " << b->attack << " | " << pct(rate(*b)) << " | " << pct(b->headline().low) << "-"
-       << pct(b->headline().high) << " | " << num(p.predictors.gradient_alignment) << " | "
+       << " | " << b->attack << " | " << pct(h.rate) << " | " << pct(h.low) << "-" << pct(h.high)
+       << " | " << num(p.predictors.gradient_alignment) << " | "
        << num(p.predictors.cka) << " | " << num(p.predictors.agreement) << " |\n";
   }
   if (o.eps.size() > 1) {
