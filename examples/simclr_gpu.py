@@ -39,14 +39,18 @@ import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 if len(sys.argv) < 4:
     raise SystemExit("usage: simclr_gpu.py DATA_DIR RESNET CNN [options] (RESNET, CNN: SECONDS or epochs=N)")
 D = sys.argv[1]
-# the two budgets first: a misplaced option must not train a model by mistake
-for b in sys.argv[2:4]:
+# the two budgets first, as (seconds, fixed epochs): a misplaced option must not train a model by mistake
+def parse_budget(b):
     try:
-        ok = int(b.split("=", 1)[1]) > 0 if b.startswith("epochs=") else float(b) >= 0
+        if b.startswith("epochs="):
+            n = int(b.split("=", 1)[1])
+            if n > 0: return 0.0, n
+        elif float(b) >= 0:
+            return float(b), 0
     except ValueError:
-        ok = False
-    if not ok:
-        raise SystemExit(f"simclr_gpu.py: budget '{b}': expected SECONDS (0 skips the model) or epochs=N")
+        pass
+    raise SystemExit(f"simclr_gpu.py: budget '{b}': expected SECONDS (0 skips the model) or epochs=N")
+BUDGETS = [parse_budget(b) for b in sys.argv[2:4]]
 # key=value options and flags after DATA_DIR RESNET CNN
 OPT = {}
 for a in sys.argv[4:]:
@@ -330,14 +334,13 @@ def main():
     plan = [
         # resnet-64-128-256x2 (the same blocks in every stage), resnet-8-16-16x1-2-1 (not)
         ("resnet-" + "-".join(map(str, WIDTHS)) + "x" + "-".join(map(str, BLOCKS[:1] if len(set(BLOCKS)) == 1 else BLOCKS)),
-         lambda: ResNet(WIDTHS if not SMOKE or "widths" in OPT else (8,) * len(WIDTHS), BLOCKS, out=512), {"widths": list(WIDTHS), "blocks": list(BLOCKS)}, "resnet", sys.argv[2]),
-        ("cnn", lambda: Cnn(out=512), {}, "cnn", sys.argv[3]),
+         lambda: ResNet(WIDTHS if not SMOKE or "widths" in OPT else (8,) * len(WIDTHS), BLOCKS, out=512), {"widths": list(WIDTHS), "blocks": list(BLOCKS)}, "resnet", BUDGETS[0]),
+        ("cnn", lambda: Cnn(out=512), {}, "cnn", BUDGETS[1]),
     ]
     trained = []
     for name, make, opts, arch, budget in plan:
         # SECONDS, or epochs=N for a fixed length (the run in docs/finetune.md: 203 epochs)
-        fixed = int(budget.split("=")[1]) if budget.startswith("epochs=") else 0
-        secs = 0 if fixed else float(budget)
+        secs, fixed = budget
         if secs <= 0 and not fixed: continue
         if SMOKE: secs, fixed = 3, min(fixed, 3)
         enc0 = make()
