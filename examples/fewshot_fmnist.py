@@ -56,7 +56,7 @@ def run(cmd, log):
 
 
 def flags_of(items):
-    """['lr=3e-4', 'head-type=cosine', 'no-hflip'] -> ['--lr', '3e-4', '--head-type', 'cosine', '--no-hflip']"""
+    """['lr=3e-4', 'head-type=cosine', 'hflip'] -> ['--lr', '3e-4', '--head-type', 'cosine', '--hflip']"""
     out = []
     for f in items:
         name, eq, value = f.partition("=")

@@ -193,8 +193,10 @@ int run(int argc, char** argv) {
   uint64_t seed = 0;
   train_cmd->add_option("--data", tr.data, "Training data SPEC")->required();
   train_cmd->add_option("--val-data", tr.val_data, "Validation SPEC (default: a stratified split)");
-  train_cmd->add_option("--val-fraction", tr.val_fraction, "Fraction held out for validation")
-      ->capture_default_str();
+  train_cmd->add_option(
+      "--val-fraction", tr.val_fraction,
+      "Fraction held out for validation (default 0.1; 0 with --shots or shots=K, as "
+      "finetune, so a scratch baseline trains on the same images)");
   train_cmd->add_option("--arch", tr.arch, "Architecture: " + [] {
     std::string s;
     for (const auto& n : xfer::models::model_names()) s += (s.empty() ? "" : ", ") + n;

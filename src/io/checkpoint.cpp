@@ -10,7 +10,8 @@ namespace fs = std::filesystem;
 namespace xfer::io {
 namespace {
 constexpr const char* kKey = "xfer_checkpoint";
-constexpr const char* kFormat = "xfer-checkpoint/1";
+// 2: model snapshots stored by parameter and buffer name (1 stored them by position).
+constexpr const char* kFormat = "xfer-checkpoint/2";
 }  // namespace
 
 std::string checkpoint_file(const std::string& dir) {

@@ -23,6 +23,14 @@ torch::Tensor ClassifierImpl::features(torch::Tensor x) {
 
 void ClassifierImpl::before_forward() {
   if (lora_) lora_->refresh();
+  // A train() called on a stage or a wrapper, not on this model, reaches its
+  // BatchNorm layers without passing through train() below: pinned layers go
+  // back to eval before they see a batch.
+  if (is_training()) {
+    for (const auto& m : pinned_modules_) {
+      if (m->is_training()) m->eval();
+    }
+  }
 }
 
 HeadOptions HeadOptions::parse(const std::string& text) {
@@ -211,6 +219,12 @@ void ClassifierImpl::pin_eval(std::vector<std::string> layers) {
                "' is not a BatchNorm layer of this model");
   }
   pinned_eval_ = std::move(layers);
+  pinned_modules_.clear();
+  for (const auto& item : named_modules("", false)) {
+    if (std::find(pinned_eval_.begin(), pinned_eval_.end(), item.key()) != pinned_eval_.end()) {
+      pinned_modules_.push_back(item.value());
+    }
+  }
   train(is_training());
 }
 

@@ -206,7 +206,12 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
                      "; use --head new");
   }
   if (strategy.kind == Kind::kLora) {
-    models::add_lora(*model, models::LoraOptions().rank(strategy.rank).alpha(o.lora_alpha));
+    const auto lora_options = models::LoraOptions().rank(strategy.rank).alpha(o.lora_alpha);
+    XFER_CHECK_USAGE(
+        !models::lora_eligible(*model, lora_options).empty(), "--strategy ", strategy.str(), ": ",
+        source_path(o.source), " (arch ", lm.config.arch,
+        ") has no linear or convolution layer that can take adapters; use another strategy");
+    models::add_lora(*model, lora_options);
   }
 
   // Phases: lp-ft is a linear probe then everything at a lower rate.
@@ -256,8 +261,18 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
                            .batch_size(std::max<int64_t>(t.batch_size(), 256))
                            .device(t.device());
   if (lbfgs) probe.validate(model->head_options());  // before any work, --dry-run included
+  // L2-SP replaces decay towards zero on the backbone (Li et al. 2018): the plan
+  // printed, recorded and trained has none there.
+  auto with_strategy = [&](FreezePlan plan) {
+    if (strategy.kind == Kind::kL2Sp) {
+      for (auto& g : plan.groups) {
+        if (!g.head) g.weight_decay = 0;
+      }
+    }
+    return plan;
+  };
   for (size_t p = 0; p < phases.size(); ++p) {
-    auto plan = plan_freeze(*model, phases[p].freeze);
+    auto plan = with_strategy(plan_freeze(*model, phases[p].freeze));
     const std::string what = phases[p].lbfgs
                                  ? str_cat("one L-BFGS solve on frozen features, l2 ", probe.l2())
                                  : str_cat(phases[p].epochs, " epochs");
@@ -265,6 +280,10 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
                                ? str_cat("phase ", p + 1, " (", phases[p].name, ", ", what, ")\n")
                                : "",
                            plan.text(phases[p].lbfgs ? 0.0 : phases[p].lr));
+    if (strategy.kind == Kind::kL2Sp) {
+      r.plan_text += str_cat("l2-sp: alpha/2 * ||w - w0||^2 on the backbone, alpha ",
+                             strategy.alpha, " (in place of its weight decay)\n");
+    }
     r.plans.push_back(std::move(plan));
   }
   if (o.dry_run) {
@@ -295,9 +314,7 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
     std::vector<OptimGroup> groups;
     for (const auto& g : plan.groups) {
       if (g.tensors.empty()) continue;
-      // L2-SP replaces decay towards zero on the backbone (Li et al. 2018).
-      double wd = strategy.kind == Kind::kL2Sp && !g.head ? 0.0 : g.weight_decay;
-      groups.push_back({g.name, g.tensors, g.lr_scale, wd});
+      groups.push_back({g.name, g.tensors, g.lr_scale, g.weight_decay});
     }
     TrainOptions to = t;
     to.epochs(ph.epochs).lr(ph.lr).warmup_epochs(std::min(t.warmup_epochs(), double(ph.epochs)));
@@ -318,7 +335,7 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
   if (o.lr_find) {
     // As the run would: the solve first (lp-ft with lbfgs), then the test on the next phase.
     for (size_t p = 0; p < phases.size(); ++p) {
-      auto plan = apply_freeze(*model, phases[p].freeze);
+      auto plan = with_strategy(apply_freeze(*model, phases[p].freeze));
       if (phases[p].lbfgs) {
         run_solve(p);
         continue;
@@ -345,22 +362,31 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
     lora["merged"] = o.lora_merge;
   }
   Json recipe = t.to_json();
-  recipe.update({{"command", "finetune"},
-                 {"strategy", strategy.str()},
-                 {"shots", spec.shots ? Json(*spec.shots) : Json(nullptr)},
-                 {"head", o.head},
-                 {"head_type", model->head_options().str()},
-                 {"bn_mode", o.freeze.bn_mode()},
-                 {"layer_decay", o.freeze.layer_decay()},
-                 {"head_lr_scale", o.freeze.head_lr_scale()},
-                 {"lp_epochs", strategy.kind == Kind::kLpFt ? Json(phases[0].epochs) : Json(nullptr)},
-                 {"ft_lr_scale", strategy.kind == Kind::kLpFt ? Json(o.ft_lr_scale) : Json(nullptr)},
-                 {"l2_sp_alpha", strategy.kind == Kind::kL2Sp ? Json(strategy.alpha) : Json(nullptr)},
-                 {"lora", lora},
-                 {"parent_id", lm.card.id},
-                 {"data_sha256", all.content_hash()},
-                 {"val_spec", o.val_data.empty() ? Json(nullptr) : Json(o.val_data)},
-                 {"val_fraction", o.val_fraction}});
+  recipe.update(
+      {{"command", "finetune"},
+       {"strategy", strategy.str()},
+       {"shots", spec.shots ? Json(*spec.shots) : Json(nullptr)},
+       {"head", o.head},
+       {"head_type", model->head_options().str()},
+       {"bn_mode", o.freeze.bn_mode()},
+       {"layer_decay", o.freeze.layer_decay()},
+       {"head_lr_scale", o.freeze.head_lr_scale()},
+       {"lp_epochs", strategy.kind == Kind::kLpFt ? Json(phases[0].epochs) : Json(nullptr)},
+       {"ft_lr_scale", strategy.kind == Kind::kLpFt ? Json(o.ft_lr_scale) : Json(nullptr)},
+       {"l2_sp_alpha", strategy.kind == Kind::kL2Sp ? Json(strategy.alpha) : Json(nullptr)},
+       {"lora", lora},
+       {"parent_id", lm.card.id},
+       // What the file's weights are read as (--arch, --arch-options, --mean/--std,
+       // --torchscript-mode): the weights' hash alone does not pin them.
+       {"parent_config",
+        {{"arch", lm.config.arch},
+         {"arch_options", lm.config.arch_options},
+         {"input_shape", lm.config.input_shape},
+         {"mean", lm.config.mean},
+         {"std", lm.config.std}}},
+       {"data_sha256", all.content_hash()},
+       {"val_spec", o.val_data.empty() ? Json(nullptr) : Json(o.val_data)},
+       {"val_fraction", o.val_fraction}});
   // Only when used, so the recipes (and checkpoints) of mini-batch runs keep their form.
   if (lbfgs)
     recipe["probe"] = {{"solver", "lbfgs"}, {"l2", probe.l2()}, {"max_iter", probe.max_iter()}};
@@ -370,9 +396,15 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
   std::optional<io::Checkpoint> ckpt = open_resume(o.resume, recipe, "finetune");
   if (ckpt) {
     const Json& ctx = ckpt->state["context"];
-    first_phase = ctx["phase"].get<size_t>();
-    XFER_CHECK(first_phase < phases.size(), io::checkpoint_file(o.resume), ": bad phase");
-    for (const auto& pr : ctx.value("finished", Json::array())) r.phases.push_back(result_from(pr));
+    try {
+      first_phase = ctx.at("phase").get<size_t>();
+      XFER_CHECK(first_phase < phases.size(), io::checkpoint_file(o.resume), ": bad phase");
+      for (const auto& pr : ctx.value("finished", Json::array()))
+        r.phases.push_back(result_from(pr));
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(
+          str_cat(io::checkpoint_file(o.resume), ": malformed checkpoint state (", e.what(), ")"));
+    }
     r.resumed = true;
     // The card's recipe also names the source path, which the checkpoint's does not.
     if (auto done = finished_output(o.out, recipe, o.resume, o.keep_checkpoint, {"source"})) {
@@ -386,7 +418,7 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
 
   for (size_t p = first_phase; p < phases.size(); ++p) {
     const auto& ph = phases[p];
-    auto plan = apply_freeze(*model, ph.freeze);
+    auto plan = with_strategy(apply_freeze(*model, ph.freeze));
     if (ph.lbfgs) {
       // Seconds, deterministic: no checkpoint; a run killed here starts it again.
       run_solve(p);
@@ -394,6 +426,7 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
     }
     Trainer trainer = make_trainer(ph, plan);
     if (o.on_epoch) trainer.on_epoch(o.on_epoch);
+    if (o.on_step) trainer.on_step(o.on_step);
     Json finished = Json::array();
     for (const auto& pr : r.phases) finished.push_back(result_json(pr));
     trainer.checkpoint({o.checkpoints ? ckpt_dir : "", o.checkpoint_every,

@@ -17,8 +17,8 @@ void TrainRunOptions::validate() const {
                    "--lr-find trains nothing to keep: it cannot be combined with --resume");
   if (lr_find) lr_find_options.validate();
   XFER_CHECK_USAGE(lr_find || lr_find_json.empty(), "--lr-find-json needs --lr-find");
-  XFER_CHECK_USAGE(val_fraction >= 0 && val_fraction < 1, "--val-fraction must be in [0, 1), got ",
-                   val_fraction);
+  XFER_CHECK_USAGE(val_fraction == -1 || (val_fraction >= 0 && val_fraction < 1),
+                   "--val-fraction must be in [0, 1), got ", val_fraction);
   train.validate();
   models::HeadOptions::parse(head_type);
   XFER_CHECK_USAGE(train.objective() != "simclr" || head_type == "linear",
@@ -48,13 +48,14 @@ TrainRunResult run_train(const TrainRunOptions& o) {
   if (!o.lr_find_json.empty()) check_output_path_file(o.lr_find_json);
   auto spec = data::DataSpec::parse(o.data);
   data::Dataset all = data::load(spec);
+  const double val_fraction = o.val_fraction >= 0 ? o.val_fraction : spec.shots ? 0.0 : 0.1;
   data::Dataset train_ds, val_ds;
   if (!o.val_data.empty()) {
     train_ds = all;
     val_ds = data::load(o.val_data);
     data::check_same_task(val_ds, train_ds);
-  } else if (o.val_fraction > 0) {
-    std::tie(train_ds, val_ds) = data::stratified_split(all, o.val_fraction, o.train.seed());
+  } else if (val_fraction > 0) {
+    std::tie(train_ds, val_ds) = data::stratified_split(all, val_fraction, o.train.seed());
   } else {
     train_ds = all;
   }
@@ -103,7 +104,7 @@ TrainRunResult run_train(const TrainRunOptions& o) {
                  {"shots", spec.shots ? Json(*spec.shots) : Json(nullptr)},
                  {"data_sha256", all.content_hash()},
                  {"val_spec", o.val_data.empty() ? Json(nullptr) : Json(o.val_data)},
-                 {"val_fraction", o.val_data.empty() ? Json(o.val_fraction) : Json(nullptr)}});
+                 {"val_fraction", o.val_data.empty() ? Json(val_fraction) : Json(nullptr)}});
   if (ssl) recipe["proj_dim"] = o.proj_dim;
   auto ckpt = open_resume(o.resume, recipe, "train");
   if (ckpt) {
@@ -129,7 +130,7 @@ TrainRunResult run_train(const TrainRunOptions& o) {
                {"samples", all.size()},
                {"train_samples", train_ds.size()},
                {"val_spec", o.val_data.empty() ? Json(nullptr) : Json(o.val_data)},
-               {"val_fraction", o.val_data.empty() ? Json(o.val_fraction) : Json(nullptr)},
+               {"val_fraction", o.val_data.empty() ? Json(val_fraction) : Json(nullptr)},
                {"val_samples", val_ds.size()}};
   Json history = Json::array();
   for (const auto& h : r.train.history) history.push_back(to_json(h));

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <limits>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <type_traits>
 
@@ -335,20 +336,44 @@ void load_optimizer(torch::optim::Optimizer& opt, const std::string& kind, const
              " parameters but the model trains ", k, " (a different strategy or model?)");
 }
 
-void put_snapshot(const std::vector<torch::Tensor>& s, const std::string& prefix, io::Checkpoint& c) {
+// The names of snapshot()'s tensors in its order (parameters, then buffers, as
+// a state_dict names them). A checkpoint stores a model by name, so resuming
+// into a model whose layers differ fails naming the first tensor that does not
+// match, instead of matching tensors by position.
+std::vector<std::string> snapshot_names(torch::nn::Module& m) {
+  std::vector<std::string> n;
+  for (const auto& p : m.named_parameters()) n.push_back(p.key());
+  for (const auto& b : m.named_buffers()) n.push_back(b.key());
+  std::set<std::string> unique(n.begin(), n.end());
+  XFER_CHECK(unique.size() == n.size(),
+             "training: the model has a parameter and a buffer of the same name");
+  return n;
+}
+
+void put_snapshot(const std::vector<torch::Tensor>& s, const std::vector<std::string>& names,
+                  const std::string& prefix, io::Checkpoint& c) {
   for (size_t i = 0; i < s.size(); ++i) {
-    c.tensors.add(str_cat(prefix, ".", i), s[i].detach().cpu().contiguous());
+    c.tensors.add(str_cat(prefix, "/", names.at(i)), s[i].detach().cpu().contiguous());
   }
 }
 
-void get_snapshot(std::vector<torch::Tensor>& s, const std::string& prefix, const io::Checkpoint& c,
-                  const std::string& what) {
+void get_snapshot(std::vector<torch::Tensor>& s, const std::vector<std::string>& names,
+                  const std::string& prefix, const io::Checkpoint& c, const std::string& what) {
+  const std::string head = prefix + "/";
+  const auto stored = std::count_if(c.tensors.tensors.begin(), c.tensors.tensors.end(),
+                                    [&](const auto& t) { return t.first.rfind(head, 0) == 0; });
   for (size_t i = 0; i < s.size(); ++i) {
-    const std::string key = str_cat(prefix, ".", i);
-    XFER_CHECK(c.tensors.contains(key) && c.tensors.at(key).sizes() == s[i].sizes(), what,
-               ": checkpoint does not match the model (", key, ")");
-    s[i] = c.tensors.at(key).to(s[i].device(), s[i].scalar_type()).clone();
+    const std::string key = head + names.at(i);
+    XFER_CHECK(c.tensors.contains(key), what, ": checkpoint does not match the model (it lacks ",
+               key, ")");
+    const auto& t = c.tensors.at(key);
+    XFER_CHECK(t.sizes() == s[i].sizes(), what, ": checkpoint does not match the model (", key,
+               " has shape ", t.sizes(), ", the model ", s[i].sizes(), ")");
+    s[i] = t.to(s[i].device(), s[i].scalar_type()).clone();
   }
+  XFER_CHECK(static_cast<size_t>(stored) == s.size(), what,
+             ": checkpoint does not match the model (", stored, " tensors under ", prefix,
+             ", the model has ", s.size(), ")");
 }
 
 }  // namespace
@@ -413,6 +438,7 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
 
   TrainResult result;
   result.trainable_parameters = models::count_parameters(model, true);
+  const auto names = snapshot_names(model);
   auto best = snapshot(model);
   auto last_good = best;
   auto t_start = Clock::now();
@@ -453,9 +479,9 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
     Json h = Json::array();
     for (const auto& r : result.history) h.push_back(to_json(r));
     c.state["history"] = h;
-    put_snapshot(snapshot(model), "model", c);
-    put_snapshot(best, "best", c);
-    put_snapshot(last_good, "last_good", c);
+    put_snapshot(snapshot(model), names, "model", c);
+    put_snapshot(best, names, "best", c);
+    put_snapshot(last_good, names, "last_good", c);
     save_optimizer(*optimizer, o.optimizer(), c);
     {
       std::lock_guard<std::mutex> lock(gen.mutex());
@@ -474,10 +500,10 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
                  ": checkpoint has ", c.state.at("steps_per_epoch").get<int64_t>(),
                  " steps per epoch, this run ", steps_per_epoch, " (different data or batch size)");
       auto current = snapshot(model);
-      get_snapshot(current, "model", c, what);
+      get_snapshot(current, names, "model", c, what);
       restore(model, current);
-      get_snapshot(best, "best", c, what);
-      get_snapshot(last_good, "last_good", c, what);
+      get_snapshot(best, names, "best", c, what);
+      get_snapshot(last_good, names, "last_good", c, what);
       load_optimizer(*optimizer, o.optimizer(), c, what);
       XFER_CHECK(c.tensors.contains("rng.cpu"), what, ": checkpoint lacks the RNG state");
       {
@@ -888,18 +914,88 @@ std::string recipe_diff(const Json& saved, const Json& now) {
 
 }  // namespace
 
+namespace {
+
+// checkpoint.safetensors or a temporary of it left by a kill inside write_file_atomic.
+bool is_checkpoint_entry(const std::filesystem::path& p) {
+  const std::string name = p.filename().string();
+  const std::string file = std::filesystem::path(io::checkpoint_file(".")).filename().string();
+  return name == file || name.rfind(file + ".tmp-", 0) == 0;
+}
+
+// The first entry of `dir` that is not a checkpoint file ("" if none or no such
+// directory). A checkpoint directory is removed after a successful run, so xfer
+// only writes into one that holds nothing else.
+std::string foreign_entry(const std::string& dir) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) return "";
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (!is_checkpoint_entry(e.path())) return e.path().filename().string();
+  }
+  return "";
+}
+
+// Whether one of the two paths is the other or lies inside it.
+bool nested(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  const auto pa = std::filesystem::weakly_canonical(std::filesystem::absolute(a, ec), ec);
+  const auto pb = std::filesystem::weakly_canonical(std::filesystem::absolute(b, ec), ec);
+  auto within = [](const std::filesystem::path& inner, const std::filesystem::path& outer) {
+    auto i = inner.begin();
+    for (auto o = outer.begin(); o != outer.end(); ++o, ++i) {
+      if (o->empty()) continue;  // a trailing separator
+      if (i == inner.end() || *i != *o) return false;
+    }
+    return true;
+  };
+  return within(pa, pb) || within(pb, pa);
+}
+
+}  // namespace
+
+void remove_checkpoint_dir(const std::string& dir) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) return;
+  std::vector<std::filesystem::path> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (is_checkpoint_entry(e.path())) files.push_back(e.path());
+  }
+  for (const auto& f : files) std::filesystem::remove(f, ec);
+  std::filesystem::remove(dir, ec);  // only if nothing else is left in it
+}
+
 std::string prepare_checkpoint_dir(const std::string& out, const std::string& dir,
                                    const std::string& resume, bool enabled, Overwrite overwrite) {
   namespace fs = std::filesystem;
   const std::string ckpt = !resume.empty() ? resume : !dir.empty() ? dir : out + ".ckpt";
+  const std::string flag = !resume.empty() ? "--resume " + resume
+                           : !dir.empty()  ? "--checkpoint-dir " + dir
+                                           : ckpt;
   std::error_code ec;
   if (!resume.empty()) {
     XFER_CHECK_USAGE(fs::is_directory(resume, ec), "--resume ", resume, ": no such checkpoint directory");
-  } else if (enabled && io::has_checkpoint(ckpt)) {
-    XFER_CHECK_USAGE(overwrite == Overwrite::kYes, ckpt,
-                     ": holds the checkpoint of an interrupted run; pass --resume ", ckpt,
-                     " to continue it, or --force to start over");
-    fs::remove_all(ckpt, ec);
+  }
+  if (!resume.empty() || enabled) {
+    XFER_CHECK_USAGE(!nested(ckpt, out), flag,
+                     ": the checkpoint directory must not be, contain or lie inside --out ", out);
+  }
+  if (!resume.empty()) {
+    const std::string other = foreign_entry(resume);
+    XFER_CHECK_USAGE(io::has_checkpoint(resume) || other.empty(), "--resume ", resume,
+                     ": holds no xfer checkpoint (it holds ", other,
+                     "); name the directory a run wrote its ",
+                     "checkpoint to (OUT.ckpt unless --checkpoint-dir)");
+  } else if (enabled) {
+    const std::string other = foreign_entry(ckpt);
+    XFER_CHECK_USAGE(other.empty(), flag, ": holds ", other,
+                     "; a checkpoint directory must be new or hold only a checkpoint (it is "
+                     "removed after the run)");
+    if (io::has_checkpoint(ckpt)) {
+      XFER_CHECK_USAGE(overwrite == Overwrite::kYes, ckpt,
+                       ": holds the checkpoint of an interrupted run; pass --resume ", ckpt,
+                       " to continue it, or --force to start over");
+      remove_checkpoint_dir(ckpt);
+    }
   }
   if (resume.empty() || !fs::exists(out, ec)) check_output_path(out, overwrite);
   return ckpt;
@@ -926,10 +1022,7 @@ io::ModelCard write_output(const std::string& out, models::ClassifierImpl& model
   if (dist::is_main()) written = io::save_model_dir(out, model, config, std::move(card), overwrite, extra_files);
   dist::barrier();
   if (!dist::is_main()) written = io::load_model_dir(out).card;
-  if (!ckpt_dir.empty() && !keep_checkpoint && dist::is_main()) {
-    std::error_code ec;
-    std::filesystem::remove_all(ckpt_dir, ec);
-  }
+  if (!ckpt_dir.empty() && !keep_checkpoint && dist::is_main()) remove_checkpoint_dir(ckpt_dir);
   return written;
 }
 
@@ -942,7 +1035,7 @@ std::optional<io::ModelCard> finished_output(const std::string& out, const Json&
   Json done_recipe = done.card.recipe;
   for (const auto& k : ignore) done_recipe.erase(k);
   XFER_CHECK_USAGE(done_recipe == recipe, out, ": exists and is not the output of this checkpoint's run");
-  if (!keep_checkpoint) std::filesystem::remove_all(resume, ec);
+  if (!keep_checkpoint) remove_checkpoint_dir(resume);
   return done.card;
 }
 

@@ -846,6 +846,10 @@ TEST_F(CliCatalogueTest, EveryBadInputGivesOneLineAndNoPartialOutput) {
        2, "--head keep"},
       {"resume-missing", "--resume of a directory that does not exist", train + " --resume " + q(tmp_.file("nockpt")), 2,
        "--resume"},
+      {"resume-not-a-checkpoint", "--resume of a model directory (it holds no checkpoint)",
+       finetune + " --resume " + q(model), 2, "holds no xfer checkpoint"},
+      {"checkpoint-dir-in-out", "--checkpoint-dir inside --out", train + " --checkpoint-dir " + q(res + "/ckpt"), 2,
+       "--checkpoint-dir"},
       {"dist-timeout-zero", "--dist-timeout 0", "--dist-timeout 0 " + train, 2, "--dist-timeout"},
       {"unknown-command", "a command xfer does not have", "frobnicate", 2, "frobnicate"},
       // Outputs.

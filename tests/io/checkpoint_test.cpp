@@ -29,7 +29,7 @@ TEST(CheckpointTest, RoundTripsStateAndTensorsInOneFile) {
   auto r = read_checkpoint(dir);
   EXPECT_EQ(r.state["epoch"], 3);
   EXPECT_EQ(r.state["loss_sum"].get<double>(), 0.1 + 0.2);  // doubles round-trip exactly
-  EXPECT_EQ(r.state["format"], "xfer-checkpoint/1");
+  EXPECT_EQ(r.state["format"], "xfer-checkpoint/2");
   EXPECT_TENSOR_EQ(r.tensors.at("model.0"), c.tensors.at("model.0"));
   EXPECT_TENSOR_EQ(r.tensors.at("rng.cpu"), c.tensors.at("rng.cpu"));
   EXPECT_TRUE(r.tensors.metadata.empty());

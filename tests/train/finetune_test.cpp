@@ -184,7 +184,16 @@ TEST_F(FinetuneTest, DryRunCountsEqualTheRealTrainableCounts) {
     for (auto& c : name) c = c == ':' ? '-' : c;
     auto real = run_finetune(options(s, name));
     EXPECT_EQ(plan.trainable_parameters, real.card.metrics["trainable_parameters"].get<int64_t>()) << s;
-    EXPECT_EQ(plan.plans.size(), std::string(s) == "lp-ft" ? 2u : 1u);
+    ASSERT_EQ(plan.plans.size(), std::string(s) == "lp-ft" ? 2u : 1u);
+    ASSERT_EQ(real.phases.size(), plan.plans.size());
+    for (size_t p = 0; p < plan.plans.size(); ++p) {
+      EXPECT_EQ(plan.plans[p].trainable, real.phases[p].trainable_parameters)
+          << s << " phase " << p;
+      // The decay printed is the decay each optimizer group trained with.
+      for (const auto& g : plan.plans[p].groups) {
+        if (std::string(s) == "l2-sp:0.1" && !g.head) EXPECT_EQ(g.weight_decay, 0.0) << g.name;
+      }
+    }
   }
 }
 
@@ -297,6 +306,44 @@ TEST_F(FinetuneTest, ResumeAfterACrashGivesTheSameWeights) {
   }
 }
 
+// Killed between two step checkpoints inside an epoch (every strategy with
+// mini-batch phases): the resumed run restores the partial epoch's position,
+// counters, optimizer and generator, and ends on the same weights.
+TEST_F(FinetuneTest, ResumeMidEpochGivesTheSameWeightsForEveryStrategy) {
+  for (const std::string s : {"full", "partial:1", "lp-ft", "lora:2", "l2-sp:0.1"}) {
+    auto configure = [&](const std::string& out) {
+      auto o = options(s, out);
+      o.train.epochs(4);
+      o.train.augment().crop_padding = 1;
+      o.checkpoint_every = 2;
+      return o;
+    };
+    auto ref = configure("ref");
+    const auto expected = run_finetune(ref).card.id;
+    // 90 images, batch 16: 5 steps an epoch, checkpoints after steps 2, 4, ...
+    // (counted within a phase); the 4th step is in the first epoch, the 13th in
+    // the third (lp-ft: the first epoch of its fine-tuning phase).
+    for (int crash_at : {4, 13}) {
+      auto o = configure("resumed");
+      int steps = 0;
+      o.on_step = [&](const StepRecord&) -> bool {
+        if (++steps == crash_at) throw Crash{};
+        return true;
+      };
+      EXPECT_THROW(run_finetune(o), Crash);
+      const auto c = io::read_checkpoint(o.out + ".ckpt");
+      EXPECT_GT(c.state["batch"].get<int64_t>(), 0) << s << " " << crash_at;
+      o.on_step = nullptr;
+      o.resume = o.out + ".ckpt";
+      auto r = run_finetune(o);
+      EXPECT_TRUE(r.resumed);
+      EXPECT_EQ(r.card.id, expected) << s << " crash at step " << crash_at;
+      fs::remove_all(o.out);
+    }
+    fs::remove_all(ref.out);
+  }
+}
+
 TEST_F(FinetuneTest, ResumeRefusesADifferentRecipe) {
   auto o = options("full", "m");
   o.on_epoch = [](const EpochRecord&) { throw Crash{}; };
@@ -311,6 +358,29 @@ TEST_F(FinetuneTest, ResumeRefusesADifferentRecipe) {
     EXPECT_EQ(e.kind(), ErrorKind::kUsage);
     EXPECT_NE(std::string(e.what()).find("lr 0.01"), std::string::npos) << e.what();
   }
+}
+
+// Weights read with other flags (normalisation, arch options) are another
+// parent even though the file, and so parent_id, is the same.
+TEST_F(FinetuneTest, ResumeRefusesTheSameWeightsReadAsAnotherModel) {
+  auto o = options("full", "w");
+  o.source = io::ModelSource();
+  o.source.weights = tmp_->file("base") + "/model.safetensors";
+  o.source.arch = "cnn";
+  o.source.arch_options = R"({"widths": [8, 16], "hidden": 24, "dropout": 0.25})";
+  o.source.mean = {0.5};
+  o.source.std = {0.25};
+  o.on_epoch = [](const EpochRecord&) { throw Crash{}; };
+  EXPECT_THROW(run_finetune(o), Crash);
+  o.on_epoch = nullptr;
+  o.resume = o.out + ".ckpt";
+  auto other = o;
+  other.source.mean = {0.4};
+  xfer::testing::expect_error_naming([&] { run_finetune(other); }, "parent_config");
+  other = o;
+  other.source.arch_options = R"({"widths": [8, 16], "hidden": 24, "dropout": 0.5})";
+  xfer::testing::expect_error_naming([&] { run_finetune(other); }, "parent_config");
+  EXPECT_TRUE(run_finetune(o).resumed);
 }
 
 TEST_F(FinetuneTest, LrFindRunsOnTheFirstPhaseWithARateAndWritesNoModel) {
@@ -453,6 +523,21 @@ TEST_F(FinetuneTest, TorchScriptBackboneFineTunesAndReloadsFromItsDirectory) {
   auto again = io::load_model_dir(o.out);
   torch::NoGradGuard ng;
   EXPECT_TENSOR_EQ(again.model->forward(x), tuned.model->forward(x));
+  // Its model directory takes no adapters either: a usage error before any training.
+  auto lora = o;
+  lora.source = io::ModelSource();
+  lora.source.dir = o.out;
+  lora.strategy = "lora:2";
+  lora.out = dir_.file("ts-lora");
+  try {
+    run_finetune(lora);
+    ADD_FAILURE() << "lora on a TorchScript model";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kUsage);
+    EXPECT_NE(std::string(e.what()).find("no linear or convolution layer"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(lora.out));
   // The scripted code is pinned by its hash.
   write_file_atomic(o.out + "/module.pt", read_file(dir_.file("classifier.pt")));
   xfer::testing::expect_error_naming([&] { io::load_model_dir(o.out); }, "module.pt");

@@ -83,6 +83,28 @@ TEST_F(FreezeTest, LinearProbeTrainsOnlyTheHeadAndPinsEveryBatchNorm) {
   EXPECT_TRUE(m->is_training());
 }
 
+// train() on a stage reaches its BatchNorm layers without passing through the
+// model's train(): the pins must still hold by the time a batch arrives.
+TEST_F(FreezeTest, PinnedBatchNormHoldsWhenOnlyAStageIsPutInTraining) {
+  auto m = make("resnet");
+  apply_freeze(*m, FreezeOptions().trainable_stages(0));
+  m->train();
+  std::vector<torch::Tensor> before;
+  for (const auto& b : m->buffers()) before.push_back(b.clone());
+  ASSERT_FALSE(before.empty());
+  for (const auto& child : m->named_children()) child.value()->train(true);
+  EXPECT_TRUE(m->layer_is_training("layer1.0.bn1"));
+  m->forward(torch::rand({4, 1, 28, 28}));
+  EXPECT_FALSE(m->layer_is_training("layer1.0.bn1"));
+  size_t i = 0;
+  for (const auto& b : m->buffers()) EXPECT_TENSOR_EQ(b, before.at(i++));
+  // Unpinned (bn_mode train), the same forward pass moves the statistics.
+  apply_freeze(*m, FreezeOptions().trainable_stages(0).bn_mode("train"));
+  m->train();
+  m->forward(torch::rand({4, 1, 28, 28}));
+  EXPECT_FALSE(torch::equal(m->buffers().front(), before.front()));
+}
+
 TEST_F(FreezeTest, PartialTrainsTheLastStagesAndAutoBatchNormFollows) {
   auto m = make("resnet");
   auto plan = apply_freeze(*m, FreezeOptions().trainable_stages(1));

@@ -2,9 +2,12 @@
 
 #include <filesystem>
 
+#include "support/errors.h"
 #include "support/support.h"
 #include "xfer/core/error.h"
+#include "xfer/core/fs.h"
 #include "xfer/core/sha256.h"
+#include "xfer/io/checkpoint.h"
 
 namespace xfer::train {
 namespace {
@@ -69,6 +72,27 @@ TEST_F(TrainRunTest, CosineHeadIsTrainedSavedAndRecorded) {
   EXPECT_LE((logits - lm.model->head()->bias).abs().max().item<double>(), 8.0 + 1e-4);
 }
 
+// A scratch baseline on a k-shot SPEC trains on the images finetune trains on.
+TEST_F(TrainRunTest, AKShotSpecKeepsEveryImageForTrainingByDefault) {
+  auto o = options();
+  o.train.epochs(1);
+  auto all = run_train(o);
+  EXPECT_EQ(all.train_samples + all.val_samples, 120);
+  EXPECT_GT(all.val_samples, 0);
+  EXPECT_DOUBLE_EQ(all.card.recipe["val_fraction"].get<double>(), 0.1);
+  o.out = tmp_.file("kshot");
+  o.data += ":shots=10";
+  auto k = run_train(o);
+  EXPECT_EQ(k.train_samples, 30);
+  EXPECT_EQ(k.val_samples, 0);
+  EXPECT_DOUBLE_EQ(k.card.recipe["val_fraction"].get<double>(), 0.0);
+  o.out = tmp_.file("kshot-val");
+  o.val_fraction = 0.2;
+  auto kv = run_train(o);
+  EXPECT_GT(kv.val_samples, 0);
+  EXPECT_EQ(kv.train_samples + kv.val_samples, 30);
+}
+
 TEST_F(TrainRunTest, RefusesAnExistingOutputBeforeTraining) {
   auto o = options();
   fs::create_directory(o.out);
@@ -99,6 +123,49 @@ TEST_F(TrainRunTest, BadInputLeavesNoOutput) {
   for (const auto& e : fs::directory_iterator(tmp_.path())) {
     EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
   }
+}
+
+// A checkpoint directory is removed after the run, so xfer writes only into
+// one that is new or holds nothing but a checkpoint, never into --out.
+TEST_F(TrainRunTest, CheckpointDirectoryHoldsOnlyACheckpointAndLiesOutsideTheOutput) {
+  const std::string mine = tmp_.file("mine");
+  fs::create_directory(mine);
+  write_file_atomic(mine + "/notes.txt", "keep me");
+  auto o = options();
+  o.resume = mine;
+  xfer::testing::expect_error_naming([&] { run_train(o); }, "holds no xfer checkpoint");
+  o = options();
+  o.checkpoint_dir = mine;
+  xfer::testing::expect_error_naming([&] { run_train(o); }, "notes.txt");
+  EXPECT_TRUE(fs::exists(mine + "/notes.txt"));
+  EXPECT_FALSE(fs::exists(o.out));
+  for (const std::string& dir : {o.out, o.out + "/ckpt", tmp_.path()}) {
+    o = options();
+    o.overwrite = Overwrite::kYes;
+    o.checkpoint_dir = dir;
+    EXPECT_THROW(run_train(o), UsageError) << dir;
+  }
+  // A run with its own new directory removes it; a kept one is removed later
+  // file by file, leaving what else was put there.
+  o = options();
+  o.checkpoint_dir = tmp_.file("fresh");
+  run_train(o);
+  EXPECT_FALSE(fs::exists(o.checkpoint_dir));
+  o = options();
+  o.out = tmp_.file("model2");
+  o.checkpoint_dir = tmp_.file("kept");
+  o.keep_checkpoint = true;
+  run_train(o);
+  ASSERT_TRUE(io::has_checkpoint(o.checkpoint_dir));
+  write_file_atomic(o.checkpoint_dir + "/checkpoint.safetensors.tmp-1-2-3", "torn");
+  write_file_atomic(o.checkpoint_dir + "/other", "x");
+  remove_checkpoint_dir(o.checkpoint_dir);
+  EXPECT_FALSE(io::has_checkpoint(o.checkpoint_dir));
+  EXPECT_FALSE(fs::exists(o.checkpoint_dir + "/checkpoint.safetensors.tmp-1-2-3"));
+  EXPECT_TRUE(fs::exists(o.checkpoint_dir + "/other"));
+  fs::remove(o.checkpoint_dir + "/other");
+  remove_checkpoint_dir(o.checkpoint_dir);
+  EXPECT_FALSE(fs::exists(o.checkpoint_dir));
 }
 
 struct Crash {};

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "support/errors.h"
 #include "support/support.h"
 #include "xfer/attack/attack.h"
 #include "xfer/core/error.h"
@@ -76,6 +77,47 @@ TEST_F(TrainerTest, FrozenParametersStayBitIdentical) {
     if (frozen.count(p.key())) EXPECT_TENSOR_EQ(p.value(), frozen[p.key()]);
   }
   EXPECT_EQ(r.trainable_parameters, m->head()->weight.numel() + m->head()->bias.numel());
+}
+
+TEST_F(TrainerTest, CheckpointKeepsTheModelByNameAndResumeChecksEveryName) {
+  const std::string dir = tmp_.file("ckpt");
+  auto m = mlp();
+  Trainer first(TrainOptions().epochs(1).batch_size(16));
+  CheckpointOptions co;
+  co.dir = dir;
+  first.checkpoint(co);
+  first.fit(*m, train_, val_);
+  const auto c = io::read_checkpoint(dir);
+  for (const char* prefix : {"model/", "best/", "last_good/"}) {
+    for (const auto& p : m->named_parameters()) {
+      ASSERT_TRUE(c.tensors.contains(prefix + p.key())) << prefix << p.key();
+    }
+  }
+  EXPECT_TENSOR_EQ(c.tensors.at("model/" + m->named_parameters().begin()->key()),
+                   m->named_parameters().begin()->value());
+
+  auto resume = [&](io::Checkpoint ck, models::Classifier model) {
+    Trainer t(TrainOptions().epochs(2).batch_size(16));
+    t.resume(std::move(ck));
+    t.fit(*model, train_, val_);
+  };
+  EXPECT_NO_THROW(resume(c, mlp()));
+  // A tensor stored under another name is not taken by its position.
+  const std::string first_key = "model/" + m->named_parameters().begin()->key();
+  auto renamed = c;
+  for (auto& t : renamed.tensors.tensors) {
+    if (t.first == first_key) t.first = "model/renamed.weight";
+  }
+  xfer::testing::expect_error_naming([&] { resume(renamed, mlp()); }, "lacks " + first_key);
+  auto extra = c;
+  extra.tensors.add("model/extra.weight", torch::zeros({2}));
+  xfer::testing::expect_error_naming([&] { resume(extra, mlp()); }, "tensors under model");
+  models::ModelOptions narrow;
+  narrow.image_size = 12;
+  narrow.num_classes = 3;
+  narrow.arch_options = {{"hidden", {16}}, {"dropout", 0.0}};
+  xfer::testing::expect_error_naming([&] { resume(c, models::create_model("mlp", narrow)); },
+                                     "has shape");
 }
 
 TEST_F(TrainerTest, NoWeightDecayOnBiasesAndNorms) {

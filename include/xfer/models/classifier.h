@@ -103,7 +103,9 @@ class ClassifierImpl : public torch::nn::Module {
   virtual std::vector<std::string> batch_norm_layers() const;
   /// BatchNorm layers that stay in eval mode whatever train() says: a frozen
   /// BatchNorm must not update its running statistics when a parent module
-  /// calls train() (the LibTorch default would).
+  /// calls train() (the LibTorch default would). Held on train() of this
+  /// model and again before each forward pass, so a train() called on one of
+  /// its stages or on a module that wraps it does not unpin them either.
   void pin_eval(std::vector<std::string> layers);
   const std::vector<std::string>& pinned_eval() const { return pinned_eval_; }
   /// Whether the named BatchNorm layer is in training mode now.
@@ -126,6 +128,7 @@ class ClassifierImpl : public torch::nn::Module {
   std::vector<double> mean_, std_;
   HeadOptions head_options_;
   std::vector<std::string> pinned_eval_;
+  std::vector<std::shared_ptr<torch::nn::Module>> pinned_modules_;  ///< the native ones among them
   std::shared_ptr<LoraAdaptersImpl> lora_;
 };
 

@@ -58,6 +58,9 @@ struct FinetuneRunOptions {
   std::string out;
   Overwrite overwrite = Overwrite::kNo;
   std::function<void(const EpochRecord&)> on_epoch;
+  /// After each mini-batch step of any phase (Trainer::on_step): false stops
+  /// the phase. Called before that step's checkpoint is written.
+  std::function<bool(const StepRecord&)> on_step;
   std::function<void(const std::string&)> on_message;  ///< phase starts, resume notes
 
   /// Throws xfer::UsageError on bad values and bad combinations.

@@ -16,7 +16,10 @@ namespace xfer::train {
 struct TrainRunOptions {
   std::string data;           ///< training data SPEC
   std::string val_data;       ///< validation SPEC; empty = stratified split of `data`
-  double val_fraction = 0.1;  ///< used when val_data is empty (0 = no validation)
+  /// Used when val_data is empty: the fraction held out (0 = no validation);
+  /// -1 = 0.1, or 0 when the SPEC is k-shot, so that a scratch baseline trains
+  /// on exactly the images `xfer finetune --shots K` trains on.
+  double val_fraction = -1;
   std::string arch = "cnn";
   std::string arch_options = "{}";  ///< JSON object
   bool normalize = true;            ///< store the training data's mean/std in the model

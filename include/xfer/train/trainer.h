@@ -255,11 +255,18 @@ class Trainer {
   std::function<double(int64_t)> lr_curve_;
 };
 
+/// Removes a checkpoint directory: its checkpoint file and the temporaries of
+/// interrupted writes, then the directory itself only if nothing else is left.
+void remove_checkpoint_dir(const std::string& dir);
+
 /// The checkpoint directory of a run that writes `out`: `resume` if given,
 /// else `dir`, else OUT.ckpt. Checked before any work: --resume must name a
 /// directory; a leftover checkpoint without --resume is a usage error naming
 /// --resume (or is removed when overwrite is kYes); `out` must be creatable
-/// unless a resumed run already wrote it.
+/// unless a resumed run already wrote it. The directory must not be, contain
+/// or lie inside `out`, and must hold nothing but a checkpoint (it is removed
+/// after the run): --resume of a directory without one, or a --checkpoint-dir
+/// with other files in it, is a usage error naming an entry.
 std::string prepare_checkpoint_dir(const std::string& out, const std::string& dir,
                                    const std::string& resume, bool enabled, Overwrite overwrite);
 
