@@ -68,8 +68,12 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
     p += n;
     left -= static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    int err = errno;
+  // Both calls always run: a failed fsync must not leak the descriptor.
+  const int synced = ::fsync(fd);
+  const int sync_err = errno;
+  const int closed = ::close(fd);
+  if (synced != 0 || closed != 0) {
+    int err = synced != 0 ? sync_err : errno;
     ::unlink(tmp.c_str());
     throw Error(str_cat(path, ": write failed (", std::strerror(err), ")"));
   }
@@ -130,6 +134,11 @@ void StagedDir::commit() {
   XFER_CHECK(!committed_, final_path_, ": already committed");
   std::error_code ec;
   std::string old;
+  // Without --force the output must still be absent: another run may have
+  // committed it since check_output_path, and its output is not ours to replace.
+  XFER_CHECK(overwrite_ == Overwrite::kYes || !fs::exists(final_path_, ec), final_path_,
+             ": was created by another process while this one ran (choose another output or pass "
+             "--force)");
   if (fs::exists(final_path_, ec)) {
     // Move the old directory aside first, so a crash never leaves neither.
     old = final_path_ + unique_suffix() + ".old";

@@ -1,15 +1,26 @@
 #include "xfer/core/parse.h"
 
+#include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <stdexcept>
 
 #include "xfer/core/error.h"
 
 namespace xfer {
 
+namespace {
+// stod/stoll skip leading blanks and take a '+': " 8" or "+5" is not what a
+// flag value should look like.
+bool starts_cleanly(const std::string& text) {
+  return !text.empty() && !std::isspace(static_cast<unsigned char>(text[0])) && text[0] != '+';
+}
+}  // namespace
+
 int64_t parse_integer(const std::string& text, const std::string& what) {
   size_t pos = 0;
   long long v = 0;
+  XFER_CHECK_USAGE(starts_cleanly(text), what, ": '", text, "' is not an integer");
   try {
     v = std::stoll(text, &pos);
   } catch (const std::exception&) {
@@ -20,15 +31,12 @@ int64_t parse_integer(const std::string& text, const std::string& what) {
 }
 
 double parse_number(const std::string& text, const std::string& what) {
-  size_t pos = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &pos);
-  } catch (const std::exception&) {
-    pos = 0;
-  }
-  XFER_CHECK_USAGE(pos == text.size() && !text.empty() && std::isfinite(v), what, ": '", text,
-                   "' is not a number");
+  XFER_CHECK_USAGE(starts_cleanly(text), what, ": '", text, "' is not a number");
+  // strtod, not stod: stod throws on underflow, refusing 1e-310 as "not a number".
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  const auto pos = static_cast<size_t>(end - text.c_str());
+  XFER_CHECK_USAGE(pos == text.size() && std::isfinite(v), what, ": '", text, "' is not a number");
   return v;
 }
 
@@ -39,6 +47,7 @@ double parse_fraction(const std::string& text, const std::string& what) {
   const double num = parse_number(text.substr(0, slash), hint);
   const double den = parse_number(text.substr(slash + 1), hint);
   XFER_CHECK_USAGE(den != 0, what, ": '", text, "' divides by zero");
+  XFER_CHECK_USAGE(std::isfinite(num / den), what, ": '", text, "' is too large");
   return num / den;
 }
 

@@ -157,8 +157,9 @@ Dataset sample_shots(const Dataset& ds, int64_t k, uint64_t seed) {
   ds.validate();
   auto by_class = positions_by_class(ds);
   std::vector<int64_t> chosen;
-  // (k is checked against each class below; it may be far larger than the data)
-  chosen.reserve(static_cast<size_t>(std::min<int64_t>(k, ds.size()) * ds.num_classes()));
+  // (k is checked against each class below; it may be far larger than the
+  // data, and k times the classes may overflow: never more than every sample)
+  chosen.reserve(static_cast<size_t>(ds.size()));
   for (int64_t c = 0; c < ds.num_classes(); ++c) {
     const auto& pos = by_class[static_cast<size_t>(c)];
     XFER_CHECK(static_cast<int64_t>(pos.size()) >= k, name, ": class ", class_label(ds, c),

@@ -31,7 +31,8 @@ Loader::Loader(const Dataset& ds, LoaderOptions options)
 int64_t Loader::num_batches() const {
   const int64_t n = ds_.size();
   const int64_t bs = options_.batch_size;
-  return options_.drop_last ? n / bs : (n + bs - 1) / bs;
+  return options_.drop_last ? n / bs
+                            : n / bs + (n % bs != 0);  // (n + bs - 1) overflows for a huge bs
 }
 
 void Loader::start_epoch(int64_t epoch) {

@@ -48,8 +48,10 @@ Checkpoint read_checkpoint(const std::string& dir) {
   } catch (const nlohmann::json::exception&) {
     throw Error(str_cat(path, ": checkpoint state is not valid JSON"));
   }
-  XFER_CHECK(c.state.is_object() && c.state.value("format", "") == kFormat, path,
-             ": unsupported checkpoint format (expected ", kFormat, ")");
+  // (value("format", "") would throw json's own error on a non-string format)
+  XFER_CHECK(c.state.is_object() && c.state.contains("format") && c.state["format"].is_string() &&
+                 c.state["format"].get<std::string>() == kFormat,
+             path, ": unsupported checkpoint format (expected ", kFormat, ")");
   c.tensors.metadata.erase(kKey);
   return c;
 }

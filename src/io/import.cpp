@@ -114,15 +114,7 @@ ImportReport import_weights(models::ClassifierImpl& model, const std::string& pa
     }
     break;  // only the first convolution
   }
-  // A floating-point parameter must come from floating-point data.
-  std::map<std::string, torch::Tensor> targets = own;
-  for (const auto& b : model.named_buffers(true)) targets[b.key()] = b.value();
-  for (const auto& [name, t] : file.tensors) {
-    auto it = targets.find(name);
-    if (it == targets.end()) continue;
-    XFER_CHECK(t.is_floating_point() == it->second.is_floating_point(), path, ": tensor '", name,
-               "' has dtype ", t.scalar_type(), " but the model expects ", it->second.scalar_type());
-  }
+  // (load_state_dict refuses integer data for a floating-point parameter and back)
   bool head_may_miss = options.allow_missing_head() || options.drop_head() || report.head_dropped;
   report.load = load_state_dict(model, file, /*strict=*/false, path);
   if (head_may_miss) {
@@ -202,7 +194,15 @@ LoadedModel load_model_source(const ModelSource& s, ImportReport* report) {
     if (report) *report = r;
   } else {
     lm.path = s.torchscript;
-    auto module = models::load_torchscript(s.torchscript);
+    std::error_code ec;
+    XFER_CHECK(std::filesystem::is_regular_file(s.torchscript, ec), s.torchscript,
+               ": no such file");
+    // Hashed and loaded from one read, and pinned before any of its code runs.
+    const std::string bytes = read_file(s.torchscript);
+    lm.card.id = sha256_hex(bytes);
+    XFER_CHECK(s.weights_sha256.empty() || s.weights_sha256 == lm.card.id, s.torchscript,
+               ": sha256 ", lm.card.id, " differs from the expected ", s.weights_sha256);
+    auto module = models::load_torchscript_bytes(bytes, s.torchscript);
     auto ts = models::TorchScriptClassifier(module, s.torchscript_mode, s.input_shape,
                                             s.num_classes);
     lm.model = ts.ptr();
@@ -210,9 +210,6 @@ LoadedModel load_model_source(const ModelSource& s, ImportReport* report) {
     lm.config.arch = "torchscript";
     lm.config.arch_options = {{"mode", s.torchscript_mode}};
     lm.config.num_classes = lm.model->num_classes();
-    lm.card.id = sha256_file(s.torchscript);
-    XFER_CHECK(s.weights_sha256.empty() || s.weights_sha256 == lm.card.id, s.torchscript,
-               ": sha256 ", lm.card.id, " differs from the expected ", s.weights_sha256);
     lm.card.recipe = {{"source", "torchscript"}, {"mode", s.torchscript_mode}};
   }
   for (int64_t c = 0; c < lm.config.num_classes; ++c) lm.config.class_names.push_back(std::to_string(c));

@@ -34,8 +34,20 @@ Json ModelConfig::to_json() const {
   return j;
 }
 
+namespace {
+// A file of another format version is refused rather than half understood;
+// a file without the field (hand-written) reads as the current version.
+void check_format(const Json& j, const char* expected, const std::string& what) {
+  if (!j.contains("format")) return;
+  XFER_CHECK(j["format"].is_string() && j["format"].get<std::string>() == expected, what,
+             ": format ", j["format"].dump(), " is not ", expected,
+             " (written by another version of xfer?)");
+}
+}  // namespace
+
 ModelConfig ModelConfig::from_json(const Json& j, const std::string& what) {
   XFER_CHECK(j.is_object(), what, ": expected a JSON object");
+  check_format(j, "xfer-model/1", what);
   ModelConfig c;
   c.arch = json_get<std::string>(j, "arch", what);
   c.arch_options = json_get_or<Json>(j, "arch_options", Json::object(), what);
@@ -93,6 +105,7 @@ Json ModelCard::to_json() const {
 
 ModelCard ModelCard::from_json(const Json& j, const std::string& what) {
   XFER_CHECK(j.is_object(), what, ": expected a JSON object");
+  check_format(j, "xfer-card/1", what);
   ModelCard c;
   c.id = json_get<std::string>(j, "id", what);
   XFER_CHECK(c.id.size() == 64, what, ": id must be a sha256 hex digest");
@@ -151,6 +164,15 @@ LoadReport load_state_dict(torch::nn::Module& m, const TensorFile& file, bool st
     if (!targets.count(k)) report.unexpected.push_back(k);
   }
   XFER_CHECK(!strict || report.ok(), what, ": weights do not match the model: ", report.summary());
+  // A floating-point parameter must come from floating-point data (and a
+  // counter such as num_batches_tracked from integers): no silent conversion.
+  for (const auto& [k, t] : targets) {
+    auto it = sources.find(k);
+    if (it == sources.end()) continue;
+    XFER_CHECK(it->second->is_floating_point() == t.is_floating_point(), what, ": tensor '", k,
+               "' has dtype ", it->second->scalar_type(), " but the model expects ",
+               t.scalar_type());
+  }
   torch::NoGradGuard no_grad;
   for (auto& [k, t] : targets) {
     auto it = sources.find(k);
@@ -169,12 +191,16 @@ models::Classifier build_model(const ModelConfig& config, const std::string& dir
                what, ": arch_options.file must name a file inside the model directory");
     const std::string path = (fs::path(dir) / file).string();
     const std::string expected = json_get<std::string>(a, "sha256", what + " arch_options");
-    const std::string hash = sha256_file(path);
+    std::error_code ec;
+    XFER_CHECK(fs::is_regular_file(path, ec), path, ": no such file");
+    const std::string bytes = read_file(path);  // hashed and loaded from one read
+    const std::string hash = sha256_hex(bytes);
     XFER_CHECK(hash == expected, path, ": sha256 ", hash.substr(0, 12), "... differs from config.json (",
                expected.substr(0, 12), "...)");
-    auto ts = models::TorchScriptClassifier(models::load_torchscript(path),
-                                            json_get<std::string>(a, "mode", what + " arch_options"),
-                                            config.input_shape, config.num_classes);
+    auto ts =
+        models::TorchScriptClassifier(models::load_torchscript_bytes(bytes, path),
+                                      json_get<std::string>(a, "mode", what + " arch_options"),
+                                      config.input_shape, config.num_classes);
     models::Classifier model = ts.ptr();
     if (!config.mean.empty()) model->set_normalization(config.mean, config.std);
     model->set_head_options(config.head);

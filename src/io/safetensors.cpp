@@ -91,7 +91,17 @@ std::vector<Entry> parse_header(const std::string& header, uint64_t data_size,
       e.shape.push_back(static_cast<int64_t>(dim));
     }
     uint64_t numel = has_zero ? 0 : 1;
-    if (!has_zero) {
+    if (has_zero) {
+      // Empty, but torch still multiplies the other dimensions (and the
+      // element size) and throws on overflow: bound them as torch will.
+      const uint64_t limit = uint64_t(INT64_MAX) / e.dtype->size;
+      uint64_t product = 1;
+      for (int64_t dim : e.shape) {
+        if (dim == 0) continue;
+        XFER_CHECK(product <= limit / static_cast<uint64_t>(dim), where, ": shape too large");
+        product *= static_cast<uint64_t>(dim);
+      }
+    } else {
       for (int64_t dim : e.shape) {
         XFER_CHECK(numel <= data_size / static_cast<uint64_t>(dim), where,
                    ": shape larger than the file");

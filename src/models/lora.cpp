@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <set>
 
 #include "xfer/core/error.h"
 
@@ -123,9 +124,11 @@ LoraAdapters add_lora(ClassifierImpl& model, const LoraOptions& options,
   std::map<std::string, std::shared_ptr<torch::nn::Module>> modules;
   for (const auto& item : model.named_modules("", false)) modules[item.key()] = item.value();
   LoraAdapters adapters(options);
+  std::set<std::string> seen;
   for (const auto& t : targets) {
     XFER_CHECK(std::find(eligible.begin(), eligible.end(), t) != eligible.end(), "lora: '", t,
                "' is not an eligible layer of this model");
+    XFER_CHECK(seen.insert(t).second, "lora: '", t, "' is named twice among the targets");
     adapters->add(t, modules.at(t));
   }
   model.register_module("lora", adapters);

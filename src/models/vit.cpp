@@ -99,7 +99,8 @@ VitImpl::VitImpl(const VitOptions& o) : options_(o) {
              o.dropout());
   const int64_t grid = o.image_size() / o.patch_size();
   num_patches_ = grid * grid;
-  const int64_t mlp_hidden = static_cast<int64_t>(std::llround(o.dim() * o.mlp_ratio()));
+  // int(dim * mlp_ratio) as timm (truncated, not rounded): 64 x 2.67 is 170 there.
+  const int64_t mlp_hidden = static_cast<int64_t>(o.dim() * o.mlp_ratio());
   XFER_CHECK(mlp_hidden >= 1, "vit: dim * mlp_ratio must be >= 1");
 
   // Registration order follows timm's state dict: cls_token, pos_embed,

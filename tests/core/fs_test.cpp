@@ -250,6 +250,22 @@ TEST(FsTest, StagedDirExistingTargetWithoutOverwriteThrows) {
   EXPECT_EQ(slurp(dir.file("out/old.txt")), "old");
 }
 
+// Another run committing the same output while this one ran: without
+// overwrite, this commit fails and leaves the other's output as it is.
+TEST(FsTest, StagedDirCommitWithoutOverwriteDoesNotReplaceAnOutputThatAppeared) {
+  testing::TempDir dir;
+  {
+    StagedDir mine(dir.file("out"), Overwrite::kNo);
+    write_raw(mine.file("mine.txt"), "mine");
+    fs::create_directory(dir.file("out"));
+    write_raw(dir.file("out/theirs.txt"), "theirs");
+    expect_error_containing([&] { mine.commit(); }, {dir.file("out"), "another process"});
+  }
+  EXPECT_EQ(slurp(dir.file("out/theirs.txt")), "theirs");
+  EXPECT_FALSE(fs::exists(dir.file("out/mine.txt")));
+  EXPECT_EQ(list_dir(dir.path()), (std::set<std::string>{"out"}));
+}
+
 TEST(FsTest, StagedDirOverwriteReplacesOldContents) {
   testing::TempDir dir;
   const std::string final_path = dir.file("out");

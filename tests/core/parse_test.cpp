@@ -11,7 +11,7 @@ namespace {
 TEST(ParseTest, IntegersAreWholeStrings) {
   EXPECT_EQ(parse_integer("42", "--steps"), 42);
   EXPECT_EQ(parse_integer("-7", "--x"), -7);
-  for (const char* bad : {"", "4x", "1.5", " ", "abc", "99999999999999999999"}) {
+  for (const char* bad : {"", "4x", "1.5", " ", "abc", "99999999999999999999", " 4", "+4"}) {
     xfer::testing::expect_error_naming([&] { parse_integer(bad, "--steps"); }, "--steps");
   }
   try {
@@ -25,15 +25,18 @@ TEST(ParseTest, IntegersAreWholeStrings) {
 TEST(ParseTest, NumbersAreFiniteWholeStrings) {
   EXPECT_DOUBLE_EQ(parse_number("0.25", "--lr"), 0.25);
   EXPECT_DOUBLE_EQ(parse_number("1e-3", "--lr"), 1e-3);
-  for (const char* bad : {"", "nan", "inf", "0.1.2", "1e", "x"}) {
+  for (const char* bad : {"", "nan", "inf", "0.1.2", "1e", "x", "1e999", " 0.1", "+0.1", "0.1 "}) {
     EXPECT_THROW(parse_number(bad, "--lr"), UsageError) << bad;
   }
+  // A subnormal is a number (stod would call it out of range).
+  EXPECT_GT(parse_number("1e-310", "--lr"), 0.0);
 }
 
 TEST(ParseTest, FractionsAndLists) {
   EXPECT_DOUBLE_EQ(parse_fraction("8/255", "--eps"), 8.0 / 255.0);
   EXPECT_DOUBLE_EQ(parse_fraction("0.03", "--eps"), 0.03);
   xfer::testing::expect_error_naming([] { parse_fraction("1/0", "--eps"); }, "divides by zero");
+  xfer::testing::expect_error_naming([] { parse_fraction("1e300/1e-300", "--eps"); }, "too large");
   xfer::testing::expect_error_naming([] { parse_fraction("8/", "--eps"); }, "--eps");
   xfer::testing::expect_error_naming([] { parse_fraction("a/255", "--eps"); }, "8/255");
   auto v = parse_fraction_list("0.05,8/255,0.1", "--eps");

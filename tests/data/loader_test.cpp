@@ -1,6 +1,7 @@
 #include "xfer/data/loader.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "support/support.h"
 #include "xfer/core/error.h"
@@ -46,6 +47,10 @@ TEST_F(LoaderTest, BatchCountsHonourDropLast) {
   EXPECT_EQ(Loader(ds, opt).num_batches(), 2);
   opt.batch_size = 5;
   EXPECT_EQ(Loader(ds, opt).num_batches(), 2);
+  // A batch larger than the data is one batch, however large (n + bs - 1 would overflow).
+  opt.drop_last = false;
+  opt.batch_size = std::numeric_limits<int64_t>::max();
+  EXPECT_EQ(Loader(ds, opt).num_batches(), 1);
   opt.batch_size = 0;
   EXPECT_THROW(Loader(ds, opt), Error);
 }

@@ -53,6 +53,11 @@ TEST(CheckpointTest, RefusesFilesThatAreNotCheckpoints) {
   f.metadata["xfer_checkpoint"] = R"({"format": "other/9"})";
   write_safetensors(checkpoint_file(tmp.file("plain")), f);
   xfer::testing::expect_error_naming([&] { read_checkpoint(tmp.file("plain")); }, "unsupported checkpoint");
+  for (const char* state : {R"({"format": 2})", R"({"format": null})", R"([1])"}) {
+    f.metadata["xfer_checkpoint"] = state;
+    write_safetensors(checkpoint_file(tmp.file("plain")), f);
+    xfer::testing::expect_error_naming([&] { read_checkpoint(tmp.file("plain")); }, "unsupported checkpoint");
+  }
   write_file_atomic(checkpoint_file(tmp.file("plain")), "garbage");
   xfer::testing::expect_error_naming([&] { read_checkpoint(tmp.file("plain")); },
                                      checkpoint_file(tmp.file("plain")));

@@ -3,6 +3,7 @@
 #include "support/errors.h"
 #include "support/support.h"
 #include "xfer/core/error.h"
+#include "xfer/core/fs.h"
 #include "xfer/core/sha256.h"
 #include "xfer/models/registry.h"
 
@@ -256,6 +257,21 @@ TEST_F(ImportTest, ModelSourceValidation) {
   s.mean = {0.5, 0.5};
   s.std = {0.2, 0.2};
   EXPECT_THROW(s.validate(), UsageError);  // one value per channel
+}
+
+// The pin is checked on the bytes before they are parsed as an archive (and
+// before the module runs): bytes that are no archive at all fail on the hash.
+TEST_F(ImportTest, TorchScriptIsPinnedBeforeItIsLoaded) {
+  write_file_atomic(dir_.file("x.pt"), "not an archive");
+  ModelSource s;
+  s.torchscript = dir_.file("x.pt");
+  s.input_shape = {1, 28, 28};
+  s.weights_sha256 = std::string(64, 'a');
+  xfer::testing::expect_error_containing([&] { load_model_source(s); },
+                                         {dir_.file("x.pt"), "differs from the expected"});
+  s.weights_sha256 = sha256_hex(std::string("not an archive"));
+  xfer::testing::expect_error_containing([&] { load_model_source(s); },
+                                         {dir_.file("x.pt"), "not a readable TorchScript archive"});
 }
 
 }  // namespace

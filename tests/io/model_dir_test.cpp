@@ -6,6 +6,7 @@
 #include <regex>
 #include <set>
 
+#include "support/errors.h"
 #include "support/support.h"
 #include "xfer/core/error.h"
 #include "xfer/core/runtime.h"
@@ -293,6 +294,8 @@ TEST_F(ModelDirTest, ConfigJsonRoundTripAndValidation) {
     EXPECT_NE(msg.find(expect), std::string::npos) << msg;
   };
   bad([](Json& j) { j.erase("arch"); }, "missing field 'arch'");
+  bad([](Json& j) { j["format"] = "xfer-model/2"; }, "is not xfer-model/1");
+  bad([](Json& j) { j["format"] = 1; }, "is not xfer-model/1");
   bad([](Json& j) { j["num_classes"] = "two"; }, "'num_classes' has the wrong type");
   bad([](Json& j) { j["num_classes"] = 0; }, "num_classes");
   bad([](Json& j) { j["input_shape"] = {3, 12}; }, "input_shape");
@@ -353,6 +356,9 @@ TEST_F(ModelDirTest, CardJsonRoundTripAndValidation) {
   Json j = card.to_json();
   j["id"] = "abc";
   EXPECT_THROW(ModelCard::from_json(j, "card"), Error);
+  j = card.to_json();
+  j["format"] = "xfer-card/9";
+  xfer::testing::expect_error_naming([&] { ModelCard::from_json(j, "card"); }, "is not xfer-card/1");
   j = card.to_json();
   j["parent"] = Json{{"path", "/x"}};  // parent without id
   EXPECT_THROW(ModelCard::from_json(j, "card"), Error);
@@ -436,6 +442,11 @@ TEST_F(ModelDirTest, LoadStateDictConvertsDtype) {
     EXPECT_EQ(state_dict(*dst).at(name).scalar_type(), t.scalar_type());
     EXPECT_TENSOR_EQ(state_dict(*dst).at(name), t) << name;
   }
+  // Precision converts, kind does not: integers for a float parameter are refused by name.
+  TensorFile ints;
+  for (const auto& [name, t] : state_dict(*src).tensors) ints.add(name, t.to(torch::kInt8));
+  xfer::testing::expect_error_containing([&] { load_state_dict(*dst, ints, false, "w"); },
+                                         {"w: tensor '", "expects"});
 }
 
 TEST_F(ModelDirTest, SaveIntoExistingDirNeedsOverwriteAndLeavesNoTemp) {

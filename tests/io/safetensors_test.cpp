@@ -384,6 +384,15 @@ TEST_F(SafetensorsTest, RejectsShapesThatOverflow) {
   // 2^62 x 4 bytes wraps to 0 in 64 bits.
   EXPECT_PARSE_ERROR(
       craft(Json{{"a", entry("F32", {int64_t(1) << 62, 1}, 0, 0)}}, std::string()), "'a'");
+  // Empty (a zero dimension), yet torch multiplies the others and would throw
+  // its own overflow error: refused here, naming the tensor.
+  EXPECT_PARSE_ERROR(
+      craft(Json{{"a", entry("F32", {int64_t(1) << 32, int64_t(1) << 32, 0}, 0, 0)}}, std::string()),
+      "'a'");
+  // A zero dimension beside sizes torch can multiply is an empty tensor.
+  auto ok = parse_safetensors(
+      craft(Json{{"a", entry("F32", {int64_t(1) << 20, int64_t(1) << 20, 0}, 0, 0)}}, std::string()), "x");
+  EXPECT_EQ(ok.at("a").numel(), 0);
 }
 
 TEST_F(SafetensorsTest, RejectsNonStringMetadata) {

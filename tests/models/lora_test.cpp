@@ -120,6 +120,9 @@ TEST_F(LoraTest, RefusesBadOptionsAndModelsWithoutEligibleLayers) {
       [&] { add_lora(*m, LoraOptions().linear(false).conv(true)); }, "no eligible layer");
   xfer::testing::expect_error_naming([&] { add_lora(*m, LoraOptions(), {"head"}); },
                                          "not an eligible layer");
+  const auto first = lora_eligible(*m, LoraOptions()).front();
+  xfer::testing::expect_error_naming([&] { add_lora(*make("mlp"), LoraOptions(), {first, first}); },
+                                     "named twice");
   add_lora(*m, LoraOptions());
   xfer::testing::expect_error_naming([&] { add_lora(*m, LoraOptions()); }, "already");
 }

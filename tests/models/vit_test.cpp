@@ -79,6 +79,10 @@ TEST_F(VitTest, ArchOptionsAndPatch4) {
   torch::NoGradGuard no_grad;
   EXPECT_EQ(m->features(torch::rand({2, 1, 28, 28})).sizes(), (std::vector<int64_t>{2, 32}));
   EXPECT_NE(model_description("vit").find("patch_size"), std::string::npos);
+  // timm sizes the MLP as int(dim * mlp_ratio): 64 x 2.67 = 170.88 gives 170, not 171.
+  auto odd = create_model("vit", vit_options({{"patch_size", 4}, {"dim", 64}, {"depth", 1},
+                                              {"heads", 2}, {"mlp_ratio", 2.67}}));
+  EXPECT_EQ(odd->named_parameters()["blocks.0.mlp.fc1.weight"].sizes(), (std::vector<int64_t>{170, 64}));
 }
 
 TEST_F(VitTest, BadOptionsThrow) {
