@@ -197,12 +197,11 @@ LoadedModel load_model_source(const ModelSource& s, ImportReport* report) {
     std::error_code ec;
     XFER_CHECK(std::filesystem::is_regular_file(s.torchscript, ec), s.torchscript,
                ": no such file");
-    // Hashed and loaded from one read, and pinned before any of its code runs.
-    const std::string bytes = read_file(s.torchscript);
-    lm.card.id = sha256_hex(bytes);
+    // Pinned before any of its code is loaded or run.
+    lm.card.id = sha256_file(s.torchscript);
     XFER_CHECK(s.weights_sha256.empty() || s.weights_sha256 == lm.card.id, s.torchscript,
                ": sha256 ", lm.card.id, " differs from the expected ", s.weights_sha256);
-    auto module = models::load_torchscript_bytes(bytes, s.torchscript);
+    auto module = models::load_torchscript(s.torchscript);
     auto ts = models::TorchScriptClassifier(module, s.torchscript_mode, s.input_shape,
                                             s.num_classes);
     lm.model = ts.ptr();

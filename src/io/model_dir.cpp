@@ -193,12 +193,11 @@ models::Classifier build_model(const ModelConfig& config, const std::string& dir
     const std::string expected = json_get<std::string>(a, "sha256", what + " arch_options");
     std::error_code ec;
     XFER_CHECK(fs::is_regular_file(path, ec), path, ": no such file");
-    const std::string bytes = read_file(path);  // hashed and loaded from one read
-    const std::string hash = sha256_hex(bytes);
+    const std::string hash = sha256_file(path);
     XFER_CHECK(hash == expected, path, ": sha256 ", hash.substr(0, 12), "... differs from config.json (",
                expected.substr(0, 12), "...)");
     auto ts =
-        models::TorchScriptClassifier(models::load_torchscript_bytes(bytes, path),
+        models::TorchScriptClassifier(models::load_torchscript(path),
                                       json_get<std::string>(a, "mode", what + " arch_options"),
                                       config.input_shape, config.num_classes);
     models::Classifier model = ts.ptr();

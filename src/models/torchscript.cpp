@@ -2,10 +2,8 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <sstream>
 
 #include "xfer/core/error.h"
-#include "xfer/core/fs.h"
 
 namespace xfer::models {
 namespace {
@@ -19,14 +17,8 @@ std::string alias(const std::string& dotted) {
 torch::jit::Module load_torchscript(const std::string& path) {
   std::error_code ec;
   XFER_CHECK(std::filesystem::is_regular_file(path, ec), path, ": no such file");
-  return load_torchscript_bytes(read_file(path), path);
-}
-
-torch::jit::Module load_torchscript_bytes(const std::string& bytes, const std::string& what) {
-  const std::string& path = what;
   try {
-    std::istringstream in(bytes);
-    return torch::jit::load(in, torch::kCPU);
+    return torch::jit::load(path, torch::kCPU);
   } catch (const c10::Error& e) {
     std::string msg = e.what_without_backtrace();
     auto nl = msg.find('\n');

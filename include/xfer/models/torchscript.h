@@ -43,11 +43,9 @@ class TorchScriptClassifierImpl : public ClassifierImpl {
 };
 TORCH_MODULE(TorchScriptClassifier);
 
-/// torch::jit::load with errors as xfer::Error naming the file.
+/// torch::jit::load with errors as xfer::Error naming the file. (From the
+/// path, not from a stream of bytes already hashed: LibTorch 1.13's stream
+/// loader leaks on a malformed archive, which LeakSanitizer reports.)
 torch::jit::Module load_torchscript(const std::string& path);
-/// The same from the archive's bytes (`what` names them in errors): a caller
-/// that pins the archive by its hash reads the file once, checks the hash of
-/// those bytes, then loads them, so the code loaded is the code checked.
-torch::jit::Module load_torchscript_bytes(const std::string& bytes, const std::string& what);
 
 }  // namespace xfer::models
