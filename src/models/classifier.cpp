@@ -238,12 +238,8 @@ bool ClassifierImpl::layer_is_training(const std::string& name) const {
 
 void ClassifierImpl::train(bool on) {
   torch::nn::Module::train(on);
-  if (!on || pinned_eval_.empty()) return;
-  for (const auto& item : named_modules("", false)) {
-    if (std::find(pinned_eval_.begin(), pinned_eval_.end(), item.key()) != pinned_eval_.end()) {
-      item.value()->eval();
-    }
-  }
+  if (!on) return;
+  for (const auto& m : pinned_modules_) m->eval();
 }
 
 int64_t count_parameters(const torch::nn::Module& m, bool trainable_only) {

@@ -912,10 +912,6 @@ std::string recipe_diff(const Json& saved, const Json& now) {
   return out;
 }
 
-}  // namespace
-
-namespace {
-
 // checkpoint.safetensors or a temporary of it left by a kill inside write_file_atomic.
 bool is_checkpoint_entry(const std::filesystem::path& p) {
   const std::string name = p.filename().string();
