@@ -695,7 +695,10 @@ int run(int argc, char** argv) {
     tr.train.augment(aug);
     tr.overwrite = force ? xfer::Overwrite::kYes : xfer::Overwrite::kNo;
     tr.checkpoints = !train_no_checkpoint;
-    if (!g.quiet) tr.on_epoch = print_epoch;
+    if (!g.quiet) {
+      tr.on_epoch = print_epoch;
+      tr.on_message = [](const std::string& m) { std::fprintf(stderr, "%s\n", m.c_str()); };
+    }
     apply_lr_find(train_cmd, tr.lr_find, tr_lr_range, tr.lr_find_options);
     auto r = xfer::train::run_train(tr);
     if (tr.lr_find) {

@@ -1,5 +1,6 @@
 #include "xfer/attack/attack.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -46,7 +47,8 @@ class EvalGuard {
     }
   }
   ~EvalGuard() {
-    for (size_t i = 0; i < ms_.size(); ++i) ms_[i]->train(modes_[i]);
+    // Last in, first out: a model listed twice ends in the mode it came in with.
+    for (size_t i = ms_.size(); i-- > 0;) ms_[i]->train(modes_[i]);
   }
 
  private:
@@ -203,19 +205,24 @@ void AttackOptions::validate() const {
   XFER_CHECK_USAGE(std::isfinite(eps()) && eps() > 0, "--eps must be a positive number, got ", eps());
   XFER_CHECK_USAGE(norm() == "l2" || eps() <= 1, "--eps must be <= 1 for linf (images are in [0,1]), got ",
                    eps());
-  XFER_CHECK_USAGE(steps() >= 1 && steps() <= 100000, "--steps must be >= 1, got ", steps());
-  XFER_CHECK_USAGE(std::isfinite(alpha()) && alpha() >= 0, "--alpha must be > 0, got ", alpha());
+  XFER_CHECK_USAGE(steps() >= 1 && steps() <= 100000, "--steps must be in [1, 100000], got ", steps());
+  XFER_CHECK_USAGE(std::isfinite(alpha()) && alpha() >= 0,
+                   "--alpha must be > 0 (0: the attack's default step), got ", alpha());
   XFER_CHECK_USAGE(std::isfinite(alpha_factor()) && alpha_factor() > 0 && alpha_factor() <= 100,
                    "--alpha-factor must be in (0, 100], got ", alpha_factor());
   XFER_CHECK_USAGE(std::isfinite(momentum()) && momentum() >= 0, "--momentum must be >= 0, got ",
                    momentum());
-  XFER_CHECK_USAGE(variance_samples() >= 0, "--variance-samples must be >= 0");
+  // Bounded: each sample is a forward and backward pass per step, and a TI
+  // kernel is k x k per channel (a 100001 kernel would be 40 GB).
+  XFER_CHECK_USAGE(variance_samples() >= 0 && variance_samples() <= 1000,
+                   "--variance-samples must be in [0, 1000], got ", variance_samples());
   XFER_CHECK_USAGE(std::isfinite(variance_beta()) && variance_beta() > 0, "--variance-beta must be > 0");
   XFER_CHECK_USAGE(di_prob() >= 0 && di_prob() <= 1, "--di-prob must be in [0, 1], got ", di_prob());
   XFER_CHECK_USAGE(std::isfinite(di_ratio()) && di_ratio() > 1 && di_ratio() <= 4,
                    "--di-ratio must be in (1, 4], got ", di_ratio());
-  XFER_CHECK_USAGE(ti_kernel() == -1 || ti_kernel() == 0 || (ti_kernel() >= 3 && ti_kernel() % 2 == 1),
-                   "--ti-kernel must be odd and >= 3 (or 0 = off), got ", ti_kernel());
+  XFER_CHECK_USAGE(ti_kernel() == -1 || ti_kernel() == 0 ||
+                       (ti_kernel() >= 3 && ti_kernel() <= 255 && ti_kernel() % 2 == 1),
+                   "--ti-kernel must be odd and in [3, 255] (or 0 = off), got ", ti_kernel());
   XFER_CHECK_USAGE(si_copies() >= 0 && si_copies() <= 16, "--si-copies must be in [0, 16]");
   XFER_CHECK_USAGE(admix_copies() >= 0 && admix_copies() <= 16, "--admix-copies must be in [0, 16]");
   XFER_CHECK_USAGE(std::isfinite(admix_eta()) && admix_eta() >= 0, "--admix-eta must be >= 0");
@@ -256,7 +263,8 @@ Json AttackOptions::to_json() const {
 
 const std::vector<AttackInfo>& attack_list() {
   static const std::vector<AttackInfo> list = {
-      {"fgsm", "one step of eps * sign(gradient)", "Goodfellow et al. 2015", {{"steps", 1}}},
+      {"fgsm", "one step of eps * sign(gradient)", "Goodfellow et al. 2015", {{"steps", 1}},
+       {{"steps", 1}}},
       {"bim", "iterative FGSM (I-FGSM): steps of alpha, projected to the eps ball", "Kurakin et al. 2017",
        Json::object()},
       {"pgd", "BIM from a random start in the eps ball (linf or l2)", "Madry et al. 2018",
@@ -314,17 +322,53 @@ void apply_overrides(AttackOptions& o, const Json& j) {
   }
 }
 
-AttackOptions options_for(const std::string& name, AttackOptions base) {
+namespace {
+
+std::vector<std::string> attack_parts(const std::string& name) {
   XFER_CHECK_USAGE(!name.empty(), "--attack is empty (see xfer attack --list)");
   std::vector<std::string> parts;
   std::stringstream ss(name);
   for (std::string p; std::getline(ss, p, '+');) parts.push_back(p);
-  auto find = [&](const std::string& p) -> const AttackInfo* {
-    for (const auto& a : attack_list()) {
-      if (a.name == p) return &a;
-    }
-    throw UsageError(str_cat("--attack: unknown attack '", p, "' in '", name, "' (see xfer attack --list)"));
-  };
+  return parts;
+}
+
+const AttackInfo* find_attack(const std::string& part, const std::string& name) {
+  for (const auto& a : attack_list()) {
+    if (a.name == part) return &a;
+  }
+  throw UsageError(str_cat("--attack: unknown attack '", part, "' in '", name, "' (see xfer attack --list)"));
+}
+
+}  // namespace
+
+Json fixed_settings(const std::string& name) {
+  Json fixed = Json::object();
+  for (const auto& p : attack_parts(name)) fixed.update(find_attack(p, name)->fixed);
+  return fixed;
+}
+
+Json overrides_for(const std::string& name, const Json& overrides) {
+  Json kept = overrides;
+  const Json fixed = fixed_settings(name);  // named: items() of a temporary would dangle
+  for (const auto& item : fixed.items()) kept.erase(item.key());
+  return kept;
+}
+
+void check_fixed_settings(const std::string& name, const Json& overrides) {
+  const Json fixed = fixed_settings(name);
+  for (const auto& item : fixed.items()) {
+    const auto it = overrides.find(item.key());
+    if (it == overrides.end() || *it == item.value()) continue;
+    std::string flag = item.key();
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    throw UsageError(str_cat("--", flag, ": ", name, " fixes ", item.key(), " to ", item.value().dump(),
+                             ", got ", it->dump(), name == "fgsm" ? " (its iterative form is bim)" : ""));
+  }
+}
+
+AttackOptions options_for(const std::string& name, AttackOptions base) {
+  const std::vector<std::string> parts = attack_parts(name);
+  auto find = [&](const std::string& p) { return find_attack(p, name); };
   auto is_transform = [](const std::string& p) { return p == "di" || p == "ti" || p == "si" || p == "admix"; };
   int methods = 0;
   for (const auto& p : parts) {

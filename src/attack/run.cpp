@@ -17,12 +17,17 @@ namespace fs = std::filesystem;
 namespace xfer::attack {
 namespace {
 
-// Rows clean / perturbation (mid-grey = 0) / adversarial for the first `cols` samples.
-torch::Tensor preview_grid(const torch::Tensor& clean, const torch::Tensor& adv, double eps, int64_t cols) {
-  const int64_t n = std::min<int64_t>(cols, clean.size(0));
+// Rows clean / perturbation (mid-grey = 0, scaled by the largest |change| so
+// that an L2 perturbation, far below eps per pixel, shows too) / adversarial.
+torch::Tensor preview_grid(const torch::Tensor& all_clean, const torch::Tensor& all_adv,
+                           const torch::Tensor& positions) {
+  const auto clean = all_clean.index_select(0, positions);
+  const auto adv = all_adv.index_select(0, positions);
+  const int64_t n = clean.size(0);
   const int64_t c = clean.size(1), h = clean.size(2), w = clean.size(3), gap = 2;
   auto grid = torch::ones({c, 3 * h + 4 * gap, n * w + (n + 1) * gap});
-  auto delta = ((adv - clean) / (2 * std::max(eps, 1e-12)) + 0.5).clamp(0, 1);
+  const double scale = std::max((adv - clean).abs().max().item<double>(), 1e-12);
+  auto delta = ((adv - clean) / (2 * scale) + 0.5).clamp(0, 1);
   for (int64_t i = 0; i < n; ++i) {
     const int64_t x0 = gap + i * (w + gap);
     const torch::Tensor rows[3] = {clean[i], delta[i], adv[i]};
@@ -36,6 +41,10 @@ torch::Tensor preview_grid(const torch::Tensor& clean, const torch::Tensor& adv,
 
 }  // namespace
 
+torch::Tensor preview_positions(const torch::Tensor& labels) {
+  return data::balanced_positions(labels, kPreviewColumns);
+}
+
 void AttackSetOptions::validate() const {
   XFER_CHECK_USAGE(!surrogates.empty(), "--surrogate is required");
   for (const auto& s : surrogates) s.validate(true);
@@ -43,6 +52,7 @@ void AttackSetOptions::validate() const {
   XFER_CHECK_USAGE(!out.empty(), "--out is required");
   XFER_CHECK_USAGE(batch_size >= 1, "--batch-size must be >= 1, got ", batch_size);
   XFER_CHECK_USAGE(limit >= 0, "--limit must be >= 0, got ", limit);
+  check_fixed_settings(attack, overrides);
   resolved().validate();
 }
 
@@ -56,7 +66,8 @@ AttackSetResult run_attack_set(const AttackSetOptions& opt) {
   opt.validate();
   check_output_path(opt.out, opt.overwrite);
   data::Dataset ds = data::load(opt.data);
-  if (opt.limit > 0 && opt.limit < ds.size()) ds = ds.select(torch::arange(opt.limit, torch::kLong));
+  if (opt.limit > 0 && opt.limit < ds.size())
+    ds = ds.select(data::balanced_positions(ds.labels, opt.limit));
   XFER_CHECK(ds.size() > 0, opt.data, ": no samples");
   const bool feature = opt.resolved().feature();
   std::vector<io::LoadedModel> loaded;
@@ -190,7 +201,8 @@ AttackSetResult run_attack_set(const AttackSetOptions& opt, const std::vector<io
     StagedDir staged(opt.out, opt.overwrite);
     io::write_safetensors(staged.file("adv.safetensors"), file);
     write_json(staged.file("attack.json"), info);
-    data::write_png(staged.file("preview.png"), preview_grid(all_images, adv, o.eps(), kPreviewColumns));
+    data::write_png(staged.file("preview.png"),
+                    preview_grid(all_images, adv, preview_positions(ds.labels)));
     staged.commit();
   }
   dist::barrier();  // the set exists for every rank from here on

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
 
 #include <torch/torch.h>
@@ -149,6 +150,27 @@ Dataset select_classes(const Dataset& ds, const std::vector<int64_t>& classes) {
   out.labels = to_tensor(relabel);
   out.class_names = std::move(names);
   return out;
+}
+
+torch::Tensor balanced_positions(const torch::Tensor& labels, int64_t n) {
+  XFER_CHECK(labels.defined() && labels.dim() == 1, "balanced_positions: labels must be 1-d");
+  XFER_CHECK(n >= 0, "balanced_positions: n must be >= 0, got ", n);
+  const auto lab = labels.to(torch::kCPU, torch::kLong).contiguous();
+  const int64_t total = lab.size(0);
+  if (n >= total) return torch::arange(total, torch::kLong);
+  std::map<int64_t, std::vector<int64_t>> by_class;
+  const int64_t* p = lab.data_ptr<int64_t>();
+  for (int64_t i = 0; i < total; ++i) by_class[p[i]].push_back(i);
+  std::vector<int64_t> taken;
+  taken.reserve(static_cast<size_t>(n));
+  for (size_t round = 0; static_cast<int64_t>(taken.size()) < n; ++round) {
+    for (const auto& [label, positions] : by_class) {
+      if (round < positions.size() && static_cast<int64_t>(taken.size()) < n)
+        taken.push_back(positions[round]);
+    }
+  }
+  std::sort(taken.begin(), taken.end());
+  return torch::tensor(taken, torch::kLong);
 }
 
 Dataset sample_shots(const Dataset& ds, int64_t k, uint64_t seed) {

@@ -148,7 +148,9 @@ void AuditOptions::validate() const {
   for (const auto& p : proxies) p.validate(true);
   XFER_CHECK_USAGE(!data.empty(), "--data is required");
   XFER_CHECK_USAGE(!out.empty(), "--out is required");
-  XFER_CHECK_USAGE(!attacks.empty() || feature_on_ancestors, "--attack: at least one attack");
+  // Every proxy must get at least one cell to rank: the feature attack on
+  // ancestors alone would leave an unrelated proxy with none.
+  XFER_CHECK_USAGE(!attacks.empty(), "--attack: at least one attack");
   std::vector<std::string> all = attacks;
   all.push_back("feature");  // on ancestors
   all.push_back("pgd");      // the white-box reference
@@ -165,7 +167,8 @@ AuditResult run_audit(const AuditOptions& o) {
   prepare_results_dir(o.out, "audit.json");
   const torch::Device device = parse_device(o.device);
   data::Dataset ds = data::load(o.data);
-  if (o.limit > 0 && o.limit < ds.size()) ds = ds.select(torch::arange(o.limit, torch::kLong));
+  if (o.limit > 0 && o.limit < ds.size())
+    ds = ds.select(data::balanced_positions(ds.labels, o.limit));
   XFER_CHECK(ds.size() > 0, o.data, ": no samples");
 
   std::vector<io::ModelSource> sources = {o.target};
@@ -215,9 +218,11 @@ AuditResult run_audit(const AuditOptions& o) {
   }
 
   // Predictors on clean data.
-  const int64_t k = std::min<int64_t>(o.predictor_samples, ds.size());
-  const auto px = images.slice(0, 0, k);
-  const auto py = ds.labels.slice(0, 0, k);
+  // Every class, not the first one or two of class-sorted data.
+  const auto pick = data::balanced_positions(ds.labels, o.predictor_samples).to(images.device());
+  const int64_t k = pick.size(0);
+  const auto px = images.index_select(0, pick);
+  const auto py = ds.labels.to(images.device()).index_select(0, pick);
   const ModelProbe target_probe = probe_model(*target.loaded.model, px, py, o.batch_size, device);
 
   struct ProxyReport {
@@ -289,7 +294,10 @@ AuditResult run_audit(const AuditOptions& o) {
       mean += h.rate;
     }
     mean /= double(members.size());
-    auto ci = correct ? wilson_interval(fooled, correct) : std::make_pair(0.0, 1.0);
+    // The proxies attack the same images: one proxy's worth of trials, not the sum.
+    auto ci = correct
+                  ? pooled_wilson_interval(fooled, correct, static_cast<int64_t>(members.size()))
+                  : std::make_pair(0.0, 1.0);
     Json names = Json::array();
     for (size_t i : members) names.push_back(reports[i].model->name);
     by_relation.push_back({{"relation", name},

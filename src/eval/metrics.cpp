@@ -98,17 +98,32 @@ Evaluation evaluate(models::ClassifierImpl& model, const data::Dataset& ds, int6
   return e;
 }
 
-std::pair<double, double> wilson_interval(int64_t k, int64_t n, double z) {
-  XFER_CHECK(n >= 0 && k >= 0 && k <= n, "wilson_interval: need 0 <= k <= n, got k=", k, " n=", n);
-  if (n == 0) return {0.0, 1.0};
-  const double nn = double(n), p = double(k) / nn, z2 = z * z;
+namespace {
+// Wilson at rate p over nn trials (nn need not be whole: pooled_wilson_interval).
+std::pair<double, double> wilson_at(double p, double nn, bool none, bool all, double z) {
+  const double z2 = z * z;
   const double denom = 1.0 + z2 / nn;
   const double center = (p + z2 / (2 * nn)) / denom;
   const double half = z * std::sqrt(p * (1 - p) / nn + z2 / (4 * nn * nn)) / denom;
   // The interval always holds p: rounding must not put the bound of 0/n above 0.
-  if (k == 0) return {0.0, std::min(1.0, center + half)};
-  if (k == n) return {std::max(0.0, center - half), 1.0};
+  if (none) return {0.0, std::min(1.0, center + half)};
+  if (all) return {std::max(0.0, center - half), 1.0};
   return {std::clamp(center - half, 0.0, p), std::clamp(center + half, p, 1.0)};
+}
+}  // namespace
+
+std::pair<double, double> wilson_interval(int64_t k, int64_t n, double z) {
+  XFER_CHECK(n >= 0 && k >= 0 && k <= n, "wilson_interval: need 0 <= k <= n, got k=", k, " n=", n);
+  if (n == 0) return {0.0, 1.0};
+  return wilson_at(double(k) / double(n), double(n), k == 0, k == n, z);
+}
+
+std::pair<double, double> pooled_wilson_interval(int64_t k, int64_t n, int64_t models, double z) {
+  XFER_CHECK(n >= 0 && k >= 0 && k <= n && models >= 1,
+             "pooled_wilson_interval: need 0 <= k <= n and models >= 1, got k=", k, " n=", n,
+             " models=", models);
+  if (n == 0) return {0.0, 1.0};
+  return wilson_at(double(k) / double(n), double(n) / double(models), k == 0, k == n, z);
 }
 
 }  // namespace xfer::eval

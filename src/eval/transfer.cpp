@@ -177,8 +177,8 @@ TransferCell::Rate TransferCell::headline() const {
 std::string transfer_csv(const std::vector<TransferCell>& cells, const Json& pairs) {
   std::ostringstream os;
   os << "source,target,attack,eps,white_box,n,clean_correct,fooled,success_rate,success_ci_low,"
-        "success_ci_high,misclassified,rate_all,rate_all_ci_low,rate_all_ci_high,targeted,target_hits,"
-        "target_rate,target_ci_low,target_ci_high,linf_mean,l2_mean";
+        "success_ci_high,misclassified,rate_all,rate_all_ci_low,rate_all_ci_high,targeted,target_n,"
+        "target_hits,target_rate,target_ci_low,target_ci_high,linf_mean,l2_mean";
   for (const auto& p : predictor_names()) os << "," << p;
   os << "\n";
   for (const auto& c : cells) {
@@ -188,10 +188,10 @@ std::string transfer_csv(const std::vector<TransferCell>& cells, const Json& pai
        << fmt(c.success_high, 6) << "," << c.misclassified << "," << fmt(c.rate_all, 6) << ","
        << fmt(c.rate_all_low, 6) << "," << fmt(c.rate_all_high, 6) << "," << (c.targeted ? 1 : 0) << ",";
     if (c.targeted) {
-      os << c.target_hits << "," << fmt(c.target_rate, 6) << "," << fmt(c.target_low, 6) << ","
-         << fmt(c.target_high, 6);
+      os << c.target_n << "," << c.target_hits << "," << fmt(c.target_rate, 6) << ","
+         << fmt(c.target_low, 6) << "," << fmt(c.target_high, 6);
     } else {
-      os << ",,,";
+      os << ",,,,";
     }
     os << "," << fmt(c.linf_mean, 6) << "," << fmt(c.l2_mean, 6);
     const auto it = pairs.find(c.source + "\t" + c.target);
@@ -321,7 +321,7 @@ attack::AdversarialSet craft_or_reuse(const CraftContext& ctx, const std::vector
   so.data = ctx.spec;
   so.attack = attack_name;
   so.base = ctx.base;
-  so.overrides = ctx.overrides;
+  so.overrides = attack::overrides_for(attack_name, ctx.overrides);  // fgsm stays one step
   so.overrides["eps"] = eps;
   so.batch_size = ctx.batch_size;
   so.device = ctx.device;
@@ -370,7 +370,7 @@ void validate_attack_grid(const std::vector<std::string>& attacks, const std::ve
   for (const auto& a : attacks) {
     for (double e : eps) {
       auto o = attack::options_for(a, base);
-      attack::apply_overrides(o, overrides);
+      attack::apply_overrides(o, attack::overrides_for(a, overrides));
       o.eps(e);
       o.validate();
     }
@@ -411,7 +411,7 @@ TransferResult run_transfer(const TransferOptions& o) {
   prepare_results_dir(o.out, "matrix.json");
   const torch::Device device = parse_device(o.device);
   data::Dataset ds = data::load(o.data);
-  if (o.limit > 0 && o.limit < ds.size()) ds = ds.select(torch::arange(o.limit, torch::kLong));
+  if (o.limit > 0 && o.limit < ds.size()) ds = ds.select(data::balanced_positions(ds.labels, o.limit));
   XFER_CHECK(ds.size() > 0, o.data, ": no samples");
 
   // Every model once, in order of first appearance (targets first: their names win).
@@ -438,9 +438,9 @@ TransferResult run_transfer(const TransferOptions& o) {
   // A source whose classes are not the data's (a base pre-trained on other
   // classes) has no meaningful label loss: only label-free attacks run on it.
   std::vector<bool> labels_match;
-  for (const auto& idx : source_idx) {
-    bool ok = true;
-    for (size_t i : idx) ok = ok && io::label_space_matches(models[i].loaded, ds);
+  for (size_t s = 0; s < source_idx.size(); ++s) {
+    bool ok = !o.sources[s].label_free;
+    for (size_t i : source_idx[s]) ok = ok && io::label_space_matches(models[i].loaded, ds);
     labels_match.push_back(ok);
   }
   Json skipped = Json::array();
@@ -489,8 +489,11 @@ TransferResult run_transfer(const TransferOptions& o) {
       if (!labels_match[s] && !attack::options_for(a, o.base).feature()) {
         skipped.push_back({{"source", source_names[s]},
                            {"attack", a},
-                           {"reason", "the source predicts other classes than the data: only label-free "
-                                      "attacks (feature) apply"}});
+                           {"reason", o.sources[s].label_free
+                                          ? "the source is marked label-free: only label-free attacks "
+                                            "(feature) apply"
+                                          : "the source predicts other classes than the data: only "
+                                            "label-free attacks (feature) apply"}});
         continue;
       }
       for (double e : o.eps) {
@@ -526,9 +529,11 @@ TransferResult run_transfer(const TransferOptions& o) {
   double predictor_seconds = 0;
   if (o.predictors) {
     const auto tp = std::chrono::steady_clock::now();
-    const int64_t k = std::min<int64_t>(o.predictor_samples, ds.size());
-    auto px = images.slice(0, 0, k);
-    auto py = ds.labels.slice(0, 0, k);
+    // Every class, not the first one or two of class-sorted data.
+    const auto pick = data::balanced_positions(ds.labels, o.predictor_samples).to(images.device());
+    const int64_t k = pick.size(0);
+    auto px = images.index_select(0, pick);
+    auto py = ds.labels.to(images.device()).index_select(0, pick);
     std::map<size_t, ModelProbe> probes;
     auto probe = [&](size_t i) -> const ModelProbe& {
       auto it = probes.find(i);
@@ -577,8 +582,16 @@ TransferResult run_transfer(const TransferOptions& o) {
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   Json cells = Json::array();
   for (const auto& c : r.cells) cells.push_back(c.to_json());
-  auto resolved = attack::options_for(o.attacks.front(), o.base);
-  attack::apply_overrides(resolved, o.overrides);
+  // What each attack ran with (eps is per budget): the overrides alone do not
+  // say which steps, step size or seed a preset chose.
+  Json resolved = Json::object();
+  for (const auto& a : o.attacks) {
+    auto opts = attack::options_for(a, o.base);
+    attack::apply_overrides(opts, attack::overrides_for(a, o.overrides));
+    Json j = opts.to_json();
+    j.erase("eps");
+    resolved[a] = j;
+  }
   r.matrix = {{"format", "xfer-transfer/1"},
               {"data", {{"spec", o.data}, {"sha256", ds.content_hash()}, {"samples", ds.size()}}},
               {"sources", sources_json},
@@ -586,6 +599,7 @@ TransferResult run_transfer(const TransferOptions& o) {
               {"attacks", o.attacks},
               {"eps", o.eps},
               {"overrides", o.overrides},
+              {"options", resolved},
               {"success_definition",
                "untargeted: misclassified after the attack among the samples the target classifies "
                "correctly when clean (rate_all: over all samples); targeted: classified as the target "

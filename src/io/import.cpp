@@ -166,6 +166,28 @@ LoadedModel load_model_source(const ModelSource& s, ImportReport* report) {
     }
     int64_t k = s.num_classes;
     if (k <= 0 && s.replace_head) k = 1;  // the caller sizes the new head
+    {
+      // The file bounds the backbone before anything is built: every value
+      // takes at least a byte of it, so --arch-options describing far more
+      // cannot be these weights (and must not allocate them to find out). A
+      // pinned file is checked against its pin first: the wrong file is the
+      // better message.
+      if (!s.weights_sha256.empty()) {
+        const std::string hash = sha256_file(s.weights);
+        XFER_CHECK(hash == s.weights_sha256, s.weights, ": sha256 ", hash,
+                   " differs from the expected ", s.weights_sha256);
+      }
+      ModelConfig sizing = lm.config;
+      sizing.num_classes = std::max<int64_t>(k, 1);
+      std::error_code ec;
+      const auto bytes = std::filesystem::file_size(s.weights, ec);
+      if (auto size = config_model_size(sizing); size && !ec) {
+        XFER_CHECK(size->total - size->head <= static_cast<double>(bytes), s.weights,
+                   ": weights do not match the model: --arch ", s.arch, " with --arch-options ",
+                   s.arch_options, " has ", format_count(size->total - size->head),
+                   " values before its head, more than the file holds (", bytes, " bytes)");
+      }
+    }
     if (k <= 0) {
       // The class count comes from the file's head; build once to learn its name.
       models::ModelOptions probe;

@@ -2,7 +2,9 @@
 
 #include <cmath>
 #include <filesystem>
+#include <iomanip>
 #include <map>
+#include <sstream>
 
 #include "xfer/core/error.h"
 #include "xfer/core/runtime.h"
@@ -182,6 +184,29 @@ LoadReport load_state_dict(torch::nn::Module& m, const TensorFile& file, bool st
   return report;
 }
 
+namespace {
+models::ModelOptions model_options(const ModelConfig& config) {
+  models::ModelOptions o;
+  o.in_channels = config.input_shape.at(0);
+  o.image_size = config.input_shape.at(1);
+  o.num_classes = config.num_classes;
+  o.arch_options = config.arch_options;
+  return o;
+}
+}  // namespace
+
+std::optional<models::ModelSize> config_model_size(const ModelConfig& config) {
+  if (config.arch == "torchscript") return std::nullopt;
+  return models::model_size(config.arch, model_options(config));
+}
+
+std::string format_count(double values) {
+  if (std::fabs(values) < 9e15) return std::to_string(static_cast<long long>(values));
+  std::ostringstream os;
+  os << std::setprecision(3) << values;
+  return os.str();
+}
+
 models::Classifier build_model(const ModelConfig& config, const std::string& dir) {
   if (config.arch == "torchscript") {
     const Json& a = config.arch_options;
@@ -205,12 +230,7 @@ models::Classifier build_model(const ModelConfig& config, const std::string& dir
     model->set_head_options(config.head);
     return model;
   }
-  models::ModelOptions o;
-  o.in_channels = config.input_shape.at(0);
-  o.image_size = config.input_shape.at(1);
-  o.num_classes = config.num_classes;
-  o.arch_options = config.arch_options;
-  auto model = models::create_model(config.arch, o);
+  auto model = models::create_model(config.arch, model_options(config));
   if (!config.mean.empty()) model->set_normalization(config.mean, config.std);
   if (!config.lora_targets.empty()) models::add_lora(*model, config.lora, config.lora_targets);
   model->set_head_options(config.head);
@@ -264,13 +284,23 @@ LoadedModel load_model_dir(const std::string& dir) {
   XFER_CHECK(hash == lm.card.id, weights_path, ": sha256 ", hash.substr(0, 12),
              "... does not match the id in card.json (", lm.card.id.substr(0, 12),
              "...): the weights were changed after the card was written");
+  TensorFile file = parse_safetensors(weights, weights_path);
   try {
+    // The weights bound the model before it is built: a config.json that
+    // describes billions of parameters must not allocate them to find out.
+    if (auto size = config_model_size(lm.config)) {
+      double values = 0;
+      for (const auto& [k, t] : file.tensors) values += static_cast<double>(t.numel());
+      XFER_CHECK(size->total <= values, "arch '", lm.config.arch, "' with these options and ",
+                 lm.config.num_classes, " classes has ", format_count(size->total),
+                 " values but model.safetensors holds ", format_count(values));
+    }
     lm.model = build_model(lm.config, dir);
   } catch (const Error& e) {
     // A bad arch in a file is the file's fault, not a flag's: name the file, exit 1.
     throw Error(str_cat(config_path, ": ", e.what()));
   }
-  load_state_dict(*lm.model, parse_safetensors(weights, weights_path), true, weights_path);
+  load_state_dict(*lm.model, file, true, weights_path);
   lm.model->eval();
   return lm;
 }

@@ -1,5 +1,7 @@
 #include "xfer/models/cnn.h"
 
+#include <cmath>
+
 #include "xfer/core/error.h"
 
 namespace xfer::models {
@@ -48,7 +50,9 @@ torch::Tensor CnnImpl::forward_features(torch::Tensor x) {
   return neck_->forward(x);
 }
 
-Classifier make_cnn(const ModelOptions& options) {
+namespace {
+
+CnnOptions parse_cnn_options(const ModelOptions& options) {
   const Json& a = options.arch_options;
   check_arch_options("cnn", a, {"widths", "convs", "hidden", "dropout"});
   CnnOptions o(options.in_channels, options.image_size, options.num_classes);
@@ -56,7 +60,32 @@ Classifier make_cnn(const ModelOptions& options) {
   o.convs(json_get_or<int64_t>(a, "convs", o.convs(), "cnn arch options"));
   o.hidden(json_get_or<int64_t>(a, "hidden", o.hidden(), "cnn arch options"));
   o.dropout(json_get_or<double>(a, "dropout", o.dropout(), "cnn arch options"));
-  return Cnn(o).ptr();
+  return o;
+}
+
+}  // namespace
+
+Classifier make_cnn(const ModelOptions& options) {
+  return Cnn(parse_cnn_options(options)).ptr();
+}
+
+ModelSize cnn_size(const ModelOptions& options) {
+  const CnnOptions o = parse_cnn_options(options);
+  ModelSize size;
+  double in = static_cast<double>(o.in_channels());
+  double side = static_cast<double>(o.image_size());
+  for (int64_t w : o.widths()) {
+    for (int64_t c = 0; c < o.convs(); ++c) {
+      size.total += (c == 0 ? in : w) * w * 9;  // conv without bias
+      size.total += 4.0 * w + 1;                // BatchNorm: weight, bias, mean, var, count
+    }
+    in = static_cast<double>(w);
+    side = std::ceil(side / 2);
+  }
+  size.total += in * side * side * o.hidden() + o.hidden();
+  size.head = static_cast<double>(o.hidden()) * o.num_classes() + o.num_classes();
+  size.total += size.head;
+  return size;
 }
 
 }  // namespace xfer::models

@@ -25,13 +25,34 @@ MlpImpl::MlpImpl(const MlpOptions& o) {
 
 torch::Tensor MlpImpl::forward_features(torch::Tensor x) { return body_->forward(x); }
 
-Classifier make_mlp(const ModelOptions& options) {
+namespace {
+
+MlpOptions parse_mlp_options(const ModelOptions& options) {
   const Json& a = options.arch_options;
   check_arch_options("mlp", a, {"hidden", "dropout"});
   MlpOptions o(options.in_channels * options.image_size * options.image_size, options.num_classes);
   o.hidden(json_get_or<std::vector<int64_t>>(a, "hidden", o.hidden(), "mlp arch options"));
   o.dropout(json_get_or<double>(a, "dropout", o.dropout(), "mlp arch options"));
-  return Mlp(o).ptr();
+  return o;
+}
+
+}  // namespace
+
+Classifier make_mlp(const ModelOptions& options) {
+  return Mlp(parse_mlp_options(options)).ptr();
+}
+
+ModelSize mlp_size(const ModelOptions& options) {
+  const MlpOptions o = parse_mlp_options(options);
+  ModelSize size;
+  double in = static_cast<double>(o.in_features());
+  for (int64_t h : o.hidden()) {
+    size.total += in * h + h;
+    in = static_cast<double>(h);
+  }
+  size.head = in * o.num_classes() + o.num_classes();
+  size.total += size.head;
+  return size;
 }
 
 }  // namespace xfer::models

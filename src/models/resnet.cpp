@@ -128,7 +128,33 @@ std::vector<ParamStage> resnet_stages(size_t layers) {
 std::vector<ParamStage> SmallResNetImpl::backbone_stages() const { return resnet_stages(layers_.size()); }
 std::vector<ParamStage> ResNetImpl::backbone_stages() const { return resnet_stages(layers_.size()); }
 
-Classifier make_small_resnet(const ModelOptions& options) {
+namespace {
+
+// Values of a BatchNorm2d (weight, bias, running mean and variance, the batch
+// counter), a bias-free k x k conv, and the blocks built above.
+double bn_size(double c) {
+  return 4 * c + 1;
+}
+double conv_size(double in, double out, double k) {
+  return in * out * k * k;
+}
+
+double basic_block_size(double in, double planes, int64_t stride) {
+  double n =
+      conv_size(in, planes, 3) + bn_size(planes) + conv_size(planes, planes, 3) + bn_size(planes);
+  if (stride != 1 || in != planes) n += conv_size(in, planes, 1) + bn_size(planes);
+  return n;
+}
+
+double bottleneck_size(double in, double planes, int64_t stride) {
+  const double out = planes * BottleneckImpl::kExpansion;
+  double n = conv_size(in, planes, 1) + bn_size(planes) + conv_size(planes, planes, 3) +
+             bn_size(planes) + conv_size(planes, out, 1) + bn_size(out);
+  if (stride != 1 || in != out) n += conv_size(in, out, 1) + bn_size(out);
+  return n;
+}
+
+SmallResNetOptions parse_small_resnet_options(const ModelOptions& options) {
   const Json& a = options.arch_options;
   check_arch_options("resnet", a, {"widths", "blocks", "pool_stages"});
   SmallResNetOptions o(options.in_channels, options.num_classes);
@@ -139,7 +165,35 @@ Classifier make_small_resnet(const ModelOptions& options) {
       o.pool_stages() >= 1 && o.pool_stages() <= static_cast<int64_t>(o.widths().size()),
       "resnet arch options: pool_stages must be in [1, ", o.widths().size(), "] (the stages), got ",
       o.pool_stages());
-  return SmallResNet(o).ptr();
+  return o;
+}
+
+}  // namespace
+
+Classifier make_small_resnet(const ModelOptions& options) {
+  return SmallResNet(parse_small_resnet_options(options)).ptr();
+}
+
+ModelSize small_resnet_size(const ModelOptions& options) {
+  const SmallResNetOptions o = parse_small_resnet_options(options);
+  const auto& widths = o.widths();
+  const size_t stages = widths.size();
+  ModelSize size;
+  if (stages == 0 || o.blocks().size() != stages) return size;  // the constructor refuses these
+  double in = static_cast<double>(widths[0]);
+  size.total += conv_size(static_cast<double>(o.in_channels()), in, 3) + bn_size(in);
+  for (size_t s = 0; s < stages; ++s) {
+    for (int64_t b = 0; b < o.blocks()[s]; ++b) {
+      size.total += basic_block_size(in, static_cast<double>(widths[s]), (b == 0 && s > 0) ? 2 : 1);
+      in = static_cast<double>(widths[s]);
+    }
+  }
+  double features = 0;
+  for (size_t s = stages - static_cast<size_t>(o.pool_stages()); s < stages; ++s)
+    features += widths[s];
+  size.head = features * o.num_classes() + o.num_classes();
+  size.total += size.head;
+  return size;
 }
 
 ResNetImpl::ResNetImpl(const ResNetOptions& o) : options_(o) {
@@ -191,29 +245,67 @@ torch::Tensor ResNetImpl::forward_features(torch::Tensor x) {
 
 namespace {
 
-Classifier make_torchvision_resnet(const std::string& arch, const ModelOptions& options,
-                                   std::vector<int64_t> layers, bool bottleneck) {
+ResNetOptions parse_torchvision_options(const std::string& arch, const ModelOptions& options,
+                                        std::vector<int64_t> layers, bool bottleneck) {
   const Json& a = options.arch_options;
   check_arch_options(arch, a, {"small_input"});
   ResNetOptions o(options.in_channels, options.num_classes);
   o.layers(std::move(layers));
   o.bottleneck(bottleneck);
   o.small_input(json_get_or<bool>(a, "small_input", false, arch + " arch options"));
-  return ResNet(o).ptr();
+  return o;
+}
+
+ModelSize torchvision_resnet_size(const ResNetOptions& o) {
+  ModelSize size;
+  double in = 64;
+  size.total +=
+      conv_size(static_cast<double>(o.in_channels()), in, o.small_input() ? 3 : 7) + bn_size(in);
+  const double widths[4] = {64, 128, 256, 512};
+  for (size_t s = 0; s < 4 && s < o.layers().size(); ++s) {
+    for (int64_t b = 0; b < o.layers()[s]; ++b) {
+      const int64_t stride = (b == 0 && s > 0) ? 2 : 1;
+      if (o.bottleneck()) {
+        size.total += bottleneck_size(in, widths[s], stride);
+        in = widths[s] * BottleneckImpl::kExpansion;
+      } else {
+        size.total += basic_block_size(in, widths[s], stride);
+        in = widths[s];
+      }
+    }
+  }
+  size.head = in * o.num_classes() + o.num_classes();
+  size.total += size.head;
+  return size;
 }
 
 }  // namespace
 
 Classifier make_resnet18(const ModelOptions& options) {
-  return make_torchvision_resnet("resnet18", options, {2, 2, 2, 2}, false);
+  return ResNet(parse_torchvision_options("resnet18", options, {2, 2, 2, 2}, false)).ptr();
 }
 
 Classifier make_resnet34(const ModelOptions& options) {
-  return make_torchvision_resnet("resnet34", options, {3, 4, 6, 3}, false);
+  return ResNet(parse_torchvision_options("resnet34", options, {3, 4, 6, 3}, false)).ptr();
 }
 
 Classifier make_resnet50(const ModelOptions& options) {
-  return make_torchvision_resnet("resnet50", options, {3, 4, 6, 3}, true);
+  return ResNet(parse_torchvision_options("resnet50", options, {3, 4, 6, 3}, true)).ptr();
+}
+
+ModelSize resnet18_size(const ModelOptions& options) {
+  return torchvision_resnet_size(
+      parse_torchvision_options("resnet18", options, {2, 2, 2, 2}, false));
+}
+
+ModelSize resnet34_size(const ModelOptions& options) {
+  return torchvision_resnet_size(
+      parse_torchvision_options("resnet34", options, {3, 4, 6, 3}, false));
+}
+
+ModelSize resnet50_size(const ModelOptions& options) {
+  return torchvision_resnet_size(
+      parse_torchvision_options("resnet50", options, {3, 4, 6, 3}, true));
 }
 
 }  // namespace xfer::models

@@ -158,7 +158,9 @@ std::vector<ParamStage> VitImpl::backbone_stages() const {
   return stages;
 }
 
-Classifier make_vit(const ModelOptions& options) {
+namespace {
+
+VitOptions parse_vit_options(const ModelOptions& options) {
   const Json& a = options.arch_options;
   check_arch_options("vit", a, {"patch_size", "dim", "depth", "heads", "mlp_ratio", "dropout"});
   VitOptions o(options.in_channels, options.image_size, options.num_classes);
@@ -169,7 +171,30 @@ Classifier make_vit(const ModelOptions& options) {
   o.heads(json_get_or<int64_t>(a, "heads", o.heads(), where));
   o.mlp_ratio(json_get_or<double>(a, "mlp_ratio", o.mlp_ratio(), where));
   o.dropout(json_get_or<double>(a, "dropout", o.dropout(), where));
-  return Vit(o).ptr();
+  return o;
+}
+
+}  // namespace
+
+Classifier make_vit(const ModelOptions& options) {
+  return Vit(parse_vit_options(options)).ptr();
+}
+
+ModelSize vit_size(const ModelOptions& options) {
+  const VitOptions o = parse_vit_options(options);
+  const double dim = static_cast<double>(o.dim());
+  const double patch = static_cast<double>(o.patch_size());
+  const double grid = patch >= 1 ? std::floor(o.image_size() / patch) : 0;
+  const double hidden = std::floor(dim * o.mlp_ratio());
+  ModelSize size;
+  size.total += dim + (1 + grid * grid) * dim;                // cls_token, pos_embed
+  size.total += o.in_channels() * dim * patch * patch + dim;  // patch_embed.proj
+  const double block = 2 * dim + (dim * 3 * dim + 3 * dim) + (dim * dim + dim)  // norm1, qkv, proj
+                       + 2 * dim + (dim * hidden + hidden) + (hidden * dim + dim);  // norm2, mlp
+  size.total += o.depth() * block + 2 * dim;                                        // blocks, norm
+  size.head = dim * o.num_classes() + o.num_classes();
+  size.total += size.head;
+  return size;
 }
 
 }  // namespace xfer::models

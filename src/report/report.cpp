@@ -446,7 +446,17 @@ std::string render_report(const Json& r, const std::string& dir) {
 std::string write_report(const std::string& study_dir) {
   const std::string results = (fs::path(study_dir) / "results.json").string();
   const std::string html = (fs::path(study_dir) / "report.html").string();
-  write_file_atomic(html, render_report(read_json(results), study_dir));
+  const Json r = read_json(results);
+  std::string page;
+  try {
+    page = render_report(r, study_dir);
+  } catch (const nlohmann::json::exception& e) {
+    // A hand-edited or older results.json: one line naming the file, not a raw json error.
+    throw Error(str_cat(results, ": not the results of this xfer version (", e.what(), ")"));
+  } catch (const Error& e) {
+    throw Error(str_cat(results, ": ", e.what()));
+  }
+  write_file_atomic(html, page);
   return html;
 }
 

@@ -216,9 +216,15 @@ StudyResult run_study(const StudyOptions& opt) {
     std::function<void(const std::string&)> make;
   };
   std::set<std::string> counted;
+  // The key holds the data's content, not only its spec: an idx: or folder:
+  // spec whose files changed must train again. Every model's data is a subset
+  // (classes, shots with a seed in the spec) of the source or the target.
+  const Json data_sha256 = {{"source", data::load(c.source).content_hash()},
+                            {"target", data::load(c.target).content_hash()}};
   auto build = [&](Member m, const Job& job) {
     Json recipe = job.recipe;
     recipe["xfer_version"] = version();
+    recipe["data_sha256"] = data_sha256;
     m.dir = (models_dir / (safe(m.label) + "-" + sha256_hex(recipe.dump()).substr(0, 12))).string();
     if (fs::exists(fs::path(m.dir) / "card.json")) {
       m.cached = true;
@@ -428,6 +434,9 @@ StudyResult run_study(const StudyOptions& opt) {
   eval::TransferOptions to;
   to.sources = {eval::TransferSource::parse(pub.dir), eval::TransferSource::parse(b.dir),
                 eval::TransferSource::parse(cc.dir)};
+  // A, the public base, knows the source task's labels, never the target's:
+  // the feature attack only, even where the two tasks' classes are named alike.
+  to.sources[0].label_free = true;
   for (const auto& v : victims) to.targets.push_back(eval::model_source_from_path(v.dir));
   to.data = test_spec;
   to.attacks = c.attacks;
@@ -474,7 +483,9 @@ StudyResult run_study(const StudyOptions& opt) {
         Json row = {{"attacker", attacker}, {"attack", a}, {"eps", e}};
         const char* names[2] = {"descendants", "unrelated"};
         for (int g = 0; g < 2; ++g) {
-          auto ci = n[g] ? eval::wilson_interval(f[g], n[g]) : std::make_pair(0.0, 1.0);
+          // The victims see the same images: one victim's worth of trials, not n.
+          auto ci =
+              n[g] ? eval::pooled_wilson_interval(f[g], n[g], count[g]) : std::make_pair(0.0, 1.0);
           row[names[g]] = {{"victims", count[g]},
                            {"fooled", f[g]},
                            {"clean_correct", n[g]},
@@ -529,7 +540,8 @@ StudyResult run_study(const StudyOptions& opt) {
   auto example = [&](const std::string& who, const Member& m, const std::string& attack_name) {
     attack::AttackSetOptions so;
     so.attack = attack_name;
-    so.overrides = {{"steps", c.attack_steps}, {"eps", c.eps.front()}};
+    so.overrides = attack::overrides_for(attack_name, {{"steps", c.attack_steps}});
+    so.overrides["eps"] = c.eps.front();
     const auto key = eval::adversarial_cache_key({m.id}, test_sha, so.resolved().to_json());
     Json ex = {{"attacker", who}, {"attack", attack_name}, {"eps", c.eps.front()},
                {"preview", "adv/" + key + "/preview.png"}};
@@ -537,17 +549,27 @@ StudyResult run_study(const StudyOptions& opt) {
     std::error_code ec;
     if (shown_model && fs::is_directory(set_dir, ec)) {
       const auto set = attack::load_adversarial_set(set_dir);
-      const int64_t n = std::min<int64_t>(attack::kPreviewColumns, std::min(set.images.size(0), test.size()));
-      // The set was crafted on the test data in order; check rather than assume.
-      if (torch::equal(set.index.slice(0, 0, n), test.index.slice(0, 0, n))) {
+      // The preview's samples, in its order. The set was crafted on the test
+      // data in order; check rather than assume.
+      const auto pick = attack::preview_positions(set.labels);
+      const int64_t n = pick.size(0);
+      if (set.images.size(0) == test.size() && torch::equal(set.index, test.index)) {
         auto& model = *shown_model->model;
-        const auto clean = eval::predict_classes(model, test.float_images().slice(0, 0, n), 64, torch::kCPU);
-        const auto adv = eval::predict_classes(model, set.images.slice(0, 0, n), 64, torch::kCPU);
+        const auto clean = eval::predict_classes(model, test.float_images().index_select(0, pick),
+                                                 64, torch::kCPU);
+        const auto adv =
+            eval::predict_classes(model, set.images.index_select(0, pick), 64, torch::kCPU);
+        // A victim with more outputs than the test has classes gets a number, not a throw.
+        auto name = [&](int64_t c) {
+          return c >= 0 && c < test.num_classes() ? test.class_names[static_cast<size_t>(c)]
+                                                  : "class " + std::to_string(c);
+        };
         Json samples = Json::array();
         for (int64_t i = 0; i < n; ++i) {
-          samples.push_back({{"label", test.class_names.at(test.labels[i].item<int64_t>())},
-                             {"clean", test.class_names.at(clean[i].item<int64_t>())},
-                             {"adversarial", test.class_names.at(adv[i].item<int64_t>())}});
+          const int64_t at = pick[i].item<int64_t>();
+          samples.push_back({{"label", name(test.labels[at].item<int64_t>())},
+                             {"clean", name(clean[i].item<int64_t>())},
+                             {"adversarial", name(adv[i].item<int64_t>())}});
         }
         ex["victim"] = shown->label;
         ex["samples"] = samples;

@@ -414,6 +414,7 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
     }
     say(str_cat("resuming from ", io::checkpoint_file(o.resume), " (phase ", first_phase + 1, ", epoch ",
                 ckpt->state.value("epoch", 0), ", step ", ckpt->state.value("step", 0), ")"));
+    if (auto note = resume_thread_note(*ckpt); !note.empty()) say(note);
   }
 
   for (size_t p = first_phase; p < phases.size(); ++p) {
@@ -488,7 +489,14 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
     train_wall += pr.wall_seconds;
   }
   best_val = r.phases.back().best_val_accuracy;
-  best_epoch = r.phases.back().best_epoch;
+  // Counted over the whole run (lp-ft: after the probe's epochs; a full-batch
+  // solve has none), as `--epochs` counts them; each phase keeps its own.
+  int64_t epochs_before = 0;
+  for (size_t i = 0; i + 1 < r.phases.size(); ++i) {
+    if (r.phases[i].solver.is_null())
+      epochs_before += static_cast<int64_t>(r.phases[i].history.size());
+  }
+  if (r.phases.back().best_epoch >= 0) best_epoch = epochs_before + r.phases.back().best_epoch;
   r.trainable_parameters = r.phases.back().trainable_parameters;
   card.metrics = {{"val_accuracy", best_val >= 0 ? Json(best_val) : Json(nullptr)},
                   {"best_epoch", best_epoch},

@@ -114,6 +114,12 @@ TrainRunResult run_train(const TrainRunOptions& o) {
       r.already_done = true;
       return r;
     }
+    if (o.on_message) {
+      o.on_message(str_cat("resuming from ", io::checkpoint_file(o.resume), " (epoch ",
+                           ckpt->state.value("epoch", 0), ", step ", ckpt->state.value("step", 0),
+                           ")"));
+      if (auto note = resume_thread_note(*ckpt); !note.empty()) o.on_message(note);
+    }
   }
   Trainer trainer(o.train);
   if (o.on_epoch) trainer.on_epoch(o.on_epoch);

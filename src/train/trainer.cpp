@@ -105,6 +105,8 @@ Json TrainOptions::to_json() const {
           {"hflip", augment().hflip},
           {"seed", seed()}};
   // Only when set: recipes (and checkpoints) of plain runs keep their form.
+  if (optimizer() == "sgd") j["nesterov"] = nesterov();
+  if (!keep_best()) j["keep_best"] = false;
   if (!adv_train().empty()) j["adv_train"] = adv_train();
   if (objective() != "supervised") {
     const auto& v = views();
@@ -220,6 +222,17 @@ LossAccuracy evaluate_contrastive(models::ClassifierImpl& model, const data::Dat
     auto c = nt_xent(z.slice(0, 0, n), z.slice(0, n, 2 * n), options.temperature());
     return {c.loss.item<double>() * double(n), c.correct.slice(0, 0, n).sum().item<int64_t>()};
   });
+}
+
+std::string resume_thread_note(const io::Checkpoint& checkpoint) {
+  const auto it = checkpoint.state.find("threads");
+  if (it == checkpoint.state.end() || !it->is_number_integer()) return "";
+  const auto then = it->get<int64_t>();
+  const int64_t now = torch::get_num_threads();
+  if (then == now) return "";
+  return str_cat("note: the checkpoint was written with ", then, " threads and this run has ", now,
+                 ": it continues correctly, but bit-identical to an uninterrupted run only with ",
+                 then, " (--threads ", then, ")");
 }
 
 LossAccuracy evaluate_loss(models::ClassifierImpl& model, const data::Dataset& ds,
@@ -476,6 +489,7 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
     c.state["best_epoch"] = result.best_epoch;
     c.state["best_score"] = result.best_val_accuracy;
     c.state["optimizer"] = o.optimizer();
+    c.state["threads"] = torch::get_num_threads();
     Json h = Json::array();
     for (const auto& r : result.history) h.push_back(to_json(r));
     c.state["history"] = h;

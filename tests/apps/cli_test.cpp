@@ -341,11 +341,17 @@ TEST_F(CliPredictTest, BadSourcesGiveOneLineAndNoOutput) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(one_error_line(r, "sha256"));
   r = run_xfer("predict --weights '" + tmp_.file("m/model.safetensors") + "' --arch mlp" + io_args);
-  EXPECT_EQ(r.exit_code, 1);  // default hidden widths: shapes differ
-  EXPECT_TRUE(one_error_line(r, "shape mismatch"));
+  // Default hidden widths: a model far larger than the file, refused before it is built.
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(one_error_line(r, "weights do not match the model: --arch mlp"));
   r = run_xfer("predict --weights '" + tmp_.file("m/model.safetensors") + "' --arch cnn" + io_args);
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_TRUE(one_error_line(r, "missing"));
+  EXPECT_TRUE(one_error_line(r, "more than the file holds"));
+  // Within the file's size, the strict load names what differs.
+  r = run_xfer("predict --weights '" + tmp_.file("m/model.safetensors") +
+               "' --arch mlp --arch-options '{\"hidden\":[4]}'" + io_args);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(one_error_line(r, "shape mismatch"));
   write_file_atomic(tmp_.file("junk.pt"), "PK\x03\x04 definitely not a torchscript archive");
   r = run_xfer("predict --torchscript '" + tmp_.file("junk.pt") + "'" + io_args);
   EXPECT_EQ(r.exit_code, 1);
@@ -707,8 +713,14 @@ TEST_F(CliCatalogueTest, EveryBadInputGivesOneLineAndNoPartialOutput) {
   const std::string wrongarch = copy_model("wrongarch");
   {
     auto c = read_json(wrongarch + "/config.json");
-    c["arch_options"] = {{"hidden", {9}}};
+    c["arch_options"] = {{"hidden", {7}}};  // smaller than the weights: the strict load refuses it
     write_json(wrongarch + "/config.json", c);
+  }
+  const std::string hugeconfig = copy_model("hugeconfig");
+  {
+    auto c = read_json(hugeconfig + "/config.json");
+    c["arch_options"] = {{"hidden", {int64_t(1) << 31}}};  // 6.7 TB of weights
+    write_json(hugeconfig + "/config.json", c);
   }
   const std::string badhead = copy_model("badhead");
   {
@@ -791,6 +803,9 @@ TEST_F(CliCatalogueTest, EveryBadInputGivesOneLineAndNoPartialOutput) {
        "--quiet eval --model " + q(badhead) + " --data " + data + " --json " + q(res + ".json"), 1, "head.kind"},
       {"config-weights-mismatch", "config.json describing other layer sizes than the weights",
        "--quiet eval --model " + q(wrongarch) + " --data " + data + " --json " + q(res + ".json"), 1, "model.safetensors"},
+      {"config-larger-than-weights", "config.json describing 2^31 hidden units (refused before building)",
+       "--quiet eval --model " + q(hugeconfig) + " --data " + data + " --json " + q(res + ".json"), 1,
+       "values but model.safetensors holds"},
       {"card-without-id", "card.json without its id",
        "--quiet eval --model " + q(noid) + " --data " + data + " --json " + q(res + ".json"), 1, "card.json"},
       {"weights-wrong-arch", "--weights file of another architecture",
@@ -827,6 +842,8 @@ TEST_F(CliCatalogueTest, EveryBadInputGivesOneLineAndNoPartialOutput) {
       {"norm-unknown", "--norm l3", attack + " --norm l3", 2, "l3"},
       {"target-out-of-range", "--target label:99 for 3 classes", attack + " --target label:99", 2, "99"},
       {"attack-unknown", "--attack nosuch", attack + " --attack nosuch", 2, "nosuch"},
+      {"fgsm-steps", "--attack fgsm --steps 10 (one step by definition; bim iterates)",
+       attack + " --attack fgsm --steps 10", 2, "bim"},
       {"strategy-unknown", "--strategy nosuch", finetune + " --strategy nosuch", 2, "nosuch"},
       {"strategy-lora-rank-zero", "--strategy lora:0", finetune + " --strategy lora:0", 2, "lora"},
       {"finetune-shots-zero", "--shots 0", finetune + " --strategy full --shots 0", 2, "shots"},

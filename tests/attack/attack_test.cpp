@@ -148,8 +148,11 @@ TEST_F(AttackTest, EnsemblesAverageLogitsOrLosses) {
   }
   // With two copies of one model the ensemble equals the single model.
   auto o = options_for("bim", AttackOptions().eps(0.1));
+  model_->train();
   EXPECT_TRUE(torch::allclose(run_attack({model_, model_}, x_, y_, o).adv, run_attack({model_}, x_, y_, o).adv,
                               1e-5, 1e-6));
+  // A model listed twice gets its own mode back (restored last-in first-out).
+  EXPECT_TRUE(model_->is_training());
 }
 
 TEST_F(AttackTest, FeatureAttackDistortsFeaturesMoreThanRandomNoise) {
@@ -230,6 +233,32 @@ TEST_F(AttackTest, NamesComposeAndOverridesWin) {
   xfer::testing::expect_error_naming([&] { apply_overrides(o, {{"wobble", 1}}); }, "wobble");
 }
 
+// fgsm is one step by definition: a suite's --steps leaves it alone, and a
+// flag that contradicts it on fgsm named alone is a usage error (it used to
+// turn fgsm into BIM with eps/steps per step).
+TEST_F(AttackTest, FgsmStaysOneStepUnderASuiteWideSteps) {
+  EXPECT_EQ(fixed_settings("fgsm"), Json({{"steps", 1}}));
+  EXPECT_EQ(fixed_settings("mi-fgsm+di+ti"), Json::object());
+  const Json suite = {{"steps", 10}, {"momentum", 0.5}};
+  EXPECT_EQ(overrides_for("fgsm", suite), Json({{"momentum", 0.5}}));
+  EXPECT_EQ(overrides_for("fgsm+di", suite), Json({{"momentum", 0.5}}));
+  EXPECT_EQ(overrides_for("pgd", suite), suite);
+  auto o = options_for("fgsm", AttackOptions().eps(0.1));
+  apply_overrides(o, overrides_for("fgsm", suite));
+  EXPECT_EQ(o.steps(), 1);
+  EXPECT_DOUBLE_EQ(o.step_size(), 0.1);
+  EXPECT_NO_THROW(check_fixed_settings("fgsm", {{"steps", 1}, {"eps", 0.1}}));
+  EXPECT_NO_THROW(check_fixed_settings("bim", suite));
+  try {
+    check_fixed_settings("fgsm", {{"steps", 10}});
+    ADD_FAILURE() << "no exception";
+  } catch (const UsageError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("--steps: fgsm fixes steps to 1, got 10"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("bim"), std::string::npos) << msg;
+  }
+}
+
 TEST_F(AttackTest, OptionsAreValidatedWhereBuilt) {
   struct Case {
     AttackOptions o;
@@ -246,6 +275,9 @@ TEST_F(AttackTest, OptionsAreValidatedWhereBuilt) {
                                          {AttackOptions().target("label:x"), "--target"},
                                          {AttackOptions().ensemble("mean"), "--ensemble"},
                                          {AttackOptions().ti_kernel(4), "--ti-kernel"},
+                                         {AttackOptions().ti_kernel(100001), "--ti-kernel"},
+                                         {AttackOptions().variance_samples(1001), "--variance-samples"},
+                                         {AttackOptions().steps(100001), "--steps must be in [1, 100000]"},
                                          {AttackOptions().di_prob(1.5), "--di-prob"},
                                          {AttackOptions().feature(true).target("random"), "feature"}}) {
     try {

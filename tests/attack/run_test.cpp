@@ -104,6 +104,14 @@ TEST_F(AttackSetTest, TargetedSetsStoreTargetsAndEnsemblesListEverySurrogate) {
   EXPECT_GT(w0["already_target"].get<int64_t>(), 0);
 }
 
+// The preview shows every class of class-sorted data, not its first eight samples.
+TEST(AttackPreviewTest, PreviewPositionsTakeClassesInTurn) {
+  const auto labels = torch::tensor({0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 2}, torch::kLong);
+  const auto p = preview_positions(labels);
+  ASSERT_EQ(p.size(0), kPreviewColumns);
+  EXPECT_TRUE(torch::equal(p, torch::tensor({0, 1, 2, 3, 4, 9, 10, 11}, torch::kLong)));
+}
+
 TEST_F(AttackSetTest, BadInputsLeaveNoOutput) {
   auto check = [&](AttackSetOptions o, const std::string& needle) {
     xfer::testing::expect_error_naming([&] { run_attack_set(o); }, needle);
@@ -127,6 +135,9 @@ TEST_F(AttackSetTest, BadInputsLeaveNoOutput) {
   o = options("pgd");
   o.overrides = {{"target", "label:7"}};
   check(o, "label:7");
+  o = options("fgsm");
+  o.overrides = {{"steps", 10}};
+  check(o, "--steps: fgsm fixes steps to 1");
   // A corrupted set is refused on load.
   auto good = options("fgsm");
   run_attack_set(good);

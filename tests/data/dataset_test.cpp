@@ -172,6 +172,21 @@ TEST_F(DatasetTest, SampleShotsGivesKPerClassDeterministically) {
   EXPECT_FALSE(torch::equal(a.index, c.index));
 }
 
+// A class-sorted file (a k-shot draw, an image folder) keeps every class in a
+// limited subset: classes in turn, then sorted back into the data's order.
+TEST_F(DatasetTest, BalancedPositionsTakeClassesInTurn) {
+  const auto labels = torch::tensor({0, 0, 0, 0, 1, 1, 2, 2, 2, 2}, torch::kLong);
+  auto v = [](const torch::Tensor& t) { return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel()); };
+  EXPECT_EQ(v(balanced_positions(labels, 3)), (std::vector<int64_t>{0, 4, 6}));
+  EXPECT_EQ(v(balanced_positions(labels, 5)), (std::vector<int64_t>{0, 1, 4, 5, 6}));
+  // Class 1 runs out after two: the others fill the rest in turn.
+  EXPECT_EQ(v(balanced_positions(labels, 8)), (std::vector<int64_t>{0, 1, 2, 4, 5, 6, 7, 8}));
+  EXPECT_EQ(v(balanced_positions(labels, 10)), v(torch::arange(10, torch::kLong)));
+  EXPECT_EQ(v(balanced_positions(labels, 99)), v(torch::arange(10, torch::kLong)));
+  EXPECT_EQ(balanced_positions(labels, 0).numel(), 0);
+  EXPECT_THROW(balanced_positions(labels, -1), Error);
+}
+
 TEST_F(DatasetTest, SampleShotsRejectsTooFew) {
   auto ds = make(12, 5);  // classes 0,1 have 3; classes 2,3,4 have 2
   EXPECT_NO_THROW(sample_shots(ds, 2, 0));

@@ -208,6 +208,11 @@ TEST_F(AuditTest, BadOptionsAreRefusedBeforeAnyWork) {
   auto b = options();
   b.attacks = {"pgd", "warp-drive"};
   xfer::testing::expect_error_naming([&] { run_audit(b); }, "warp-drive");
+  // The feature attack on ancestors alone would leave other proxies nothing to rank.
+  auto none = options();
+  none.attacks.clear();
+  none.feature_on_ancestors = true;
+  xfer::testing::expect_error_naming([&] { run_audit(none); }, "--attack");
   EXPECT_FALSE(fs::exists(o.out));
 }
 

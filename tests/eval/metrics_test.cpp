@@ -37,6 +37,27 @@ TEST(MetricsTest, WilsonIntervalMatchesKnownValues) {
   EXPECT_THROW(wilson_interval(5, 3), Error);
 }
 
+// Models tested on the same images: the interval of one model's worth of them.
+TEST(MetricsTest, PooledWilsonIntervalCountsOneModelsImages) {
+  // Four victims that agree on each of 100 images: 200 of 400 pooled is 50 of 100.
+  const auto pooled = pooled_wilson_interval(200, 400, 4);
+  const auto one = wilson_interval(50, 100);
+  EXPECT_NEAR(pooled.first, one.first, 1e-12);
+  EXPECT_NEAR(pooled.second, one.second, 1e-12);
+  // Wider than Wilson over the pooled counts, which takes 400 independent trials.
+  const auto naive = wilson_interval(200, 400);
+  EXPECT_LT(pooled.first, naive.first - 0.04);
+  EXPECT_GT(pooled.second, naive.second + 0.04);
+  // One model is plain Wilson; the edges keep their exact bounds.
+  EXPECT_EQ(pooled_wilson_interval(37, 90, 1), wilson_interval(37, 90));
+  EXPECT_EQ(pooled_wilson_interval(0, 30, 3).first, 0.0);
+  EXPECT_NEAR(pooled_wilson_interval(0, 30, 3).second, wilson_interval(0, 10).second, 1e-12);
+  EXPECT_EQ(pooled_wilson_interval(30, 30, 3).second, 1.0);
+  EXPECT_EQ(pooled_wilson_interval(0, 0, 2), std::make_pair(0.0, 1.0));
+  EXPECT_THROW(pooled_wilson_interval(1, 2, 0), Error);
+  EXPECT_THROW(pooled_wilson_interval(3, 2, 1), Error);
+}
+
 class EvaluateTest : public SeededTest {};
 
 TEST_F(EvaluateTest, AgreesWithDirectComputation) {

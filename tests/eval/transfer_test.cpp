@@ -86,9 +86,9 @@ TEST(TransferCellTest, CsvAndHeatmapEscapeNames) {
     }
     return n;
   };
-  EXPECT_EQ(columns(lines[0]), 25u);
-  EXPECT_EQ(columns(lines[1]), 25u);
-  EXPECT_EQ(columns(lines[2]), 25u);
+  EXPECT_EQ(columns(lines[0]), 26u);
+  EXPECT_EQ(columns(lines[1]), 26u);
+  EXPECT_EQ(columns(lines[2]), 26u);
   EXPECT_NE(lines[2].find(",0.500000,,1.000000"), std::string::npos) << lines[2];  // cka null -> empty
   const std::string svg = transfer_heatmap_svg({c, d});
   EXPECT_EQ(svg.rfind("<svg xmlns=\"http://www.w3.org/2000/svg\"", 0), 0u);
@@ -182,7 +182,19 @@ TEST_F(TransferRunTest, MatrixDiagonalIsTheWhiteBoxRateAndRerunsCraftNothing) {
   auto m = read_json(o.out + "/matrix.json");
   EXPECT_EQ(m["format"], "xfer-transfer/1");
   EXPECT_EQ(m["cells"].size(), r.cells.size());
-  EXPECT_EQ(split(read_file(o.out + "/matrix.csv"), '\n').size(), r.cells.size() + 2);
+  const auto csv = split(read_file(o.out + "/matrix.csv"), '\n');
+  EXPECT_EQ(csv.size(), r.cells.size() + 2);
+  // Every rate carries its n (targeted too), and every row has the header's columns.
+  EXPECT_NE(csv[0].find(",targeted,target_n,target_hits,target_rate,"), std::string::npos) << csv[0];
+  for (size_t i = 1; i + 1 < csv.size(); ++i) {
+    EXPECT_EQ(std::count(csv[i].begin(), csv[i].end(), ','), std::count(csv[0].begin(), csv[0].end(), ','))
+        << csv[i];
+  }
+  // One --steps for the suite: the iterative attack takes it, fgsm stays a
+  // single step (it used to become a 3-step BIM), and the matrix says so.
+  EXPECT_EQ(m["options"]["pgd"]["steps"], 3);
+  EXPECT_EQ(m["options"]["fgsm"]["steps"], 1);
+  EXPECT_FALSE(m["options"]["fgsm"].contains("eps"));
 
   int white = 0;
   for (const auto& c : r.cells) {
@@ -198,7 +210,8 @@ TEST_F(TransferRunTest, MatrixDiagonalIsTheWhiteBoxRateAndRerunsCraftNothing) {
     a.surrogates = {model_source_from_path(tmp_->file(c.source))};
     a.data = spec_;
     a.attack = c.attack;
-    a.overrides = {{"steps", 3}, {"eps", c.eps}};
+    a.overrides = attack::overrides_for(c.attack, {{"steps", 3}});
+    a.overrides["eps"] = c.eps;
     a.batch_size = 20;
     a.out = dir_.file("adv_" + c.source + c.attack + std::to_string(white));
     auto set = attack::run_attack_set(a);
@@ -277,6 +290,16 @@ TEST_F(TransferRunTest, SourcesWithOtherClassesGetOnlyLabelFreeAttacks) {
   ASSERT_EQ(r.matrix["skipped"].size(), 1u);
   EXPECT_EQ(r.matrix["skipped"][0]["attack"], "fgsm");
   EXPECT_NE(transfer_text(r).find("skipped fgsm"), std::string::npos);
+  // A source whose classes match, marked label-free, is treated the same way.
+  auto lf = options();
+  lf.sources = {TransferSource::parse(tmp_->file("A"))};
+  lf.sources[0].label_free = true;
+  lf.attacks = {"fgsm", "feature"};
+  lf.eps = {0.1};
+  lf.out = dir_.file("t3");
+  auto rl = run_transfer(lf);
+  ASSERT_EQ(rl.cells.size(), 3u);
+  for (const auto& c : rl.cells) EXPECT_EQ(c.attack, "feature");
   // As a target it is refused: success needs the data's labels.
   auto t = options();
   t.targets = {model_source_from_path(dir_.file("other"))};

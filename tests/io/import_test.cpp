@@ -203,6 +203,32 @@ TEST_F(ImportTest, ModelSourceFromWeightsTakesClassCountFromHead) {
   EXPECT_TENSOR_CLOSE(lm.model->forward(x), a->forward(x), 0.0);
 }
 
+// --arch-options that describe a backbone with more values than the file has
+// bytes are refused before anything is built (a cnn with a 2^33-unit neck
+// would otherwise be allocated to learn that it does not fit); a pinned file
+// is checked against its pin first.
+TEST_F(ImportTest, ArchOptionsLargerThanTheFileAreRefusedBeforeBuilding) {
+  auto a = cnn(7);
+  ModelSource s;
+  s.weights = save(*a);
+  s.arch = "cnn";
+  s.input_shape = {1, 28, 28};
+  s.arch_options = R"({"hidden": 8589934592})";
+  xfer::testing::expect_error_containing([&] { load_model_source(s); },
+                                         {s.weights, "weights do not match the model",
+                                          "values before its head, more than the file holds"});
+  s.replace_head = true;
+  xfer::testing::expect_error_naming([&] { load_model_source(s); }, "more than the file holds");
+  s.weights_sha256 = std::string(64, 'a');
+  xfer::testing::expect_error_naming([&] { load_model_source(s); }, "differs from the expected");
+  // Slightly wider than the file's model still fits the byte bound; the strict
+  // load then names the tensor.
+  s.weights_sha256.clear();
+  s.replace_head = false;
+  s.arch_options = R"({"hidden": 129})";
+  xfer::testing::expect_error_naming([&] { load_model_source(s); }, "shape mismatch");
+}
+
 // finetune --head new: the file's head is not loaded even when its width differs
 // (a resnet read with pool_stages 2 has wider features than the file's head).
 TEST_F(ImportTest, ReplaceHeadLoadsABackboneUnderAWiderHead) {

@@ -267,12 +267,50 @@ TEST_F(ModelDirTest, ConfigDescribingAnotherShapeFailsStrictLoad) {
   auto m = make_model(cfg);
   save_model_dir(dir, *m, cfg, ModelCard{});
   Json j = read_json(dir + "/config.json");
-  j["num_classes"] = 7;
+  // Fewer classes than the weights: within their size, refused by the strict load.
+  j["num_classes"] = 2;
   j.erase("class_names");
   write_json(dir + "/config.json", j);
   std::string msg = error_of([&] { load_model_dir(dir); });
   EXPECT_NE(msg.find("shape mismatch"), std::string::npos) << msg;
   EXPECT_NE(msg.find("head.weight"), std::string::npos) << msg;
+  // More: refused before building, by the weights' size.
+  j["num_classes"] = 7;
+  write_json(dir + "/config.json", j);
+  msg = error_of([&] { load_model_dir(dir); });
+  EXPECT_NE(msg.find("7 classes has 359 values but model.safetensors holds 323"), std::string::npos) << msg;
+}
+
+// A config.json describing a model far larger than its weights is refused from
+// the weights' element count, before the model is built: the mlp below would
+// be 2^31 x 784 floats (6.7 TB), and a merely large one would be allocated
+// (and initialised) in full before the strict load noticed.
+TEST_F(ModelDirTest, ConfigLargerThanItsWeightsIsRefusedBeforeBuilding) {
+  TempDir tmp;
+  const std::string dir = tmp.file("m");
+  ModelConfig cfg = config_for(mlp_case);
+  auto m = make_model(cfg);
+  save_model_dir(dir, *m, cfg, ModelCard{});
+  Json j = read_json(dir + "/config.json");
+  j["arch_options"]["hidden"] = {int64_t(1) << 31};
+  write_json(dir + "/config.json", j);
+  std::string msg = error_of([&] { load_model_dir(dir); });
+  EXPECT_NE(msg.find(dir + "/config.json"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("values but model.safetensors holds"), std::string::npos) << msg;
+  // The bound is the exact count: one hidden unit more (40 values) is refused
+  // by it, one fewer passes it and is refused by the strict load, naming the tensor.
+  auto size = config_model_size(cfg);
+  ASSERT_TRUE(size.has_value());
+  EXPECT_EQ(size->total, 6 * 6 * 8 + 8 + 8 * 3 + 3);
+  j["arch_options"]["hidden"] = {9};
+  write_json(dir + "/config.json", j);
+  msg = error_of([&] { load_model_dir(dir); });
+  EXPECT_NE(msg.find("has 363 values but model.safetensors holds 323"), std::string::npos) << msg;
+  j["arch_options"]["hidden"] = {7};
+  write_json(dir + "/config.json", j);
+  msg = error_of([&] { load_model_dir(dir); });
+  EXPECT_NE(msg.find("shape mismatch"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("body.1.weight"), std::string::npos) << msg;
 }
 
 TEST_F(ModelDirTest, ConfigJsonRoundTripAndValidation) {

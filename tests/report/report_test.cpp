@@ -1,10 +1,13 @@
 #include "xfer/report/report.h"
 
 #include <cmath>
+#include <filesystem>
 
 #include <gtest/gtest.h>
 
 #include "support/errors.h"
+#include "support/support.h"
+#include "xfer/core/fs.h"
 
 namespace xfer::report {
 namespace {
@@ -49,6 +52,12 @@ TEST(ReportTest, ChartsDrawEveryPointBarAndWhisker) {
 
 TEST(ReportTest, RefusesSomethingElse) {
   xfer::testing::expect_error_naming([] { render_report(Json{{"format", "other"}}, "."); }, "xfer-study/1");
+  // A results.json with a missing section: one xfer error naming the file, no report written.
+  xfer::testing::TempDir tmp;
+  write_json(tmp.file("results.json"), Json{{"format", "xfer-study/1"}});
+  xfer::testing::expect_error_containing([&] { write_report(tmp.path()); },
+                                         {tmp.file("results.json"), "provenance"});
+  EXPECT_FALSE(std::filesystem::exists(tmp.file("report.html")));
 }
 
 }  // namespace

@@ -229,6 +229,10 @@ TEST_F(FinetuneTest, LpFtRunsTwoPhasesAtTwoRates) {
   EXPECT_GT(r.phases[1].trainable_parameters, r.phases[0].trainable_parameters);
   EXPECT_DOUBLE_EQ(r.plans[1].to_json(2e-4)["groups"][0]["lr"].get<double>(), 2e-4);
   EXPECT_EQ(r.card.metrics["phases"].size(), 2u);
+  // The card counts epochs over the whole run: the fine-tuning phase's best
+  // epoch comes after the probe's two.
+  ASSERT_GE(r.phases[1].best_epoch, 1);
+  EXPECT_EQ(r.card.metrics["best_epoch"].get<int64_t>(), 2 + r.phases[1].best_epoch);
 }
 
 TEST_F(FinetuneTest, LbfgsProbeFitsOnlyTheHeadInOneDeterministicSolve) {

@@ -298,6 +298,13 @@ TEST_F(TrainerTest, OptionsAreValidated) {
   EXPECT_FALSE(parse_adv_train("").has_value());
   EXPECT_FALSE(TrainOptions().to_json().contains("adv_train"));
   EXPECT_EQ(TrainOptions().adv_train("pgd:0.1").to_json()["adv_train"], "pgd:0.1");
+  // Every setting that changes the weights is in the recipe (resume compares it):
+  // Nesterov momentum under sgd, and a run that keeps its last epoch.
+  EXPECT_FALSE(TrainOptions().to_json().contains("nesterov"));
+  EXPECT_EQ(TrainOptions().optimizer("sgd").nesterov(false).to_json()["nesterov"], false);
+  EXPECT_NE(TrainOptions().optimizer("sgd").to_json(), TrainOptions().optimizer("sgd").nesterov(false).to_json());
+  EXPECT_FALSE(TrainOptions().to_json().contains("keep_best"));
+  EXPECT_EQ(TrainOptions().keep_best(false).to_json()["keep_best"], false);
 }
 
 // Madry-style training on PGD examples buys robustness the plain run lacks,
@@ -420,6 +427,24 @@ TEST_F(TrainerTest, SimclrLearnsViewInvariantFeaturesWithoutLabels) {
   EXPECT_THROW(TrainOptions(o).temperature(0).validate(), UsageError);
   EXPECT_THROW(TrainOptions(o).batch_size(1).validate(), UsageError);
   EXPECT_THROW(TrainOptions().objective("byol").validate(), UsageError);
+}
+
+// A resume under another thread count is told why it may not be bit-identical;
+// the same count, or a checkpoint without the record, says nothing.
+TEST(ResumeThreadNoteTest, NamesBothCountsOnlyWhenTheyDiffer) {
+  io::Checkpoint c;
+  EXPECT_EQ(resume_thread_note(c), "");
+  const int64_t now = torch::get_num_threads();
+  c.state["threads"] = now;
+  EXPECT_EQ(resume_thread_note(c), "");
+  c.state["threads"] = now + 3;
+  const std::string note = resume_thread_note(c);
+  EXPECT_NE(note.find(std::to_string(now + 3) + " threads and this run has " + std::to_string(now)),
+            std::string::npos)
+      << note;
+  EXPECT_NE(note.find("--threads " + std::to_string(now + 3)), std::string::npos) << note;
+  c.state["threads"] = "four";
+  EXPECT_EQ(resume_thread_note(c), "");
 }
 
 }  // namespace

@@ -80,6 +80,9 @@ struct AttackInfo {
   std::string description;
   std::string paper;
   Json defaults;  ///< the options it sets
+  /// The subset of `defaults` that defines the method, which an override may
+  /// not change (fgsm's single step: more steps are bim).
+  Json fixed = Json::object();
 };
 
 /// The registry: gradient methods (fgsm, bim, pgd, mi-fgsm, ni-fgsm, vmi-fgsm,
@@ -102,6 +105,15 @@ Json overrides_from_text(const std::map<std::string, std::string>& values);
 
 /// Applies user overrides given as JSON (e.g. {"momentum": 0.5}) to options.
 void apply_overrides(AttackOptions& options, const Json& overrides);
+
+/// The settings an attack name fixes (AttackInfo::fixed of its method).
+Json fixed_settings(const std::string& name);
+/// `overrides` less the settings `name` fixes: one --steps given to a suite of
+/// attacks applies to the iterative ones and leaves fgsm a single step.
+Json overrides_for(const std::string& name, const Json& overrides);
+/// Throws xfer::UsageError when `overrides` change a setting `name` fixes (one
+/// attack named with a flag that contradicts it: `--attack fgsm --steps 10`).
+void check_fixed_settings(const std::string& name, const Json& overrides);
 
 struct AttackResult {
   torch::Tensor adv;      ///< float32 [N,C,H,W] in [0,1]

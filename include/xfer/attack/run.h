@@ -17,8 +17,14 @@
 
 namespace xfer::attack {
 
-/// Samples shown in an adversarial set's preview.png (its first ones, in order).
+/// Samples shown in an adversarial set's preview.png: at the positions
+/// preview_positions gives, one class after another.
 constexpr int64_t kPreviewColumns = 8;
+
+/// The positions of a set's samples that its preview shows
+/// (data::balanced_positions of its labels: every class, not the first one
+/// of class-sorted data).
+torch::Tensor preview_positions(const torch::Tensor& labels);
 
 struct AttackSetOptions {
   std::vector<io::ModelSource> surrogates;

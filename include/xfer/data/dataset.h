@@ -44,6 +44,14 @@ struct Dataset {
 /// given order, keeping their names. Throws if a class does not exist.
 Dataset select_classes(const Dataset& ds, const std::vector<int64_t>& classes);
 
+/// The positions of a balanced subset of n samples: classes taken in turn
+/// (ascending label), each class's samples in their own order, until n are
+/// taken; returned sorted ascending (the subset keeps the data's order).
+/// Deterministic and seed-free. For `--limit` and the predictor samples: a
+/// k-shot draw or an image folder is sorted by class, and its first n samples
+/// would be one or two classes. n >= labels.size(0) gives every position.
+torch::Tensor balanced_positions(const torch::Tensor& labels, int64_t n);
+
 /// k samples of each class, chosen with the seed (deterministic, independent of
 /// thread count). Throws naming the class if one has fewer than k samples.
 Dataset sample_shots(const Dataset& ds, int64_t k, uint64_t seed);

@@ -40,4 +40,15 @@ Evaluation evaluate(models::ClassifierImpl& model, const data::Dataset& ds,
 /// Wilson score interval (95% by default) of k successes out of n.
 std::pair<double, double> wilson_interval(int64_t k, int64_t n, double z = 1.959963984540054);
 
+/// Interval of a rate pooled over `models` models tested on the same images
+/// (victims of one attack, proxies against one target): k of n trials in all.
+/// Their trials are not independent (an image that fools one model tends to
+/// fool the others), so Wilson over the pooled counts is too narrow. This is
+/// Wilson at the pooled rate with n / models trials: one model's worth of
+/// images, exact when the models agree on every image and conservative
+/// otherwise (the per-image fraction fooled never varies more than a 0/1
+/// outcome). models = 1 gives wilson_interval(k, n).
+std::pair<double, double> pooled_wilson_interval(int64_t k, int64_t n, int64_t models,
+                                                 double z = 1.959963984540054);
+
 }  // namespace xfer::eval

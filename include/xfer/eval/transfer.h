@@ -31,6 +31,10 @@ io::ModelSource model_source_from_path(const std::string& path);
 /// One attacker: a model, or an ensemble attacked together ("A+B" on the CLI).
 struct TransferSource {
   std::vector<io::ModelSource> models;
+  /// Only label-free attacks (feature) from this source, whatever its class
+  /// names: a base pre-trained on another task whose labels happen to be
+  /// named alike (idx: data names classes by number).
+  bool label_free = false;
   /// "A+B" -> an ensemble of A and B; each part as model_source_from_path.
   static TransferSource parse(const std::string& text);
 };

@@ -11,6 +11,7 @@
 #include "xfer/io/safetensors.h"
 #include "xfer/models/classifier.h"
 #include "xfer/models/lora.h"
+#include "xfer/models/registry.h"
 
 namespace xfer::io {
 
@@ -86,6 +87,14 @@ LoadReport load_state_dict(torch::nn::Module& m, const TensorFile& file, bool st
 /// (a fine-tuned TorchScript model) loads arch_options.file from `dir` and
 /// checks its sha256 against arch_options.sha256.
 models::Classifier build_model(const ModelConfig& config, const std::string& dir = "");
+
+/// What a model built from `config` would hold (models::model_size, LoRA
+/// adapters aside), counted without building it; std::nullopt for TorchScript
+/// and for architectures registered without a counter.
+std::optional<models::ModelSize> config_model_size(const ModelConfig& config);
+
+/// A count of tensor values for messages: exact up to 2^53, then 3 digits.
+std::string format_count(double values);
 
 /// Writes a model directory atomically (staged, renamed into place). Fills
 /// card.id with the sha256 of model.safetensors, card.xfer_version and

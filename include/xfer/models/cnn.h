@@ -41,5 +41,7 @@ TORCH_MODULE(Cnn);
 
 /// Factory for the registry ("cnn"); arch options: widths, convs, hidden, dropout.
 Classifier make_cnn(const ModelOptions& options);
+/// Its state-dict size without building it (see model_size).
+ModelSize cnn_size(const ModelOptions& options);
 
 }  // namespace xfer::models

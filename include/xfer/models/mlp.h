@@ -31,5 +31,7 @@ TORCH_MODULE(Mlp);
 
 /// Factory for the registry ("mlp"); arch options: hidden (list), dropout.
 Classifier make_mlp(const ModelOptions& options);
+/// Its state-dict size without building it (see model_size).
+ModelSize mlp_size(const ModelOptions& options);
 
 }  // namespace xfer::models

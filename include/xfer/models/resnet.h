@@ -80,6 +80,8 @@ TORCH_MODULE(SmallResNet);
 
 /// Factory for the registry ("resnet"); arch options: widths, blocks, pool_stages.
 Classifier make_small_resnet(const ModelOptions& options);
+/// Its state-dict size without building it (see model_size).
+ModelSize small_resnet_size(const ModelOptions& options);
 
 struct ResNetOptions {
   ResNetOptions(int64_t in_channels, int64_t num_classes)
@@ -128,5 +130,9 @@ TORCH_MODULE(ResNet);
 Classifier make_resnet18(const ModelOptions& options);
 Classifier make_resnet34(const ModelOptions& options);
 Classifier make_resnet50(const ModelOptions& options);
+/// Their state-dict sizes without building them (see model_size).
+ModelSize resnet18_size(const ModelOptions& options);
+ModelSize resnet34_size(const ModelOptions& options);
+ModelSize resnet50_size(const ModelOptions& options);
 
 }  // namespace xfer::models

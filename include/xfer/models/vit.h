@@ -112,5 +112,7 @@ TORCH_MODULE(Vit);
 /// Factory for the registry ("vit"); arch options: patch_size, dim, depth,
 /// heads, mlp_ratio, dropout.
 Classifier make_vit(const ModelOptions& options);
+/// Its state-dict size without building it (see model_size).
+ModelSize vit_size(const ModelOptions& options);
 
 }  // namespace xfer::models

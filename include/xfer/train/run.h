@@ -43,6 +43,7 @@ struct TrainRunOptions {
   LrFindOptions lr_find_options;
   std::string lr_find_json;  ///< with lr_find: also write the curve here (JSON, atomically)
   std::function<void(const EpochRecord&)> on_epoch;
+  std::function<void(const std::string&)> on_message;  ///< resume notes
 
   /// Throws xfer::UsageError on bad values (before any data is read).
   void validate() const;

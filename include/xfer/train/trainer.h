@@ -113,6 +113,12 @@ struct TrainResult {
   Json solver = nullptr;
 };
 
+/// A note for a resume whose intra-op thread count differs from the one that
+/// wrote the checkpoint (CPU reductions split differently, so the result stays
+/// a valid run but not bit-identical to an uninterrupted one); empty when they
+/// agree or the checkpoint predates the record.
+std::string resume_thread_note(const io::Checkpoint& checkpoint);
+
 /// Loss and accuracy of a model on a dataset (eval mode, no grad).
 struct LossAccuracy {
   double loss = 0, accuracy = 0;
