@@ -742,7 +742,8 @@ std::string findings_text(const Json& r) {
   }
   if (!best_name.empty()) {
     os << "- The strongest predictor of transfer is " << best_name << ", Spearman " << std::setprecision(2)
-       << best_rho << ".\n";
+       << best_rho
+       << (best_rho < 0 ? " (negative: the pairs that score higher on it transfer less)" : "") << ".\n";
   }
   for (const auto& h : r.at("hardening")) {
     double worst_h = 0, worst_p = 0;
