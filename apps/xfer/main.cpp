@@ -349,7 +349,7 @@ int run(int argc, char** argv) {
   attack_cmd->add_flag("--random-start", at_random_start, "Start from a random point of the ball");
   attack_cmd->add_flag("--nesterov", at_nesterov, "Gradient at the Nesterov look-ahead point");
   attack_cmd->add_option("--batch-size", at.batch_size, "Batch size")->capture_default_str();
-  attack_cmd->add_option("--limit", at.limit, "Attack only the first N samples");
+  attack_cmd->add_option("--limit", at.limit, "Attack only N samples, taken from the classes in turn");
   attack_cmd->add_option("--device", at.device, "cpu (default), cuda, cuda:N or auto");
   attack_cmd->add_option("--out", at.out, "Output adversarial set directory");
   attack_cmd->add_flag("--force", at_force, "Replace --out if it exists");
@@ -375,7 +375,7 @@ int run(int argc, char** argv) {
   transfer_cmd->add_option("--attack", tf_attacks, "Attacks, comma list ('+' composes; default pgd)");
   transfer_cmd->add_option("--eps", tf_eps, "Budgets, comma list (0.1 or 8/255; default 0.1)");
   add_attack_params(transfer_cmd, tf_values, {"eps", "alpha"});
-  transfer_cmd->add_option("--limit", tf.limit, "Use only the first N samples");
+  transfer_cmd->add_option("--limit", tf.limit, "Use only N samples, taken from the classes in turn");
   transfer_cmd->add_option("--batch-size", tf.batch_size, "Batch size")->capture_default_str();
   transfer_cmd->add_option("--device", tf.device, "cpu (default), cuda, cuda:N or auto");
   transfer_cmd->add_flag("--no-predictors", tf_no_predictors, "Skip gradient alignment, CKA and agreement");
@@ -406,7 +406,7 @@ int run(int argc, char** argv) {
   add_attack_params(audit_cmd, au_values, {"eps", "alpha", "target"});  // --target is the model
   audit_cmd->add_flag("--no-feature", au_no_feature, "Skip the feature attack on ancestors (proxies with other classes keep it)");
   audit_cmd->add_flag("--no-reference", au_no_reference, "Skip white-box PGD on the target");
-  audit_cmd->add_option("--limit", au.limit, "Use only the first N samples");
+  audit_cmd->add_option("--limit", au.limit, "Use only N samples, taken from the classes in turn");
   audit_cmd->add_option("--batch-size", au.batch_size, "Batch size")->capture_default_str();
   audit_cmd->add_option("--device", au.device, "cpu (default), cuda, cuda:N or auto");
   audit_cmd->add_option("--predictor-samples", au.predictor_samples, "Clean samples for the predictors")

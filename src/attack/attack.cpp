@@ -263,8 +263,9 @@ Json AttackOptions::to_json() const {
 
 const std::vector<AttackInfo>& attack_list() {
   static const std::vector<AttackInfo> list = {
-      {"fgsm", "one step of eps * sign(gradient)", "Goodfellow et al. 2015", {{"steps", 1}},
-       {{"steps", 1}}},
+      {"fgsm", "one step of eps * sign(gradient)", "Goodfellow et al. 2015",
+       {{"steps", 1}, {"alpha", 0.0}, {"random_start", false}},
+       {{"steps", 1}, {"alpha", 0.0}, {"random_start", false}}},
       {"bim", "iterative FGSM (I-FGSM): steps of alpha, projected to the eps ball", "Kurakin et al. 2017",
        Json::object()},
       {"pgd", "BIM from a random start in the eps ball (linf or l2)", "Madry et al. 2018",

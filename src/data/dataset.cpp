@@ -161,13 +161,20 @@ torch::Tensor balanced_positions(const torch::Tensor& labels, int64_t n) {
   std::map<int64_t, std::vector<int64_t>> by_class;
   const int64_t* p = lab.data_ptr<int64_t>();
   for (int64_t i = 0; i < total; ++i) by_class[p[i]].push_back(i);
+  std::vector<const std::vector<int64_t>*> active;  // classes with samples left, ascending label
+  for (const auto& [label, positions] : by_class) active.push_back(&positions);
   std::vector<int64_t> taken;
   taken.reserve(static_cast<size_t>(n));
+  // Exhausted classes leave the rotation, so skewed data costs O(n), not
+  // (largest class x classes).
   for (size_t round = 0; static_cast<int64_t>(taken.size()) < n; ++round) {
-    for (const auto& [label, positions] : by_class) {
-      if (round < positions.size() && static_cast<int64_t>(taken.size()) < n)
-        taken.push_back(positions[round]);
+    std::vector<const std::vector<int64_t>*> next;
+    for (const auto* positions : active) {
+      if (static_cast<int64_t>(taken.size()) == n) break;
+      taken.push_back((*positions)[round]);
+      if (round + 1 < positions->size()) next.push_back(positions);
     }
+    active.swap(next);
   }
   std::sort(taken.begin(), taken.end());
   return torch::tensor(taken, torch::kLong);

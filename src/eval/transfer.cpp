@@ -367,6 +367,13 @@ void validate_attack_grid(const std::vector<std::string>& attacks, const std::ve
                           const attack::AttackOptions& base, const Json& overrides) {
   XFER_CHECK_USAGE(!eps.empty(), "--eps: at least one budget");
   XFER_CHECK_USAGE(!overrides.contains("eps"), "eps is set per budget (--eps), not as an override");
+  // A flag that every attack of the suite fixes would be dropped for all of
+  // them: refuse it as `xfer attack` does (--attack fgsm --steps 10).
+  bool all_fix = !attacks.empty();
+  for (const auto& a : attacks) all_fix = all_fix && !attack::fixed_settings(a).empty();
+  if (all_fix) {
+    for (const auto& a : attacks) attack::check_fixed_settings(a, overrides);
+  }
   for (const auto& a : attacks) {
     for (double e : eps) {
       auto o = attack::options_for(a, base);

@@ -169,23 +169,24 @@ LoadedModel load_model_source(const ModelSource& s, ImportReport* report) {
     {
       // The file bounds the backbone before anything is built: every value
       // takes at least a byte of it, so --arch-options describing far more
-      // cannot be these weights (and must not allocate them to find out). A
-      // pinned file is checked against its pin first: the wrong file is the
-      // better message.
-      if (!s.weights_sha256.empty()) {
-        const std::string hash = sha256_file(s.weights);
-        XFER_CHECK(hash == s.weights_sha256, s.weights, ": sha256 ", hash,
-                   " differs from the expected ", s.weights_sha256);
-      }
+      // cannot be these weights (and must not allocate them to find out).
       ModelConfig sizing = lm.config;
       sizing.num_classes = std::max<int64_t>(k, 1);
       std::error_code ec;
       const auto bytes = std::filesystem::file_size(s.weights, ec);
-      if (auto size = config_model_size(sizing); size && !ec) {
-        XFER_CHECK(size->total - size->head <= static_cast<double>(bytes), s.weights,
-                   ": weights do not match the model: --arch ", s.arch, " with --arch-options ",
-                   s.arch_options, " has ", format_count(size->total - size->head),
-                   " values before its head, more than the file holds (", bytes, " bytes)");
+      const auto size = config_model_size(sizing);
+      if (size && !ec && size->total - size->head > static_cast<double>(bytes)) {
+        // A pinned file that is not the expected one is the better message
+        // (hashed here only on this path; import_weights checks the pin).
+        if (!s.weights_sha256.empty()) {
+          const std::string hash = sha256_file(s.weights);
+          XFER_CHECK(hash == s.weights_sha256, s.weights, ": sha256 ", hash,
+                     " differs from the expected ", s.weights_sha256);
+        }
+        throw Error(str_cat(s.weights, ": weights do not match the model: --arch ", s.arch,
+                            " with --arch-options ", s.arch_options, " has ",
+                            format_count(size->total - size->head),
+                            " values before its head, more than the file holds (", bytes, " bytes)"));
       }
     }
     if (k <= 0) {

@@ -60,6 +60,10 @@ CnnOptions parse_cnn_options(const ModelOptions& options) {
   o.convs(json_get_or<int64_t>(a, "convs", o.convs(), "cnn arch options"));
   o.hidden(json_get_or<int64_t>(a, "hidden", o.hidden(), "cnn arch options"));
   o.dropout(json_get_or<double>(a, "dropout", o.dropout(), "cnn arch options"));
+  // Checked here too, before cnn_size counts them (see mlp.cpp).
+  XFER_CHECK(o.convs() >= 1 && o.convs() <= 8, "cnn: convs must be in [1, 8]");
+  XFER_CHECK(o.hidden() >= 1, "cnn: hidden must be >= 1");
+  for (int64_t w : o.widths()) XFER_CHECK(w >= 1, "cnn: stage widths must be >= 1");
   return o;
 }
 

@@ -33,6 +33,9 @@ MlpOptions parse_mlp_options(const ModelOptions& options) {
   MlpOptions o(options.in_channels * options.image_size * options.image_size, options.num_classes);
   o.hidden(json_get_or<std::vector<int64_t>>(a, "hidden", o.hidden(), "mlp arch options"));
   o.dropout(json_get_or<double>(a, "dropout", o.dropout(), "mlp arch options"));
+  // Checked here too, before model_size counts them: a negative width would
+  // cancel a huge one in the count (the constructor checks only as it builds).
+  for (int64_t h : o.hidden()) XFER_CHECK(h >= 1, "mlp: hidden widths must be >= 1");
   return o;
 }
 

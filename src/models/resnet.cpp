@@ -165,6 +165,12 @@ SmallResNetOptions parse_small_resnet_options(const ModelOptions& options) {
       o.pool_stages() >= 1 && o.pool_stages() <= static_cast<int64_t>(o.widths().size()),
       "resnet arch options: pool_stages must be in [1, ", o.widths().size(), "] (the stages), got ",
       o.pool_stages());
+  // Checked here too, before small_resnet_size counts them (see mlp.cpp).
+  XFER_CHECK(!o.widths().empty() && o.widths().size() == o.blocks().size(),
+             "resnet: widths and blocks must list the same number (>= 1) of stages");
+  for (size_t i = 0; i < o.widths().size(); ++i) {
+    XFER_CHECK(o.widths()[i] >= 1 && o.blocks()[i] >= 1, "resnet: widths and blocks must be >= 1");
+  }
   return o;
 }
 
@@ -179,14 +185,15 @@ ModelSize small_resnet_size(const ModelOptions& options) {
   const auto& widths = o.widths();
   const size_t stages = widths.size();
   ModelSize size;
-  if (stages == 0 || o.blocks().size() != stages) return size;  // the constructor refuses these
   double in = static_cast<double>(widths[0]);
   size.total += conv_size(static_cast<double>(o.in_channels()), in, 3) + bn_size(in);
   for (size_t s = 0; s < stages; ++s) {
-    for (int64_t b = 0; b < o.blocks()[s]; ++b) {
-      size.total += basic_block_size(in, static_cast<double>(widths[s]), (b == 0 && s > 0) ? 2 : 1);
-      in = static_cast<double>(widths[s]);
-    }
+    // In closed form, not a loop over blocks: "blocks": [1e12] must be refused
+    // at once. The first block changes width and stride; the rest repeat.
+    const double w = static_cast<double>(widths[s]);
+    size.total += basic_block_size(in, w, s > 0 ? 2 : 1) +
+                  static_cast<double>(o.blocks()[s] - 1) * basic_block_size(w, w, 1);
+    in = w;
   }
   double features = 0;
   for (size_t s = stages - static_cast<size_t>(o.pool_stages()); s < stages; ++s)

@@ -105,7 +105,7 @@ Json TrainOptions::to_json() const {
           {"hflip", augment().hflip},
           {"seed", seed()}};
   // Only when set: recipes (and checkpoints) of plain runs keep their form.
-  if (optimizer() == "sgd") j["nesterov"] = nesterov();
+  if (optimizer() == "sgd" && !nesterov()) j["nesterov"] = false;
   if (!keep_best()) j["keep_best"] = false;
   if (!adv_train().empty()) j["adv_train"] = adv_train();
   if (objective() != "supervised") {

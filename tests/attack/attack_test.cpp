@@ -237,12 +237,13 @@ TEST_F(AttackTest, NamesComposeAndOverridesWin) {
 // flag that contradicts it on fgsm named alone is a usage error (it used to
 // turn fgsm into BIM with eps/steps per step).
 TEST_F(AttackTest, FgsmStaysOneStepUnderASuiteWideSteps) {
-  EXPECT_EQ(fixed_settings("fgsm"), Json({{"steps", 1}}));
+  EXPECT_EQ(fixed_settings("fgsm"), Json({{"steps", 1}, {"alpha", 0.0}, {"random_start", false}}));
   EXPECT_EQ(fixed_settings("mi-fgsm+di+ti"), Json::object());
   const Json suite = {{"steps", 10}, {"momentum", 0.5}};
   EXPECT_EQ(overrides_for("fgsm", suite), Json({{"momentum", 0.5}}));
   EXPECT_EQ(overrides_for("fgsm+di", suite), Json({{"momentum", 0.5}}));
   EXPECT_EQ(overrides_for("pgd", suite), suite);
+  EXPECT_EQ(overrides_for("fgsm", {{"alpha", 0.01}, {"random_start", true}}), Json::object());
   auto o = options_for("fgsm", AttackOptions().eps(0.1));
   apply_overrides(o, overrides_for("fgsm", suite));
   EXPECT_EQ(o.steps(), 1);

@@ -127,6 +127,13 @@ TEST(TransferOptionsTest, SourcesAndBadOptions) {
   bad([](TransferOptions& b) { b.overrides = {{"eps", 0.2}}; }, "--eps");
   bad([](TransferOptions& b) { b.overrides = {{"steps", 0}}; }, "--steps");
   bad([](TransferOptions& b) { b.batch_size = 0; }, "--batch-size");
+  // --steps for a suite of fgsm alone would be dropped for every attack: refused.
+  bad([](TransferOptions& b) { b.attacks = {"fgsm"}; b.overrides = {{"steps", 10}}; }, "fgsm fixes steps");
+  bad([](TransferOptions& b) { b.attacks = {"fgsm"}; b.overrides = {{"alpha", 0.01}}; }, "fgsm fixes alpha");
+  TransferOptions mixed = o;  // with pgd beside it, fgsm keeps its step and pgd takes the flag
+  mixed.attacks = {"fgsm", "pgd"};
+  mixed.overrides = {{"steps", 10}};
+  EXPECT_NO_THROW(mixed.validate());
 }
 
 // Three small cnns on synthetic data: A and B (two seeds), C (another width).

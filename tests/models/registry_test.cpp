@@ -92,6 +92,24 @@ TEST(RegistryTest, ModelSizeOfAbsurdOptionsNeitherOverflowsNorAllocates) {
   auto size = model_size("mlp", o);
   ASSERT_TRUE(size.has_value());
   EXPECT_GT(size->total, 1e24);  // 2^80 weights in the second layer
+  // A trillion blocks are counted at once (closed form), not looped over.
+  o.arch_options = {{"widths", {8}}, {"blocks", {int64_t(1) << 40}}};
+  size = model_size("resnet", o);
+  ASSERT_TRUE(size.has_value());
+  EXPECT_GT(size->total, 1e15);
+  // A width of 0 or below cannot cancel a huge one in the count: refused first.
+  for (const Json& bad : {Json{{"hidden", {int64_t(1) << 34, -(int64_t(1) << 40)}}}, Json{{"hidden", {0}}}}) {
+    o.arch_options = bad;
+    EXPECT_THROW(model_size("mlp", o), Error) << bad.dump();
+  }
+  o.arch_options = {{"widths", {32768, 32768, -(int64_t(1) << 40)}}, {"blocks", {1, 1, 1}}};
+  EXPECT_THROW(model_size("resnet", o), Error);
+  o.arch_options = {{"widths", {8}}, {"blocks", {0}}};
+  EXPECT_THROW(model_size("resnet", o), Error);
+  o.arch_options = {{"convs", 1000000000000000}};
+  EXPECT_THROW(model_size("cnn", o), Error);
+  o.arch_options = {{"widths", {4, -4}}};
+  EXPECT_THROW(model_size("cnn", o), Error);
   o.arch_options = {{"hidden", "wide"}};
   EXPECT_THROW(model_size("mlp", o), Error);
   EXPECT_THROW(model_size("no-such-arch", o), UsageError);

@@ -301,6 +301,7 @@ TEST_F(TrainerTest, OptionsAreValidated) {
   // Every setting that changes the weights is in the recipe (resume compares it):
   // Nesterov momentum under sgd, and a run that keeps its last epoch.
   EXPECT_FALSE(TrainOptions().to_json().contains("nesterov"));
+  EXPECT_FALSE(TrainOptions().optimizer("sgd").to_json().contains("nesterov"));
   EXPECT_EQ(TrainOptions().optimizer("sgd").nesterov(false).to_json()["nesterov"], false);
   EXPECT_NE(TrainOptions().optimizer("sgd").to_json(), TrainOptions().optimizer("sgd").nesterov(false).to_json());
   EXPECT_FALSE(TrainOptions().to_json().contains("keep_best"));
