@@ -7,6 +7,7 @@
 #include "xfer/core/error.h"
 #include "xfer/core/runtime.h"
 #include "xfer/data/spec.h"
+#include "xfer/eval/transfer.h"
 #include "xfer/io/model_dir.h"
 
 namespace xfer::eval {
@@ -31,6 +32,9 @@ EvalRunResult run_eval(const EvalRunOptions& o) {
              " expects ", shape[0], "x", shape[1], "x", shape[2]);
   XFER_CHECK(ds.num_classes() <= lm.config.num_classes, o.data, ": has ", ds.num_classes(),
              " classes but ", model_name, " predicts ", lm.config.num_classes);
+  // A base of classes 0-4 on data of classes 5-9 (relabelled 0-4) would print
+  // an accuracy that means nothing.
+  check_label_space(lm, ds, o.data, "its accuracy on them would mean nothing");
   lm.model->to(device);
   EvalRunResult r;
   r.evaluation = evaluate(*lm.model, ds, o.batch_size, device);

@@ -384,13 +384,18 @@ void validate_attack_grid(const std::vector<std::string>& attacks, const std::ve
   }
 }
 
-void check_label_space(const NamedModel& target, const data::Dataset& ds, const std::string& spec) {
-  if (io::label_space_matches(target.loaded, ds)) return;
+void check_label_space(const io::LoadedModel& model, const data::Dataset& ds, const std::string& spec,
+                       const std::string& why) {
+  if (io::label_space_matches(model, ds)) return;
   std::string have, want;
-  for (const auto& n : target.loaded.config.class_names) have += (have.empty() ? "" : ", ") + n;
+  for (const auto& n : model.config.class_names) have += (have.empty() ? "" : ", ") + n;
   for (const auto& n : ds.class_names) want += (want.empty() ? "" : ", ") + n;
-  throw Error(str_cat(target.loaded.path, ": predicts the classes [", have, "], not those of ", spec, " [", want,
-                      "]: success on a target needs the data's labels"));
+  throw Error(str_cat(model.path, ": predicts the classes [", have, "], not those of ", spec, " [", want,
+                      "]: ", why));
+}
+
+void check_label_space(const NamedModel& target, const data::Dataset& ds, const std::string& spec) {
+  check_label_space(target.loaded, ds, spec, "success on a target needs the data's labels");
 }
 
 void prepare_results_dir(const std::string& dir, const std::string& marker) {

@@ -234,7 +234,8 @@ LoadedModel load_model_source(const ModelSource& s, ImportReport* report) {
     lm.config.num_classes = lm.model->num_classes();
     lm.card.recipe = {{"source", "torchscript"}, {"mode", s.torchscript_mode}};
   }
-  for (int64_t c = 0; c < lm.config.num_classes; ++c) lm.config.class_names.push_back(std::to_string(c));
+  // An imported model does not know its classes' names: they stay empty, so it
+  // is taken to predict the classes of any data with as many (label_space_matches).
   lm.model->eval();
   return lm;
 }

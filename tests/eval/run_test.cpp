@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "support/errors.h"
 #include "support/support.h"
 #include "xfer/core/error.h"
 #include "xfer/data/spec.h"
@@ -69,6 +70,29 @@ TEST_F(EvalRunTest, MismatchedDataIsRefused) {
   EXPECT_FALSE(std::filesystem::exists(o.json));
   o.source.dir.clear();
   EXPECT_THROW(run_eval(o), UsageError);  // no model source
+}
+
+// A model of other classes (a base of classes 0-4 on data of 5-9, relabelled
+// 0-4) is refused naming both lists; imported weights, which do not know
+// their classes' names, and models without names are taken as they are.
+TEST_F(EvalRunTest, AModelOfOtherClassesIsRefused) {
+  io::ModelConfig c;
+  c.arch = "mlp";
+  c.arch_options = {{"hidden", {16}}};
+  c.num_classes = 4;
+  c.input_shape = {1, 12, 12};
+  c.class_names = {"w", "x", "y", "z"};
+  io::save_model_dir(dir_.file("named"), *model_, c, {});
+  EvalRunOptions o;
+  o.source.dir = dir_.file("named");
+  o.data = spec_;  // classes named 0-3
+  xfer::testing::expect_error_containing([&] { run_eval(o); },
+                                         {dir_.file("named"), "[w, x, y, z]", "mean nothing"});
+  o.source.dir.clear();
+  o.source.weights = dir_.file("named/model.safetensors");
+  o.source.arch = "mlp";
+  o.source.arch_options = R"({"hidden":[16]})";
+  EXPECT_EQ(run_eval(o).evaluation.correct, evaluate(*model_, data::load(spec_)).correct);
 }
 
 }  // namespace

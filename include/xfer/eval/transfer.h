@@ -147,6 +147,9 @@ torch::Tensor predict_classes(models::ClassifierImpl& model, const torch::Tensor
 /// Throws xfer::Error naming the model and both class lists unless the
 /// target predicts the data's classes (io::label_space_matches).
 void check_label_space(const NamedModel& target, const data::Dataset& data, const std::string& spec);
+/// The same for any loaded model; `why` ends the message.
+void check_label_space(const io::LoadedModel& model, const data::Dataset& data, const std::string& spec,
+                       const std::string& why);
 
 /// Checks every attack at every budget (presets, then overrides, then eps):
 /// xfer::UsageError naming the flag, before any model or data is read. eps
