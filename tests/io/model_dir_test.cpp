@@ -166,6 +166,13 @@ INSTANTIATE_TEST_SUITE_P(
 class ModelDirTest : public testing::SeededTest {
  protected:
   ArchCase mlp_case{"mlp", 1, 6, 3, Json{{"hidden", {8}}}};
+  // Saves the mlp case as a model directory; returns its config.json, to edit.
+  Json save_mlp(const std::string& dir) {
+    ModelConfig cfg = config_for(mlp_case);
+    auto m = make_model(cfg);
+    save_model_dir(dir, *m, cfg, ModelCard{});
+    return read_json(dir + "/config.json");
+  }
 };
 
 TEST_F(ModelDirTest, CardIdIsSha256OfWeightsAndDiffersAcrossModels) {
@@ -250,10 +257,7 @@ TEST_F(ModelDirTest, MissingFilesThrow) {
 TEST_F(ModelDirTest, UnknownArchThrows) {
   TempDir tmp;
   const std::string dir = tmp.file("m");
-  ModelConfig cfg = config_for(mlp_case);
-  auto m = make_model(cfg);
-  save_model_dir(dir, *m, cfg, ModelCard{});
-  Json j = read_json(dir + "/config.json");
+  Json j = save_mlp(dir);
   j["arch"] = "no_such_arch_xyz";
   write_json(dir + "/config.json", j);
   std::string msg = error_of([&] { load_model_dir(dir); });
@@ -263,10 +267,7 @@ TEST_F(ModelDirTest, UnknownArchThrows) {
 TEST_F(ModelDirTest, ConfigDescribingAnotherShapeFailsStrictLoad) {
   TempDir tmp;
   const std::string dir = tmp.file("m");
-  ModelConfig cfg = config_for(mlp_case);
-  auto m = make_model(cfg);
-  save_model_dir(dir, *m, cfg, ModelCard{});
-  Json j = read_json(dir + "/config.json");
+  Json j = save_mlp(dir);
   // Fewer classes than the weights: within their size, refused by the strict load.
   j["num_classes"] = 2;
   j.erase("class_names");
@@ -284,10 +285,7 @@ TEST_F(ModelDirTest, ConfigDescribingAnotherShapeFailsStrictLoad) {
 TEST_F(ModelDirTest, ConfigLargerThanItsWeightsIsRefusedBeforeBuilding) {
   TempDir tmp;
   const std::string dir = tmp.file("m");
-  ModelConfig cfg = config_for(mlp_case);
-  auto m = make_model(cfg);
-  save_model_dir(dir, *m, cfg, ModelCard{});
-  Json j = read_json(dir + "/config.json");
+  Json j = save_mlp(dir);
   j["arch_options"]["hidden"] = {int64_t(1) << 31};
   write_json(dir + "/config.json", j);
   std::string msg = error_of([&] { load_model_dir(dir); });
@@ -295,7 +293,7 @@ TEST_F(ModelDirTest, ConfigLargerThanItsWeightsIsRefusedBeforeBuilding) {
   EXPECT_NE(msg.find("values but model.safetensors holds"), std::string::npos) << msg;
   // The bound is the exact count: one hidden unit more (40 values) is refused
   // by it, one fewer passes it and is refused by the strict load, naming the tensor.
-  auto size = config_model_size(cfg);
+  auto size = config_model_size(config_for(mlp_case));
   ASSERT_TRUE(size.has_value());
   EXPECT_EQ(size->total, 6 * 6 * 8 + 8 + 8 * 3 + 3);
   j["arch_options"]["hidden"] = {9};
