@@ -355,6 +355,12 @@ Json overrides_for(const std::string& name, const Json& overrides) {
   return kept;
 }
 
+AttackOptions resolve(const std::string& name, const AttackOptions& base, const Json& overrides) {
+  AttackOptions o = options_for(name, base);
+  apply_overrides(o, overrides_for(name, overrides));
+  return o;
+}
+
 void check_fixed_settings(const std::string& name, const Json& overrides) {
   const Json fixed = fixed_settings(name);
   for (const auto& item : fixed.items()) {

@@ -56,11 +56,7 @@ void AttackSetOptions::validate() const {
   resolved().validate();
 }
 
-AttackOptions AttackSetOptions::resolved() const {
-  auto o = options_for(attack, base);
-  apply_overrides(o, overrides);
-  return o;
-}
+AttackOptions AttackSetOptions::resolved() const { return resolve(attack, base, overrides); }
 
 AttackSetResult run_attack_set(const AttackSetOptions& opt) {
   opt.validate();

@@ -218,11 +218,10 @@ AuditResult run_audit(const AuditOptions& o) {
   }
 
   // Predictors on clean data.
-  // Every class, not the first one or two of class-sorted data.
-  const auto pick = data::balanced_positions(ds.labels, o.predictor_samples).to(images.device());
-  const int64_t k = pick.size(0);
-  const auto px = images.index_select(0, pick);
-  const auto py = ds.labels.to(images.device()).index_select(0, pick);
+  const auto samples = predictor_samples(ds, images, o.predictor_samples);
+  const torch::Tensor& px = samples.first;
+  const torch::Tensor& py = samples.second;
+  const int64_t k = px.size(0);
   const ModelProbe target_probe = probe_model(*target.loaded.model, px, py, o.batch_size, device);
 
   struct ProxyReport {

@@ -376,12 +376,17 @@ void validate_attack_grid(const std::vector<std::string>& attacks, const std::ve
   }
   for (const auto& a : attacks) {
     for (double e : eps) {
-      auto o = attack::options_for(a, base);
-      attack::apply_overrides(o, attack::overrides_for(a, overrides));
+      auto o = attack::resolve(a, base, overrides);
       o.eps(e);
       o.validate();
     }
   }
+}
+
+std::pair<torch::Tensor, torch::Tensor> predictor_samples(const data::Dataset& ds,
+                                                          const torch::Tensor& images, int64_t n) {
+  const auto pick = data::balanced_positions(ds.labels, n);
+  return {images.index_select(0, pick), ds.labels.index_select(0, pick)};
 }
 
 void check_label_space(const io::LoadedModel& model, const data::Dataset& ds, const std::string& spec,
@@ -541,11 +546,11 @@ TransferResult run_transfer(const TransferOptions& o) {
   double predictor_seconds = 0;
   if (o.predictors) {
     const auto tp = std::chrono::steady_clock::now();
-    // Every class, not the first one or two of class-sorted data.
-    const auto pick = data::balanced_positions(ds.labels, o.predictor_samples).to(images.device());
-    const int64_t k = pick.size(0);
-    auto px = images.index_select(0, pick);
-    auto py = ds.labels.to(images.device()).index_select(0, pick);
+    // Named, not structured bindings: a lambda below captures them (C++17).
+    const auto samples = predictor_samples(ds, images, o.predictor_samples);
+    const torch::Tensor& px = samples.first;
+    const torch::Tensor& py = samples.second;
+    const int64_t k = px.size(0);
     std::map<size_t, ModelProbe> probes;
     auto probe = [&](size_t i) -> const ModelProbe& {
       auto it = probes.find(i);
@@ -598,9 +603,7 @@ TransferResult run_transfer(const TransferOptions& o) {
   // say which steps, step size or seed a preset chose.
   Json resolved = Json::object();
   for (const auto& a : o.attacks) {
-    auto opts = attack::options_for(a, o.base);
-    attack::apply_overrides(opts, attack::overrides_for(a, o.overrides));
-    Json j = opts.to_json();
+    Json j = attack::resolve(a, o.base, o.overrides).to_json();
     j.erase("eps");
     resolved[a] = j;
   }

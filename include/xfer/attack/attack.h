@@ -111,6 +111,10 @@ Json fixed_settings(const std::string& name);
 /// `overrides` less the settings `name` fixes: one --steps given to a suite of
 /// attacks applies to the iterative ones and leaves fgsm a single step.
 Json overrides_for(const std::string& name, const Json& overrides);
+/// What an attack runs with: the presets of `name` on `base`, then the user's
+/// `overrides` less the settings `name` fixes (options_for, overrides_for,
+/// apply_overrides). eps, when set per budget, is the caller's.
+AttackOptions resolve(const std::string& name, const AttackOptions& base, const Json& overrides);
 /// Throws xfer::UsageError when `overrides` change a setting `name` fixes (one
 /// attack named with a flag that contradicts it: `--attack fgsm --steps 10`).
 void check_fixed_settings(const std::string& name, const Json& overrides);

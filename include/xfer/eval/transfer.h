@@ -140,6 +140,12 @@ std::string adversarial_cache_key(const std::vector<std::string>& surrogate_ids,
 attack::AdversarialSet craft_or_reuse(const CraftContext& ctx, const std::vector<const NamedModel*>& surrogates,
                                       const std::string& attack, double eps, bool* cached = nullptr);
 
+/// The predictors' clean samples: `n` of `images` and their labels, taken from
+/// the classes in turn (data::balanced_positions), not the first n of
+/// class-sorted data.
+std::pair<torch::Tensor, torch::Tensor> predictor_samples(const data::Dataset& data,
+                                                          const torch::Tensor& images, int64_t n);
+
 /// Predicted classes [N] of a model on float images (eval mode, no grad).
 torch::Tensor predict_classes(models::ClassifierImpl& model, const torch::Tensor& images, int64_t batch_size,
                               torch::Device device);
