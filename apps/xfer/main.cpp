@@ -19,7 +19,7 @@
 namespace {
 
 constexpr const char* kDataSpecHelp =
-    "Data SPEC: fashion-mnist[:train|:test][:classes=5-9][:shots=K][:seed=S] | "
+    "Data SPEC: fashion-mnist[:train|:test][:classes=5-9][:exclude=K@SEEDS][:shots=K][:seed=S] | "
     "idx:IMAGES.gz,LABELS.gz | folder:PATH[:size=N][:channels=1|3]";
 
 struct Globals {

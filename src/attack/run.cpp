@@ -62,8 +62,7 @@ AttackSetResult run_attack_set(const AttackSetOptions& opt) {
   opt.validate();
   check_output_path(opt.out, opt.overwrite);
   data::Dataset ds = data::load(opt.data);
-  if (opt.limit > 0 && opt.limit < ds.size())
-    ds = ds.select(data::balanced_positions(ds.labels, opt.limit));
+  ds = data::limit_balanced(ds, opt.limit);
   XFER_CHECK(ds.size() > 0, opt.data, ": no samples");
   const bool feature = opt.resolved().feature();
   std::vector<io::LoadedModel> loaded;

@@ -180,7 +180,7 @@ torch::Tensor balanced_positions(const torch::Tensor& labels, int64_t n) {
   return torch::tensor(taken, torch::kLong);
 }
 
-Dataset sample_shots(const Dataset& ds, int64_t k, uint64_t seed) {
+torch::Tensor shot_positions(const Dataset& ds, int64_t k, uint64_t seed) {
   const std::string name = name_of(ds);
   XFER_CHECK(k >= 1, name, ": shots must be at least 1, got ", k);
   ds.validate();
@@ -203,7 +203,33 @@ Dataset sample_shots(const Dataset& ds, int64_t k, uint64_t seed) {
     std::sort(mine.begin(), mine.end());
     chosen.insert(chosen.end(), mine.begin(), mine.end());
   }
-  return ds.select(to_tensor(chosen));
+  return to_tensor(chosen);
+}
+
+Dataset sample_shots(const Dataset& ds, int64_t k, uint64_t seed) {
+  return ds.select(shot_positions(ds, k, seed));
+}
+
+Dataset exclude_shots(const Dataset& ds, int64_t k, const std::vector<uint64_t>& seeds) {
+  XFER_CHECK(!seeds.empty(), name_of(ds), ": exclude_shots needs at least one seed");
+  std::vector<char> excluded(static_cast<size_t>(ds.size()), 0);
+  for (uint64_t seed : seeds) {
+    const auto pos = shot_positions(ds, k, seed);
+    const int64_t* p = pos.data_ptr<int64_t>();
+    for (int64_t i = 0; i < pos.size(0); ++i) excluded[static_cast<size_t>(p[i])] = 1;
+  }
+  std::vector<int64_t> keep;
+  keep.reserve(excluded.size());
+  for (size_t i = 0; i < excluded.size(); ++i) {
+    if (!excluded[i]) keep.push_back(static_cast<int64_t>(i));
+  }
+  return ds.select(to_tensor(keep));
+}
+
+Dataset limit_balanced(const Dataset& ds, int64_t n) {
+  XFER_CHECK(n >= 0, name_of(ds), ": a limit must be >= 0, got ", n);
+  if (n == 0 || n >= ds.size()) return ds;
+  return ds.select(balanced_positions(ds.labels, n));
 }
 
 void check_same_task(const Dataset& other, const Dataset& reference) {

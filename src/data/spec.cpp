@@ -17,7 +17,7 @@ namespace xfer::data {
 namespace {
 
 constexpr const char* kForms =
-    "fashion-mnist[:train|:test][:classes=A-B][:shots=K][:seed=S], "
+    "fashion-mnist[:train|:test][:classes=A-B][:exclude=K@SEEDS][:shots=K][:seed=S], "
     "idx:IMAGES,LABELS[:...] or folder:PATH[:size=N][:channels=C][:...]";
 
 std::vector<std::string> split_on(const std::string& s, char sep) {
@@ -60,40 +60,60 @@ uint64_t parse_uint(const std::string& text, const std::string& part, const std:
   return v;
 }
 
-std::vector<int64_t> parse_classes(const std::string& text, const std::string& part,
-                                   const std::string& value) {
-  // 65 536 class ids are plenty (ImageNet-21k has 21 841) and keep a range like
-  // 0-899999 from costing seconds (fuzz/run data_spec).
-  constexpr uint64_t kMaxClass = 1u << 16;
-  std::vector<int64_t> out;
-  std::set<int64_t> seen;
-  if (trim(value).empty()) bad(text, part, "empty class list (expected e.g. 5-9 or 0,2,4)");
+/// A list of ids such as 5-9 or 0,2,4 (`what` names them in errors): at most
+/// `max_value` each and `max_count` in all, none twice, in the given order.
+std::vector<uint64_t> parse_id_list(const std::string& text, const std::string& part,
+                                    const std::string& value, const char* what, uint64_t max_value,
+                                    size_t max_count) {
+  std::vector<uint64_t> out;
+  std::set<uint64_t> seen;
+  if (trim(value).empty())
+    bad(text, part, str_cat("empty ", what, " list (expected e.g. 5-9 or 0,2,4)"));
   for (const auto& raw : split_on(value, ',')) {
     std::string item = trim(raw);
-    if (item.empty()) bad(text, part, "empty item in class list (expected e.g. 5-9 or 0,2,4)");
+    if (item.empty())
+      bad(text, part, str_cat("empty item in ", what, " list (expected e.g. 5-9 or 0,2,4)"));
     size_t dash = item.find('-');
-    int64_t lo, hi;
+    uint64_t lo, hi;
     if (dash == std::string::npos) {
-      lo = hi = static_cast<int64_t>(parse_uint(text, part, item, kMaxClass));
+      lo = hi = parse_uint(text, part, item, max_value);
     } else {
-      lo = static_cast<int64_t>(parse_uint(text, part, trim(item.substr(0, dash)), kMaxClass));
-      hi = static_cast<int64_t>(parse_uint(text, part, trim(item.substr(dash + 1)), kMaxClass));
+      lo = parse_uint(text, part, trim(item.substr(0, dash)), max_value);
+      hi = parse_uint(text, part, trim(item.substr(dash + 1)), max_value);
       if (hi < lo) bad(text, part, str_cat("range ", item, " is descending (expected A-B, A <= B)"));
     }
-    for (int64_t c = lo; c <= hi; ++c) {
-      if (!seen.insert(c).second) bad(text, part, str_cat("class ", c, " is listed twice"));
+    // Checked before expanding, so a range like 0-10^18 costs nothing.
+    if (hi - lo >= max_count - out.size()) {
+      bad(text, part, str_cat("more than ", max_count, " ", what, "s listed"));
+    }
+    for (uint64_t c = lo;; ++c) {
+      if (!seen.insert(c).second) bad(text, part, str_cat(what, " ", c, " is listed twice"));
       out.push_back(c);
+      if (c == hi) break;
     }
   }
   return out;
 }
 
-std::string classes_str(const std::vector<int64_t>& classes) {
+std::vector<int64_t> parse_classes(const std::string& text, const std::string& part,
+                                   const std::string& value) {
+  // 65 536 class ids are plenty (ImageNet-21k has 21 841) and keep a range like
+  // 0-899999 from costing seconds (fuzz/run data_spec).
+  constexpr uint64_t kMaxClass = 1u << 16;
+  const auto ids = parse_id_list(text, part, value, "class", kMaxClass, kMaxClass + 1);
+  return std::vector<int64_t>(ids.begin(), ids.end());
+}
+
+template <typename Int>
+std::string id_list_str(const std::vector<Int>& classes) {
   std::string out;
   size_t i = 0;
   while (i < classes.size()) {
     size_t j = i;
-    while (j + 1 < classes.size() && classes[j + 1] == classes[j] + 1) ++j;
+    while (j + 1 < classes.size() && classes[j] != std::numeric_limits<Int>::max() &&
+           classes[j + 1] == classes[j] + 1) {
+      ++j;
+    }
     if (!out.empty()) out += ",";
     out += std::to_string(classes[i]);
     if (j > i) out += "-" + std::to_string(classes[j]);
@@ -165,7 +185,7 @@ DataSpec DataSpec::parse(const std::string& text) {
     if (eq == std::string::npos) {
       bad(text, part,
           spec.kind == Kind::kFashionMnist
-              ? "unknown modifier (expected train, test, classes=, shots= or seed=)"
+              ? "unknown modifier (expected train, test, classes=, exclude=, shots= or seed=)"
               : "unknown modifier (expected key=value)");
     }
     if (key == "classes") {
@@ -176,6 +196,17 @@ DataSpec DataSpec::parse(const std::string& text) {
       spec.shots = static_cast<int64_t>(k);
     } else if (key == "seed") {
       spec.seed = parse_uint(text, part, value);
+    } else if (key == "exclude") {
+      // exclude=K@SEEDS: without the samples of the shots=K draws of those seeds.
+      const size_t at = value.find('@');
+      if (at == std::string::npos)
+        bad(text, part, "expected exclude=K@SEEDS, e.g. exclude=100@0-2");
+      auto k = parse_uint(text, part, value.substr(0, at), uint64_t(1) << 40);
+      if (k < 1) bad(text, part, "the shots to exclude must be at least 1");
+      spec.exclude_shots = static_cast<int64_t>(k);
+      // Each seed is a shuffle of every class: 256 keep a spec cheap to load.
+      spec.exclude_seeds = parse_id_list(text, part, value.substr(at + 1), "seed",
+                                         std::numeric_limits<uint64_t>::max(), 256);
     } else if (key == "size" && spec.kind == Kind::kFolder) {
       // The cap of --image-size: larger sizes overflow the resizer's int offsets.
       auto n = parse_uint(text, part, value, 4096);
@@ -188,8 +219,8 @@ DataSpec DataSpec::parse(const std::string& text) {
     } else {
       bad(text, part,
           spec.kind == Kind::kFolder
-              ? "unknown key (expected classes, shots, seed, size or channels)"
-              : "unknown key (expected classes, shots or seed)");
+              ? "unknown key (expected classes, exclude, shots, seed, size or channels)"
+              : "unknown key (expected classes, exclude, shots or seed)");
     }
   }
   return spec;
@@ -210,7 +241,9 @@ std::string DataSpec::str() const {
       if (channels > 0) out += ":channels=" + std::to_string(channels);
       break;
   }
-  if (!classes.empty()) out += ":classes=" + classes_str(classes);
+  if (!classes.empty()) out += ":classes=" + id_list_str(classes);
+  if (exclude_shots)
+    out += ":exclude=" + std::to_string(*exclude_shots) + "@" + id_list_str(exclude_seeds);
   if (shots) out += ":shots=" + std::to_string(*shots);
   if (seed != 0) out += ":seed=" + std::to_string(seed);
   return out;
@@ -265,6 +298,7 @@ Dataset load(const DataSpec& spec) {
     }
     ds = select_classes(ds, spec.classes);
   }
+  if (spec.exclude_shots) ds = exclude_shots(ds, *spec.exclude_shots, spec.exclude_seeds);
   if (spec.shots) ds = sample_shots(ds, *spec.shots, spec.seed);
   ds.validate();
   return ds;

@@ -167,8 +167,7 @@ AuditResult run_audit(const AuditOptions& o) {
   prepare_results_dir(o.out, "audit.json");
   const torch::Device device = parse_device(o.device);
   data::Dataset ds = data::load(o.data);
-  if (o.limit > 0 && o.limit < ds.size())
-    ds = ds.select(data::balanced_positions(ds.labels, o.limit));
+  ds = data::limit_balanced(ds, o.limit);
   XFER_CHECK(ds.size() > 0, o.data, ": no samples");
 
   std::vector<io::ModelSource> sources = {o.target};
@@ -309,7 +308,7 @@ AuditResult run_audit(const AuditOptions& o) {
   std::sort(group_means.rbegin(), group_means.rend());
 
   // Predictors vs measured risk across proxies.
-  Json correlations = Json::object();
+  Json correlations = Json::object(), correlation_pairs = Json::object();
   std::vector<double> risk;
   for (const auto& p : reports) risk.push_back(rate(*p.best[0]));
   for (const auto& name : predictor_names()) {
@@ -317,6 +316,7 @@ AuditResult run_audit(const AuditOptions& o) {
     for (const auto& p : reports) v.push_back(predictor_value(p.predictors, name));
     const double rho = spearman(v, risk);
     correlations[name] = std::isfinite(rho) ? Json(rho) : Json(nullptr);
+    correlation_pairs[name] = spearman_pairs(v, risk);
   }
 
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -379,6 +379,7 @@ AuditResult run_audit(const AuditOptions& o) {
       {"proxies", proxies},
       {"by_relation", by_relation},
       {"predictor_spearman_vs_success", correlations},
+      {"predictor_spearman_proxies", correlation_pairs},
       {"timing",
        {{"seconds", result.seconds},
         {"sets_crafted", result.sets_crafted},
@@ -472,9 +473,13 @@ AuditResult run_audit(const AuditOptions& o) {
      << reports.size() << " proxies:";
   for (const auto& name : predictor_names()) {
     const auto& v = correlations[name];
+    const int64_t n = correlation_pairs[name].get<int64_t>();
     md << " " << name << " " << (v.is_number() ? num(v.get<double>()) : std::string("n/a"));
+    // A predictor that does not apply to a proxy (a label-free one's gradients) ranks fewer.
+    if (n != static_cast<int64_t>(reports.size())) md << " (" << n << " proxies)";
+    if (n < 3) md << " (needs at least 3)";
   }
-  md << (reports.size() < 3 ? " (needs at least 3 proxies)" : "") << ".\n";
+  md << ".\n";
   md << "\nCrafted " << result.sets_crafted << " adversarial sets, reused " << result.sets_cached << "; "
      << num(result.seconds, 1) << " s.\n";
   result.summary = md.str();

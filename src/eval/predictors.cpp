@@ -69,6 +69,13 @@ double spearman(const std::vector<double>& a, const std::vector<double>& b) {
   return sxy / std::sqrt(sxx * syy);
 }
 
+int64_t spearman_pairs(const std::vector<double>& a, const std::vector<double>& b) {
+  XFER_CHECK(a.size() == b.size(), "spearman: ", a.size(), " vs ", b.size(), " values");
+  int64_t n = 0;
+  for (size_t i = 0; i < a.size(); ++i) n += std::isfinite(a[i]) && std::isfinite(b[i]);
+  return n;
+}
+
 ModelProbe probe_model(models::ClassifierImpl& model, const torch::Tensor& images, const torch::Tensor& labels,
                        int64_t batch_size, torch::Device device) {
   XFER_CHECK(images.dim() == 4 && labels.dim() == 1 && images.size(0) == labels.size(0),

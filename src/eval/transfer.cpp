@@ -428,7 +428,7 @@ TransferResult run_transfer(const TransferOptions& o) {
   prepare_results_dir(o.out, "matrix.json");
   const torch::Device device = parse_device(o.device);
   data::Dataset ds = data::load(o.data);
-  if (o.limit > 0 && o.limit < ds.size()) ds = ds.select(data::balanced_positions(ds.labels, o.limit));
+  ds = data::limit_balanced(ds, o.limit);
   XFER_CHECK(ds.size() > 0, o.data, ": no samples");
 
   // Every model once, in order of first appearance (targets first: their names win).
@@ -590,6 +590,7 @@ TransferResult run_transfer(const TransferOptions& o) {
       for (const auto& name : predictor_names()) {
         const double rho = spearman(values[name], rates);
         corr["spearman_" + name] = std::isfinite(rho) ? Json(rho) : Json(nullptr);
+        corr["pairs_" + name] = spearman_pairs(values[name], rates);
       }
       correlations.push_back(corr);
     }
@@ -686,6 +687,9 @@ std::string transfer_text(const TransferResult& r) {
     for (const auto& name : predictor_names()) {
       const auto& v = c.at("spearman_" + name);
       os << " " << name << " " << (v.is_number() ? fmt(v.get<double>(), 3) : std::string("n/a"));
+      // Fewer when the predictor does not apply to some pairs (a label-free source's).
+      const int64_t n = c.at("pairs_" + name).get<int64_t>();
+      if (n != c.at("pairs").get<int64_t>()) os << " (" << n << " pairs)";
     }
     os << "\n";
   }

@@ -375,9 +375,18 @@ std::string render_report(const Json& r, const std::string& dir) {
   h << "</div><table><tr><th>attack</th><th>eps</th><th>pairs</th><th>gradient alignment</th><th>CKA</th>"
        "<th>agreement</th></tr>";
   for (const auto& c : pred.at("spearman_vs_success")) {
-    h << "<tr><td>" << xml_escape(c.at("attack").get<std::string>()) << "</td><td>" << num(c.at("eps").get<double>(), 3)
-      << "</td><td>" << c.at("pairs") << "</td><td>" << num(jnum(c.at("spearman_gradient_alignment"))) << "</td><td>"
-      << num(jnum(c.at("spearman_cka"))) << "</td><td>" << num(jnum(c.at("spearman_agreement"))) << "</td></tr>";
+    h << "<tr><td>" << xml_escape(c.at("attack").get<std::string>()) << "</td><td>"
+      << num(c.at("eps").get<double>(), 3) << "</td><td>" << c.at("pairs") << "</td>";
+    for (const char* p : {"gradient_alignment", "cka", "agreement"}) {
+      h << "<td>" << num(jnum(c.at(std::string("spearman_") + p)));
+      // Over fewer pairs where the predictor does not apply to some (results.json before 2026-12-07
+      // lacks the count).
+      const std::string count = std::string("pairs_") + p;
+      if (c.contains(count) && c.at(count) != c.at("pairs"))
+        h << " (" << c.at(count).get<int64_t>() << " pairs)";
+      h << "</td>";
+    }
+    h << "</tr>";
   }
   h << "</table></section>\n";
 

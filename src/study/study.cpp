@@ -65,6 +65,16 @@ std::pair<int64_t, int64_t> budget(int64_t samples, const StudyConfig& c) {
   return {batch, epochs};
 }
 
+/// The target without the victims' labels: every victim's draw is a draw of
+/// at most the largest shot count under one of the study's seeds.
+std::string attacker_pool_spec(const StudyConfig& c) {
+  auto spec = data::DataSpec::parse(c.target);
+  spec.exclude_shots = *std::max_element(c.shots.begin(), c.shots.end());
+  const std::set<int64_t> seeds(c.seeds.begin(), c.seeds.end());
+  spec.exclude_seeds.assign(seeds.begin(), seeds.end());
+  return spec.str();
+}
+
 std::string pct(double v) {
   std::ostringstream os;
   os << std::fixed << std::setprecision(1) << 100 * v << "%";
@@ -168,6 +178,13 @@ void StudyConfig::validate() const {
   for (const auto& s : strategies) train::Strategy::parse(s);
   for (int64_t k : shots) XFER_CHECK_USAGE(k >= 1, "study: shots must be >= 1, got ", k);
   for (int64_t s : seeds) XFER_CHECK_USAGE(s >= 0, "study: seeds must be >= 0, got ", s);
+  {
+    const auto spec = data::DataSpec::parse(target);
+    XFER_CHECK_USAGE(
+        !spec.shots && !spec.exclude_shots, "study: target '", target,
+        "' must not set shots= or exclude= (the study draws the victims' and attackers' "
+        "labels from it)");
+  }
   XFER_CHECK_USAGE(min_epochs >= 1 && min_steps >= 1, "study: min_epochs and min_steps must be >= 1");
   XFER_CHECK_USAGE(std::isfinite(scratch_lr) && scratch_lr > 0, "study: scratch_lr must be > 0");
   XFER_CHECK_USAGE(!attacks.empty() && !eps.empty(), "study: attacks and eps must not be empty");
@@ -221,6 +238,12 @@ StudyResult run_study(const StudyOptions& opt) {
   // (classes, shots with a seed in the spec) of the source or the target.
   const Json data_sha256 = {{"source", data::load(c.source).content_hash()},
                             {"target", data::load(c.target).content_hash()}};
+  // Attackers B and C draw their labels from the target without any victim's
+  // (DESIGN: "their own disjoint few labels"); one seed's draws are nested, so
+  // excluding the largest draw of each victim seed excludes them all. Loaded
+  // here, so a pool too small for attacker_shots fails before any training.
+  const std::string attacker_pool = attacker_pool_spec(c);
+  data::load(train::with_shots(attacker_pool, c.attacker_shots, 1000));
   auto build = [&](Member m, const Job& job) {
     Json recipe = job.recipe;
     recipe["xfer_version"] = version();
@@ -278,9 +301,10 @@ StudyResult run_study(const StudyOptions& opt) {
   }
   const Member& pub = bases.at(c.public_base);
 
-  auto finetune_model = [&](const std::string& strategy, int64_t k, int64_t seed, const std::string& adv) {
+  auto finetune_model = [&](const std::string& strategy, int64_t k, int64_t seed,
+                            const std::string& adv, const std::string& data) {
     train::FinetuneRunOptions f;
-    f.data = c.target;
+    f.data = data;
     f.shots = k;
     f.strategy = strategy;
     const auto [batch, epochs] = budget(5 * k, c);
@@ -289,8 +313,8 @@ StudyResult run_study(const StudyOptions& opt) {
     aug.crop_padding = 2;
     f.train.augment(aug);
     f.checkpoints = false;
-    Json recipe = {{"kind", "finetune"}, {"parent", pub.id},  {"data", c.target},
-                   {"strategy", strategy}, {"shots", k},     {"train", f.train.to_json()}};
+    Json recipe = {{"kind", "finetune"},   {"parent", pub.id}, {"data", data},
+                   {"strategy", strategy}, {"shots", k},       {"train", f.train.to_json()}};
     return Job{recipe, [f, &pub](const std::string& dir) {
                  auto run = f;
                  run.source.dir = pub.dir;
@@ -310,7 +334,7 @@ StudyResult run_study(const StudyOptions& opt) {
         m.method = s;
         m.shots = k;
         m.seed = seed;
-        victims.push_back(build(m, finetune_model(s, k, seed, "")));
+        victims.push_back(build(m, finetune_model(s, k, seed, "", c.target)));
       }
     }
   }
@@ -341,7 +365,7 @@ StudyResult run_study(const StudyOptions& opt) {
     twin.method = "full";
     twin.shots = k;
     twin.seed = seed;
-    twin = build(twin, finetune_model("full", k, seed, ""));
+    twin = build(twin, finetune_model("full", k, seed, "", c.target));
     if (std::none_of(victims.begin(), victims.end(), [&](const Member& v) { return v.dir == twin.dir; })) {
       victims.push_back(twin);
     }
@@ -351,19 +375,20 @@ StudyResult run_study(const StudyOptions& opt) {
     h.method = "full+" + c.adv_train;
     h.shots = k;
     h.seed = seed;
-    h = build(h, finetune_model("full", k, seed, c.adv_train));
+    h = build(h, finetune_model("full", k, seed, c.adv_train, c.target));
     victims.push_back(h);
     hardened.emplace_back(h, twin);
   }
 
-  // 4. Attackers B (fine-tuned from the public base on its own draw of labels) and C (independent).
+  // 4. Attackers B (fine-tuned from the public base on its own labels) and C (independent), both
+  // drawn from the pool without the victims' labels.
   Member b;
   b.label = str_cat("attacker-b-full-k", c.attacker_shots);
   b.role = "attacker-b";
   b.method = "full";
   b.shots = c.attacker_shots;
   b.seed = 1000;
-  b = build(b, finetune_model("full", c.attacker_shots, 1000, ""));
+  b = build(b, finetune_model("full", c.attacker_shots, 1000, "", attacker_pool));
   Member cc;
   cc.label = str_cat("attacker-c-", c.attacker_c_arch, "-k", c.attacker_shots);
   cc.role = "attacker-c";
@@ -372,7 +397,7 @@ StudyResult run_study(const StudyOptions& opt) {
   cc.seed = 2000;
   {
     const auto [batch, epochs] = budget(5 * c.attacker_shots, c);
-    const std::string data = train::with_shots(c.target, c.attacker_shots, 2000);
+    const std::string data = train::with_shots(attacker_pool, c.attacker_shots, 2000);
     cc = build(cc, train_model("scratch", data, c.attacker_c_arch, epochs, batch, c.scratch_lr, 2000,
                                0.0, 2));
   }

@@ -777,6 +777,10 @@ TEST_F(CliCatalogueTest, EveryBadInputGivesOneLineAndNoPartialOutput) {
        2, "ten"},
       {"spec-zero-shots", "zero shots per class", "--quiet train --data " + q(spec_ + ":shots=0") + " --arch mlp" + o, 2,
        "shots"},
+      {"spec-exclude-no-seeds", "exclude= without the seeds of the draws to remove",
+       "--quiet train --data " + q(spec_ + ":exclude=5") + " --arch mlp" + o, 2, "exclude=K@SEEDS"},
+      {"spec-exclude-leaves-too-few", "an exclusion leaving fewer samples than the shots asked for",
+       "--quiet train --data " + q(spec_ + ":exclude=10@0:shots=11") + " --arch mlp" + o, 1, "fewer than the 11 shots"},
       // Weights, model directories, TorchScript.
       {"safetensors-offset-past-end", "tensor data offsets beyond the file",
        "--quiet eval --model " + q(tmp_.file("badoffset")) + " --data " + data + " --json " + q(res + ".json"), 1,

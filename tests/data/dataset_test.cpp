@@ -187,6 +187,50 @@ TEST_F(DatasetTest, BalancedPositionsTakeClassesInTurn) {
   EXPECT_THROW(balanced_positions(labels, -1), Error);
 }
 
+// One seed's draws are nested, and exclude_shots leaves exactly the samples no
+// draw of at most k shots under its seeds can take: a disjoint pool.
+TEST_F(DatasetTest, ExcludeShotsLeavesAPoolDisjointFromEveryDrawOfThoseSeeds) {
+  auto ds = make(300, 5);  // 60 per class
+  EXPECT_TENSOR_EQ(shot_positions(ds, 7, 11), sample_shots(ds, 7, 11).index);
+  for (uint64_t seed : {0u, 1u, 2u}) {
+    auto big = to_vec(sample_shots(ds, 10, seed).index);
+    for (int64_t k : {1, 4, 10}) {
+      for (int64_t i : to_vec(sample_shots(ds, k, seed).index)) {
+        EXPECT_EQ(std::count(big.begin(), big.end(), i), 1)
+            << "seed " << seed << " k " << k << " sample " << i;
+      }
+    }
+  }
+  const auto pool = exclude_shots(ds, 10, {0, 1, 2});
+  std::set<int64_t> drawn;
+  for (uint64_t seed : {0u, 1u, 2u}) {
+    for (int64_t i : to_vec(sample_shots(ds, 10, seed).index)) drawn.insert(i);
+  }
+  const auto kept = to_vec(pool.index);
+  EXPECT_EQ(kept.size() + drawn.size(), 300u);  // nothing else removed
+  EXPECT_TRUE(std::is_sorted(kept.begin(), kept.end()));
+  for (int64_t i : kept) EXPECT_EQ(drawn.count(i), 0u) << i;
+  // Labels and class names survive; a draw from the pool never meets a victim's.
+  EXPECT_EQ(pool.class_names, ds.class_names);
+  for (size_t i = 0; i < kept.size(); ++i) EXPECT_EQ(to_vec(pool.labels)[i], kept[i] % 5);
+  for (int64_t i : to_vec(sample_shots(pool, 20, 1000).index)) EXPECT_EQ(drawn.count(i), 0u) << i;
+  // Another seed's draw is not excluded: it overlaps the victims' with 10 of 60 per class.
+  EXPECT_GT(exclude_shots(ds, 10, {7}).size(), pool.size());
+  EXPECT_THROW(exclude_shots(ds, 61, {0}), Error);  // a class has 60
+  EXPECT_THROW(exclude_shots(ds, 10, {}), Error);
+}
+
+TEST_F(DatasetTest, LimitBalancedIsTheBalancedSubsetOrEverything) {
+  auto ds = make(30, 3);
+  EXPECT_EQ(limit_balanced(ds, 0).size(), 30);
+  EXPECT_EQ(limit_balanced(ds, 30).size(), 30);
+  EXPECT_EQ(limit_balanced(ds, 99).size(), 30);
+  auto six = limit_balanced(ds, 6);
+  EXPECT_TENSOR_EQ(six.index, balanced_positions(ds.labels, 6));
+  EXPECT_EQ(six.class_counts(), (std::vector<int64_t>{2, 2, 2}));
+  EXPECT_THROW(limit_balanced(ds, -1), Error);
+}
+
 TEST_F(DatasetTest, SampleShotsRejectsTooFew) {
   auto ds = make(12, 5);  // classes 0,1 have 3; classes 2,3,4 have 2
   EXPECT_NO_THROW(sample_shots(ds, 2, 0));

@@ -1,5 +1,6 @@
 #include "xfer/data/spec.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 
@@ -85,7 +86,9 @@ TEST_F(SpecTest, StrIsCanonicalAndRoundTrips) {
   for (const std::string text :
        {"fashion-mnist:train", "fashion-mnist:test:classes=5-9:shots=10:seed=3",
         "fashion-mnist:train:classes=9,1-3", "idx:/a/b.gz,/a/c.gz:shots=4:seed=1",
-        "folder:/x/y:size=32:channels=1:classes=0-1"}) {
+        "folder:/x/y:size=32:channels=1:classes=0-1",
+        "fashion-mnist:train:classes=5-9:exclude=100@0-2:shots=50:seed=1000",
+        "idx:/a/b.gz,/a/c.gz:exclude=3@18446744073709551615,0-1,7"}) {
     auto s = DataSpec::parse(text);
     EXPECT_EQ(s.str(), text);
     auto again = DataSpec::parse(s.str());
@@ -123,6 +126,55 @@ TEST_F(SpecTest, RejectsBadSpecs) {
   expect_bad("folder:/x:channels=2", "channels=2");
   expect_bad("folder:/x:size=0", "size=0");
   expect_bad("folder:/x:size=27000", "size=27000");  // past --image-size's cap (the resizer's ints)
+  expect_bad("fashion-mnist:exclude=100", "exclude=100");
+  expect_bad("fashion-mnist:exclude=0@1", "exclude=0@1");
+  expect_bad("fashion-mnist:exclude=@1", "exclude=@1");
+  expect_bad("fashion-mnist:exclude=5@", "exclude=5@");
+  expect_bad("fashion-mnist:exclude=5@1,1", "exclude=5@1,1");
+  expect_bad("fashion-mnist:exclude=5@2-1", "exclude=5@2-1");
+  // Each seed costs a shuffle of every class: at most 256, checked before a range is expanded.
+  expect_bad("fashion-mnist:exclude=5@0-256", "exclude=5@0-256");
+  expect_bad("fashion-mnist:exclude=5@0-18446744073709551615", "more than 256");
+  expect_bad("fashion-mnist:exclude=5@0:exclude=5@1", "given twice");
+}
+
+TEST_F(SpecTest, ExcludeParsesSeedListsAndAppliesBeforeShots) {
+  auto s = DataSpec::parse("fashion-mnist:exclude=100@0-2,9");
+  ASSERT_TRUE(s.exclude_shots.has_value());
+  EXPECT_EQ(*s.exclude_shots, 100);
+  EXPECT_EQ(s.exclude_seeds, (std::vector<uint64_t>{0, 1, 2, 9}));
+  EXPECT_EQ(DataSpec::parse("fashion-mnist:exclude=1@0-255").exclude_seeds.size(), 256u);
+  EXPECT_EQ(DataSpec::parse("fashion-mnist:exclude=1@0-255").str(),
+            "fashion-mnist:train:exclude=1@0-255");
+
+  TempDir dir;
+  const std::string spec =
+      xfer::testing::write_synthetic_idx(dir.path(), 60, 3, 8, 8);  // 20 per class
+  const auto victims = to_vec(load(spec + ":classes=2,0:shots=5:seed=1").index);
+  const auto pool = load(spec + ":classes=2,0:exclude=5@1");
+  EXPECT_EQ(pool.size(), 30);
+  EXPECT_EQ(pool.class_names, (std::vector<std::string>{"2", "0"}));
+  // The attacker's draw: from the pool, never a victim's sample, and the draw
+  // is the pool's (classes, then exclude, then shots).
+  const auto attacker = load(spec + ":classes=2,0:exclude=5@1:shots=15:seed=1000");
+  EXPECT_EQ(attacker.class_counts(), (std::vector<int64_t>{15, 15}));
+  for (int64_t i : to_vec(attacker.index)) {
+    EXPECT_EQ(std::count(victims.begin(), victims.end(), i), 0) << i;
+  }
+  EXPECT_TENSOR_EQ(attacker.index, sample_shots(pool, 15, 1000).index);
+  // Without the exclusion, the same draw meets the victims' samples.
+  const auto plain = to_vec(load(spec + ":classes=2,0:shots=15:seed=1000").index);
+  int64_t shared = 0;
+  for (int64_t i : plain) shared += std::count(victims.begin(), victims.end(), i);
+  EXPECT_GT(shared, 0);
+  // More than the pool holds: the class count error, naming the spec.
+  try {
+    load(spec + ":classes=2,0:exclude=5@1:shots=16");
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("exclude=5@1"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("fewer than the 16 shots"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(SpecTest, FashionMnistClassNames) {

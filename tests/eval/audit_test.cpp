@@ -172,6 +172,29 @@ TEST_F(AuditTest, ClassifiesRanksAndWritesTheReport) {
   EXPECT_EQ(again.sets_cached, r.sets_crafted + r.sets_cached);
 }
 
+// A proxy of another task (a base with other classes) gets the feature attack
+// only, and no label-based predictors: the correlations count the proxies each ranks.
+TEST_F(AuditTest, PredictorCorrelationsCountTheProxiesTheyRank) {
+  fs::copy(tmp_->file("stranger"), dir_.file("other"));
+  auto cfg = read_json(dir_.file("other/config.json"));
+  cfg["class_names"] = {"x", "y", "z"};
+  write_json(dir_.file("other/config.json"), cfg);
+  auto o = options();
+  o.proxies.push_back(model_source_from_path(dir_.file("other")));
+  o.attacks = {"fgsm"};
+  o.eps = {0.1};
+  auto r = run_audit(o);
+  const auto& n = r.audit["predictor_spearman_proxies"];
+  EXPECT_EQ(n["cka"], 4);
+  EXPECT_EQ(n["gradient_alignment"], 3);
+  EXPECT_EQ(n["agreement"], 3);
+  for (const auto& p : r.audit["proxies"]) {
+    EXPECT_EQ(p["predictors"]["gradient_alignment"].is_number(), p["name"] != "other") << p["name"];
+  }
+  EXPECT_NE(r.summary.find("over 4 proxies"), std::string::npos) << r.summary;
+  EXPECT_NE(r.summary.find(" (3 proxies)"), std::string::npos) << r.summary;
+}
+
 TEST_F(AuditTest, ATorchScriptTargetIsAnUnrelatedBlackBox) {
   TempDir ts;
   if (!xfer::testing::make_torchscript_golden(ts.path())) GTEST_SKIP() << "python3-torch not available";

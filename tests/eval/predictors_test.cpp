@@ -56,6 +56,9 @@ TEST_F(PredictorsTest, SpearmanUsesAverageRanks) {
   EXPECT_TRUE(std::isnan(spearman({1, 2, 3}, {5, 5, 5})));  // constant side
   // Non-finite pairs are dropped, not ranked.
   EXPECT_NEAR(spearman({1, 2, NAN, 3, 4}, {2, 4, 100, 6, 8}), 1.0, 1e-12);
+  EXPECT_EQ(spearman_pairs({1, 2, NAN, 3, 4}, {2, 4, 100, 6, INFINITY}), 3);
+  EXPECT_EQ(spearman_pairs({1, 2}, {1, 2}), 2);
+  EXPECT_THROW(spearman_pairs({1, 2}, {1}), Error);
 }
 
 TEST_F(PredictorsTest, GradientAlignmentAndAgreement) {

@@ -297,6 +297,15 @@ TEST_F(TransferRunTest, SourcesWithOtherClassesGetOnlyLabelFreeAttacks) {
   ASSERT_EQ(r.matrix["skipped"].size(), 1u);
   EXPECT_EQ(r.matrix["skipped"][0]["attack"], "fgsm");
   EXPECT_NE(transfer_text(r).find("skipped fgsm"), std::string::npos);
+  // Its label-based predictors do not apply: the correlations say over how many pairs each ranks.
+  ASSERT_EQ(r.matrix["predictors"]["spearman_vs_success"].size(), 1u);
+  const auto& corr = r.matrix["predictors"]["spearman_vs_success"][0];
+  EXPECT_EQ(corr["pairs"], 2);  // a copy of A: the cell on A is white-box
+  EXPECT_EQ(corr["pairs_cka"], 2);
+  EXPECT_EQ(corr["pairs_gradient_alignment"], 0);
+  EXPECT_EQ(corr["pairs_agreement"], 0);
+  EXPECT_NE(transfer_text(r).find("gradient_alignment n/a (0 pairs)"), std::string::npos)
+      << transfer_text(r);
   // A source whose classes match, marked label-free, is treated the same way.
   auto lf = options();
   lf.sources = {TransferSource::parse(tmp_->file("A"))};

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <map>
 #include <random>
+#include <set>
 
 #include <gtest/gtest.h>
 
@@ -15,6 +16,7 @@
 #include "xfer/core/fs.h"
 #include "xfer/core/runtime.h"
 #include "xfer/data/image_folder.h"
+#include "xfer/data/spec.h"
 #include "xfer/eval/metrics.h"
 
 namespace xfer::study {
@@ -99,6 +101,24 @@ TEST_F(StudyTest, RunsEndToEndAndARerunRedoesNothing) {
     EXPECT_TRUE(c["attacker"] == "A" || c["attacker"] == "B" || c["attacker"] == "C");
     EXPECT_EQ(c["descendant"].get<bool>(), c["victim_role"] != "scratch") << c["victim"];
   }
+  // Attackers B and C draw their labels apart from every victim's (DESIGN: their own disjoint
+  // labels).
+  std::set<int64_t> victim_samples, attacker_samples;
+  for (const auto& e : fs::directory_iterator(o.out + "/models")) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("base-", 0) == 0) continue;
+    const auto spec =
+        read_json((e.path() / "card.json").string())["data"]["spec"].get<std::string>();
+    const bool attacker = name.rfind("attacker-", 0) == 0;
+    if (attacker) EXPECT_NE(spec.find(":exclude=5@0:"), std::string::npos) << spec;
+    const auto index = data::load(spec).index;
+    for (int64_t i = 0; i < index.size(0); ++i) {
+      (attacker ? attacker_samples : victim_samples).insert(index[i].item<int64_t>());
+    }
+  }
+  EXPECT_EQ(victim_samples.size(), 15u);  // 5 shots x 3 classes (the 2-shot draw is inside it)
+  EXPECT_GE(attacker_samples.size(), 9u);
+  for (int64_t i : attacker_samples) EXPECT_EQ(victim_samples.count(i), 0u) << "sample " << i;
   // The written config reads back to the same config.
   EXPECT_EQ(StudyConfig::from_json(read_json(o.out + "/config.json"), "config.json").to_json(), o.config.to_json());
 
@@ -286,6 +306,13 @@ TEST(StudyConfigTest, PresetsAndBadConfigs) {
         },
         UsageError)
         << bad.dump();
+  }
+  // The study draws every k-shot set from the target itself.
+  for (const char* target :
+       {"fashion-mnist:train:classes=5-9:shots=10", "fashion-mnist:exclude=5@0"}) {
+    auto c = StudyConfig::preset_config("quick");
+    c.target = target;
+    xfer::testing::expect_error_naming([&] { c.validate(); }, "must not set shots= or exclude=");
   }
   auto q = StudyConfig::from_json({{"preset", "quick"}, {"seeds", {4, 5}}}, "cfg.json");
   EXPECT_EQ(q.seeds, (std::vector<int64_t>{4, 5}));

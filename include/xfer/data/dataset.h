@@ -52,9 +52,23 @@ Dataset select_classes(const Dataset& ds, const std::vector<int64_t>& classes);
 /// would be one or two classes. n >= labels.size(0) gives every position.
 torch::Tensor balanced_positions(const torch::Tensor& labels, int64_t n);
 
+/// The subset for a `--limit n`: balanced_positions' n samples, or the whole
+/// data when n is 0 (no limit) or at least its size.
+Dataset limit_balanced(const Dataset& ds, int64_t n);
+
+/// The positions sample_shots(ds, k, seed) takes, in its order (by class, then
+/// by position). Draws of one seed are nested: k shots are among k + 1's.
+torch::Tensor shot_positions(const Dataset& ds, int64_t k, uint64_t seed);
+
 /// k samples of each class, chosen with the seed (deterministic, independent of
 /// thread count). Throws naming the class if one has fewer than k samples.
 Dataset sample_shots(const Dataset& ds, int64_t k, uint64_t seed);
+
+/// The data without every sample that sample_shots(ds, k, s) takes for any s in
+/// `seeds`, in the data's order: a pool disjoint from those draws and, since
+/// draws are nested, from every draw of at most k shots under those seeds (an
+/// attacker's labels apart from a victim's). Throws as sample_shots does.
+Dataset exclude_shots(const Dataset& ds, int64_t k, const std::vector<uint64_t>& seeds);
 
 /// Splits into (train, val) with the same class proportions; val gets
 /// round(fraction * n_c) samples of each class c (at least 1 when fraction > 0

@@ -1,11 +1,13 @@
 #pragma once
 /// \file
 /// Data SPEC strings (DESIGN.md):
-///   fashion-mnist[:train|:test][:classes=5-9][:shots=K][:seed=S]
+///   fashion-mnist[:train|:test][:classes=5-9][:exclude=K@SEEDS][:shots=K][:seed=S]
 ///   idx:IMAGES[.gz],LABELS[.gz][:modifiers]
 ///   folder:PATH[:size=N][:channels=C][:modifiers]
 /// Modifiers: classes=A-B or A,B,C (kept and relabelled 0..k-1 in that order),
-/// shots=K (K per class, seeded), seed=S (default 0).
+/// exclude=K@SEEDS (without the samples that shots=K takes under each seed of
+/// SEEDS, e.g. 100@0-2: a pool disjoint from those draws), shots=K (K per
+/// class, seeded), seed=S (default 0). Applied in that order.
 
 #include <cstdint>
 #include <optional>
@@ -28,6 +30,8 @@ struct DataSpec {
   std::string split = "train";          ///< fashion-mnist: train or test
   std::vector<std::string> paths;       ///< idx: images, labels; folder: root
   std::vector<int64_t> classes;         ///< empty = all
+  std::optional<int64_t> exclude_shots;  ///< exclude=K@...: the draws' size
+  std::vector<uint64_t> exclude_seeds;   ///< exclude=...@SEEDS: the draws' seeds
   std::optional<int64_t> shots;         ///< per class
   uint64_t seed = 0;
   int64_t image_size = 0;               ///< folder: resize to this size

@@ -25,6 +25,10 @@ double linear_cka(const torch::Tensor& x, const torch::Tensor& y);
 /// Spearman rank correlation (ties get their average rank). NaN when there
 /// are fewer than 3 pairs or either side is constant.
 double spearman(const std::vector<double>& a, const std::vector<double>& b);
+/// How many pairs spearman(a, b) ranks: those where both values are finite (a
+/// predictor that does not apply to a pair, e.g. a label-free source's
+/// gradient alignment, is NaN and left out).
+int64_t spearman_pairs(const std::vector<double>& a, const std::vector<double>& b);
 
 /// What a model shows on clean data: predictions [N], input gradients of
 /// its cross-entropy loss w.r.t. the [0,1] image [N, C*H*W], and features
