@@ -110,7 +110,9 @@ def main():
     for i, s in enumerate(["fashion-mnist", "fashion-mnist:test", "fashion-mnist:train:classes=5-9:shots=10:seed=3",
                            "fashion-mnist:train:classes=0,2,4", "idx:a.gz,b.gz:classes=1-2:shots=4",
                            "folder:/data/pets:size=32:channels=3:shots=5", "folder:x:size=0",
-                           "idx:only-one", "fashion-mnist:classes=9-5"]):
+                           "idx:only-one", "fashion-mnist:classes=9-5",
+                           "fashion-mnist:train:classes=5-9:exclude=100@0-2,18446744073709551615:shots=5",
+                           "idx:a.gz,b.gz:exclude=3@9,1,0-2"]):
         put("data_spec", f"spec{i}", s)
 
     for i, s in enumerate(["8/255", "0.03", "1/255,2/255,4/255", "1e-3", "nan", "-1", "1/0", "inf", "0x10", " 0.1"]):

@@ -211,7 +211,16 @@ Dataset sample_shots(const Dataset& ds, int64_t k, uint64_t seed) {
 }
 
 Dataset exclude_shots(const Dataset& ds, int64_t k, const std::vector<uint64_t>& seeds) {
-  XFER_CHECK(!seeds.empty(), name_of(ds), ": exclude_shots needs at least one seed");
+  const std::string name = name_of(ds);
+  XFER_CHECK(!seeds.empty(), name, ": exclude_shots needs at least one seed");
+  XFER_CHECK(k >= 1, name, ": the shots to exclude must be at least 1, got ", k);
+  ds.validate();
+  // Said here, not as shot_positions' "shots asked for": a spec may set both.
+  const auto counts = ds.class_counts();
+  for (size_t c = 0; c < counts.size(); ++c) {
+    XFER_CHECK(counts[c] > k, name, ": exclude=", k, " would remove every sample of class ",
+               class_label(ds, static_cast<int64_t>(c)), " (it has ", counts[c], ")");
+  }
   std::vector<char> excluded(static_cast<size_t>(ds.size()), 0);
   for (uint64_t seed : seeds) {
     const auto pos = shot_positions(ds, k, seed);
@@ -223,7 +232,15 @@ Dataset exclude_shots(const Dataset& ds, int64_t k, const std::vector<uint64_t>&
   for (size_t i = 0; i < excluded.size(); ++i) {
     if (!excluded[i]) keep.push_back(static_cast<int64_t>(i));
   }
-  return ds.select(to_tensor(keep));
+  Dataset out = ds.select(to_tensor(keep));
+  // Several seeds' draws can together cover a class that one draw leaves samples of.
+  const auto left = out.class_counts();
+  for (size_t c = 0; c < left.size(); ++c) {
+    XFER_CHECK(left[c] > 0, name, ": exclude=", k, " under ", seeds.size(),
+               " seeds removes every sample of class ", class_label(ds, static_cast<int64_t>(c)),
+               " (it has ", counts[c], ")");
+  }
+  return out;
 }
 
 Dataset limit_balanced(const Dataset& ds, int64_t n) {

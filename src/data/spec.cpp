@@ -1,5 +1,6 @@
 #include "xfer/data/spec.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <limits>
@@ -207,6 +208,8 @@ DataSpec DataSpec::parse(const std::string& text) {
       // Each seed is a shuffle of every class: 256 keep a spec cheap to load.
       spec.exclude_seeds = parse_id_list(text, part, value.substr(at + 1), "seed",
                                          std::numeric_limits<uint64_t>::max(), 256);
+      // A set of seeds: sorted, so that 2,1 and 1-2 are one spec (and one cache key).
+      std::sort(spec.exclude_seeds.begin(), spec.exclude_seeds.end());
     } else if (key == "size" && spec.kind == Kind::kFolder) {
       // The cap of --image-size: larger sizes overflow the resizer's int offsets.
       auto n = parse_uint(text, part, value, 4096);

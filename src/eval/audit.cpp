@@ -471,15 +471,16 @@ AuditResult run_audit(const AuditOptions& o) {
   }
   md << "\n## Predictors (clean data, " << k << " samples)\n\nSpearman correlation with the best success over "
      << reports.size() << " proxies:";
+  bool too_few = false;
   for (const auto& name : predictor_names()) {
     const auto& v = correlations[name];
     const int64_t n = correlation_pairs[name].get<int64_t>();
     md << " " << name << " " << (v.is_number() ? num(v.get<double>()) : std::string("n/a"));
     // A predictor that does not apply to a proxy (a label-free one's gradients) ranks fewer.
     if (n != static_cast<int64_t>(reports.size())) md << " (" << n << " proxies)";
-    if (n < 3) md << " (needs at least 3)";
+    too_few = too_few || n < 3;
   }
-  md << ".\n";
+  md << (too_few ? " (a correlation needs at least 3 proxies)" : "") << ".\n";
   md << "\nCrafted " << result.sets_crafted << " adversarial sets, reused " << result.sets_cached << "; "
      << num(result.seconds, 1) << " s.\n";
   result.summary = md.str();

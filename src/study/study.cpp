@@ -180,10 +180,13 @@ void StudyConfig::validate() const {
   for (int64_t s : seeds) XFER_CHECK_USAGE(s >= 0, "study: seeds must be >= 0, got ", s);
   {
     const auto spec = data::DataSpec::parse(target);
+    // (seed= would replace the study's seeds in every victim's draw, and the
+    // attackers' pool excludes the draws of the study's seeds.)
     XFER_CHECK_USAGE(
-        !spec.shots && !spec.exclude_shots, "study: target '", target,
-        "' must not set shots= or exclude= (the study draws the victims' and attackers' "
-        "labels from it)");
+        !spec.shots && !spec.exclude_shots && target.find(":seed=") == std::string::npos,
+        "study: target '", target,
+        "' must not set shots=, seed= or exclude= (the study draws the victims' and "
+        "attackers' labels from it with its own seeds)");
   }
   XFER_CHECK_USAGE(min_epochs >= 1 && min_steps >= 1, "study: min_epochs and min_steps must be >= 1");
   XFER_CHECK_USAGE(std::isfinite(scratch_lr) && scratch_lr > 0, "study: scratch_lr must be > 0");

@@ -5,6 +5,7 @@
 #include <functional>
 #include <set>
 
+#include "support/errors.h"
 #include "support/support.h"
 #include "xfer/core/error.h"
 
@@ -214,10 +215,29 @@ TEST_F(DatasetTest, ExcludeShotsLeavesAPoolDisjointFromEveryDrawOfThoseSeeds) {
   EXPECT_EQ(pool.class_names, ds.class_names);
   for (size_t i = 0; i < kept.size(); ++i) EXPECT_EQ(to_vec(pool.labels)[i], kept[i] % 5);
   for (int64_t i : to_vec(sample_shots(pool, 20, 1000).index)) EXPECT_EQ(drawn.count(i), 0u) << i;
-  // Another seed's draw is not excluded: it overlaps the victims' with 10 of 60 per class.
-  EXPECT_GT(exclude_shots(ds, 10, {7}).size(), pool.size());
-  EXPECT_THROW(exclude_shots(ds, 61, {0}), Error);  // a class has 60
+  // Another seed's draw is not excluded: it meets the victims' (10 of 60 per class each).
+  int64_t shared = 0;
+  for (int64_t i : to_vec(sample_shots(ds, 10, 7).index))
+    shared += static_cast<int64_t>(drawn.count(i));
+  EXPECT_GT(shared, 0);
   EXPECT_THROW(exclude_shots(ds, 10, {}), Error);
+  // A class left without samples is refused: by one draw of all of it, or by draws that cover it.
+  xfer::testing::expect_error_containing([&] { exclude_shots(ds, 60, {0}); },
+                                         {"exclude=60", "class 0", "it has 60"});
+  xfer::testing::expect_error_containing([&] { exclude_shots(ds, 61, {0}); },
+                                         {"exclude=61", "it has 60"});
+  auto tiny = make(10, 5);  // 2 per class: two seeds' single draws often cover a class
+  bool covered = false;
+  for (uint64_t a = 0; a < 20 && !covered; ++a) {
+    try {
+      exclude_shots(tiny, 1, {a, a + 100});
+    } catch (const Error& e) {
+      covered = true;
+      EXPECT_NE(std::string(e.what()).find("under 2 seeds removes every sample"), std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_TRUE(covered);
 }
 
 TEST_F(DatasetTest, LimitBalancedIsTheBalancedSubsetOrEverything) {

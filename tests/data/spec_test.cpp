@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "support/errors.h"
 #include "support/support.h"
 #include "xfer/core/error.h"
 #include "xfer/data/idx.h"
@@ -88,7 +89,7 @@ TEST_F(SpecTest, StrIsCanonicalAndRoundTrips) {
         "fashion-mnist:train:classes=9,1-3", "idx:/a/b.gz,/a/c.gz:shots=4:seed=1",
         "folder:/x/y:size=32:channels=1:classes=0-1",
         "fashion-mnist:train:classes=5-9:exclude=100@0-2:shots=50:seed=1000",
-        "idx:/a/b.gz,/a/c.gz:exclude=3@18446744073709551615,0-1,7"}) {
+        "idx:/a/b.gz,/a/c.gz:exclude=3@0-1,7,18446744073709551614-18446744073709551615"}) {
     auto s = DataSpec::parse(text);
     EXPECT_EQ(s.str(), text);
     auto again = DataSpec::parse(s.str());
@@ -143,6 +144,11 @@ TEST_F(SpecTest, ExcludeParsesSeedListsAndAppliesBeforeShots) {
   ASSERT_TRUE(s.exclude_shots.has_value());
   EXPECT_EQ(*s.exclude_shots, 100);
   EXPECT_EQ(s.exclude_seeds, (std::vector<uint64_t>{0, 1, 2, 9}));
+  // A set: any order is the same spec.
+  EXPECT_EQ(DataSpec::parse("fashion-mnist:exclude=100@9,2,0-1").str(),
+            "fashion-mnist:train:exclude=100@0-2,9");
+  EXPECT_EQ(DataSpec::parse("fashion-mnist:exclude=1@18446744073709551615,0").str(),
+            "fashion-mnist:train:exclude=1@0,18446744073709551615");
   EXPECT_EQ(DataSpec::parse("fashion-mnist:exclude=1@0-255").exclude_seeds.size(), 256u);
   EXPECT_EQ(DataSpec::parse("fashion-mnist:exclude=1@0-255").str(),
             "fashion-mnist:train:exclude=1@0-255");
@@ -175,6 +181,12 @@ TEST_F(SpecTest, ExcludeParsesSeedListsAndAppliesBeforeShots) {
     EXPECT_NE(std::string(e.what()).find("exclude=5@1"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("fewer than the 16 shots"), std::string::npos) << e.what();
   }
+  // An exclusion that leaves a class empty is refused, naming exclude= (not shots=).
+  xfer::testing::expect_error_containing(
+      [&] { load(spec + ":classes=2,0:exclude=20@1:shots=1"); },
+      {"exclude=20 would remove every sample of class 0", "it has 20"});
+  xfer::testing::expect_error_containing([&] { load(spec + ":exclude=25@1"); },
+                                         {"exclude=25", "it has 20"});
 }
 
 TEST_F(SpecTest, FashionMnistClassNames) {

@@ -308,11 +308,12 @@ TEST(StudyConfigTest, PresetsAndBadConfigs) {
         << bad.dump();
   }
   // The study draws every k-shot set from the target itself.
-  for (const char* target :
-       {"fashion-mnist:train:classes=5-9:shots=10", "fashion-mnist:exclude=5@0"}) {
+  for (const char* target : {"fashion-mnist:train:classes=5-9:shots=10",
+                             "fashion-mnist:exclude=5@0", "fashion-mnist:classes=5-9:seed=0"}) {
     auto c = StudyConfig::preset_config("quick");
     c.target = target;
-    xfer::testing::expect_error_naming([&] { c.validate(); }, "must not set shots= or exclude=");
+    xfer::testing::expect_error_naming([&] { c.validate(); },
+                                       "must not set shots=, seed= or exclude=");
   }
   auto q = StudyConfig::from_json({{"preset", "quick"}, {"seeds", {4, 5}}}, "cfg.json");
   EXPECT_EQ(q.seeds, (std::vector<int64_t>{4, 5}));

@@ -67,7 +67,9 @@ Dataset sample_shots(const Dataset& ds, int64_t k, uint64_t seed);
 /// The data without every sample that sample_shots(ds, k, s) takes for any s in
 /// `seeds`, in the data's order: a pool disjoint from those draws and, since
 /// draws are nested, from every draw of at most k shots under those seeds (an
-/// attacker's labels apart from a victim's). Throws as sample_shots does.
+/// attacker's labels apart from a victim's). Throws naming the class if the
+/// exclusion would leave one without samples (k >= its size, or the seeds'
+/// draws together cover it).
 Dataset exclude_shots(const Dataset& ds, int64_t k, const std::vector<uint64_t>& seeds);
 
 /// Splits into (train, val) with the same class proportions; val gets

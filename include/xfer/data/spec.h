@@ -31,7 +31,7 @@ struct DataSpec {
   std::vector<std::string> paths;       ///< idx: images, labels; folder: root
   std::vector<int64_t> classes;         ///< empty = all
   std::optional<int64_t> exclude_shots;  ///< exclude=K@...: the draws' size
-  std::vector<uint64_t> exclude_seeds;   ///< exclude=...@SEEDS: the draws' seeds
+  std::vector<uint64_t> exclude_seeds;   ///< exclude=...@SEEDS: the draws' seeds, ascending
   std::optional<int64_t> shots;         ///< per class
   uint64_t seed = 0;
   int64_t image_size = 0;               ///< folder: resize to this size
