@@ -20,7 +20,7 @@ namespace {
 
 constexpr const char* kDataSpecHelp =
     "Data SPEC: fashion-mnist[:train|:test][:classes=5-9][:exclude=K@SEEDS][:shots=K][:seed=S] | "
-    "idx:IMAGES.gz,LABELS.gz | folder:PATH[:size=N][:channels=1|3]";
+    "idx:IMAGES.gz,LABELS.gz[:...] | folder:PATH[:size=N][:channels=1|3][:...]";
 
 struct Globals {
   int threads = 0;
@@ -346,8 +346,14 @@ int run(int argc, char** argv) {
   attack_cmd->add_option("--attack", at.attack, "Attack name, '+'-composed (default pgd)");
   add_attack_params(attack_cmd, at_values, {});
   bool at_random_start = false, at_nesterov = false;
-  attack_cmd->add_flag("--random-start", at_random_start, "Start from a random point of the ball");
-  attack_cmd->add_flag("--nesterov", at_nesterov, "Gradient at the Nesterov look-ahead point");
+  // Negatable: pgd starts at a random point by default, ni-fgsm looks ahead.
+  auto* at_random_start_opt = attack_cmd->add_flag(
+      "--random-start,!--no-random-start", at_random_start,
+      "Start from a random point of the ball (pgd's default; --no-random-start: "
+      "from the clean image)");
+  auto* at_nesterov_opt =
+      attack_cmd->add_flag("--nesterov,!--no-nesterov", at_nesterov,
+                           "Gradient at the Nesterov look-ahead point (ni-fgsm's)");
   attack_cmd->add_option("--batch-size", at.batch_size, "Batch size")->capture_default_str();
   attack_cmd->add_option("--limit", at.limit, "Attack only N samples, taken from the classes in turn");
   attack_cmd->add_option("--device", at.device, "cpu (default), cuda, cuda:N or auto");
@@ -577,8 +583,9 @@ int run(int argc, char** argv) {
     }
     at.data = sized(at.data);
     at.overrides = xfer::attack::overrides_from_text(at_values);
-    if (at_random_start) at.overrides["random_start"] = true;
-    if (at_nesterov) at.overrides["nesterov"] = true;
+    // Given either way, the flag overrides the attack's own setting (never ignored).
+    if (at_random_start_opt->count() > 0) at.overrides["random_start"] = at_random_start;
+    if (at_nesterov_opt->count() > 0) at.overrides["nesterov"] = at_nesterov;
     at.overwrite = at_force ? xfer::Overwrite::kYes : xfer::Overwrite::kNo;
     auto r = xfer::attack::run_attack_set(at);
     std::printf("wrote %s: %lld adversarial examples (%s), %.1f s, %.1f images/s\n", at.out.c_str(),
@@ -654,6 +661,12 @@ int run(int argc, char** argv) {
       ft.on_message = [](const std::string& m) { std::fprintf(stderr, "%s\n", m.c_str()); };
     }
     apply_lr_find(ft_cmd, ft.lr_find, ft_lr_range, ft.lr_find_options);
+    // Its default is a value (0.1), so only the flag's presence tells it was given to another
+    // strategy.
+    XFER_CHECK_USAGE(
+        ft_cmd->count("--ft-lr-scale") == 0 ||
+            xfer::train::Strategy::parse(ft.strategy).kind == xfer::train::Strategy::Kind::kLpFt,
+        "--ft-lr-scale only applies to --strategy lp-ft");
     auto r = xfer::train::run_finetune(ft);
     if (ft.lr_find) {
       std::cout << r.lr_find->text();

@@ -191,8 +191,9 @@ torch::Tensor shot_positions(const Dataset& ds, int64_t k, uint64_t seed) {
   chosen.reserve(static_cast<size_t>(ds.size()));
   for (int64_t c = 0; c < ds.num_classes(); ++c) {
     const auto& pos = by_class[static_cast<size_t>(c)];
-    XFER_CHECK(static_cast<int64_t>(pos.size()) >= k, name, ": class ", class_label(ds, c),
-               " has ", pos.size(), " samples, fewer than the ", k, " shots asked for");
+    XFER_CHECK(static_cast<int64_t>(pos.size()) >= k, name, ": class ", class_label(ds, c), " has ",
+               pos.size(), pos.size() == 1 ? " sample" : " samples", ", fewer than the ", k,
+               " shots asked for");
     // One stream per class, so a class's choice does not depend on the others.
     Rng rng(seed * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(c) + 1);
     auto perm = permutation(static_cast<int64_t>(pos.size()), rng);

@@ -454,19 +454,35 @@ AuditResult run_audit(const AuditOptions& o) {
        << ")\n";
   }
   {
-    double related = -1, unrelated = -1;
+    // Every related group against the unrelated one: naming only the most exposed group read as if
+    // all of the lineage were above the unrelated models when some of it was below.
+    double unrelated = -1;
     for (const auto& g : by_relation) {
-      const auto rel = g["relation"].get<std::string>();
-      const double m = g["mean_best_success"].get<double>();
-      if (rel == "unrelated") unrelated = m;
-      else if (rel != "self") related = std::max(related, m);
+      if (g["relation"] == "unrelated") unrelated = g["mean_best_success"].get<double>();
     }
-    if (related >= 0 && unrelated >= 0) {
-      md << "\n" << (related > unrelated ? "Proxies that share the target's lineage fool it more often than "
-                                           "unrelated ones"
-                                         : "In this audit, sharing the target's lineage did not raise the risk")
-         << " (" << pct(related) << " for the most exposed related group vs " << pct(unrelated)
-         << " unrelated).\n";
+    std::vector<std::string> above, below;
+    for (const auto& [mean, name] : group_means) {  // most exposed first
+      if (name == "unrelated" || name == "self") continue;
+      (mean > unrelated ? above : below).push_back(name + " " + pct(mean));
+    }
+    auto join = [](const std::vector<std::string>& v) {
+      std::string s;
+      for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+      return s;
+    };
+    if (unrelated >= 0 && !(above.empty() && below.empty())) {
+      md << "\n";
+      if (below.empty()) {
+        md << "Proxies that share the target's lineage fool it more often than unrelated ones ("
+           << join(above);
+      } else if (above.empty()) {
+        md << "In this audit, sharing the target's lineage did not raise the risk (" << join(below);
+      } else {
+        md << "Part of the target's lineage fools it more often than unrelated proxies ("
+           << join(above) << "), part less often (" << join(below);
+      }
+      md << "; unrelated " << pct(unrelated) << "). A group of few proxies, or one limited to the "
+         << "label-free feature attack (a base of other classes), is a weak comparison.\n";
     }
   }
   md << "\n## Predictors (clean data, " << k << " samples)\n\nSpearman correlation with the best success over "

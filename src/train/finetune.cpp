@@ -61,6 +61,8 @@ std::string source_path(const io::ModelSource& s) {
 std::string with_shots(const std::string& text, int64_t shots, uint64_t seed) {
   if (shots <= 0) return text;
   auto spec = data::DataSpec::parse(text);
+  XFER_CHECK_USAGE(!spec.shots, "--shots ", shots, ": the data spec '", text,
+                   "' sets shots=", *spec.shots, " itself; give one of the two");
   spec.shots = shots;
   if (text.find(":seed=") == std::string::npos) spec.seed = seed;
   return spec.str();
@@ -79,6 +81,9 @@ void FinetuneRunOptions::validate() const {
   XFER_CHECK_USAGE(shots >= 0, "--shots must be >= 1 (or 0 for every sample), got ", shots);
   XFER_CHECK_USAGE(val_fraction >= 0 && val_fraction < 1, "--val-fraction must be in [0, 1), got ",
                    val_fraction);
+  XFER_CHECK_USAGE(
+      val_data.empty() || val_fraction == 0,
+      "--val-fraction and --val-data are alternatives (a split of --data, or other data)");
   XFER_CHECK_USAGE(head == "new" || head == "keep", "--head: expected new or keep, got '", head, "'");
   if (!head_type.empty()) {
     models::HeadOptions::parse(head_type);
@@ -146,6 +151,10 @@ void FinetuneRunOptions::validate() const {
                      "--torchscript-mode classifier keeps the module's own output layer: pass "
                      "--torchscript-mode backbone for a new head, or --head keep");
   }
+  // Last, so that a bad --lr-find setting is named first.
+  XFER_CHECK_USAGE(
+      !(lr_find && !out.empty()),
+      "--lr-find trains nothing to keep: drop --out (then train with --lr RATE and --out)");
 }
 
 FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {

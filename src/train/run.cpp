@@ -19,6 +19,9 @@ void TrainRunOptions::validate() const {
   XFER_CHECK_USAGE(lr_find || lr_find_json.empty(), "--lr-find-json needs --lr-find");
   XFER_CHECK_USAGE(val_fraction == -1 || (val_fraction >= 0 && val_fraction < 1),
                    "--val-fraction must be in [0, 1), got ", val_fraction);
+  XFER_CHECK_USAGE(
+      val_data.empty() || val_fraction <= 0,
+      "--val-fraction and --val-data are alternatives (a split of --data, or other data)");
   train.validate();
   models::HeadOptions::parse(head_type);
   XFER_CHECK_USAGE(train.objective() != "simclr" || head_type == "linear",
@@ -38,6 +41,10 @@ void TrainRunOptions::validate() const {
   } catch (const nlohmann::json::exception&) {
     throw UsageError(str_cat("--arch-options: not valid JSON: ", arch_options));
   }
+  // Last, so that a bad --lr-find setting is named first.
+  XFER_CHECK_USAGE(
+      !(lr_find && !out.empty()),
+      "--lr-find trains nothing to keep: drop --out (then train with --lr RATE and --out)");
 }
 
 TrainRunResult run_train(const TrainRunOptions& o) {

@@ -420,7 +420,8 @@ class CliFinetuneTest : public ::testing::Test {
   static void TearDownTestSuite() { delete tmp_; }
   std::string args(const std::string& strategy, const std::string& out) const {
     return "--threads 1 --quiet finetune --from '" + tmp_->file("base") + "' --data '" + dst_ +
-           "' --strategy " + strategy + " --epochs 4 --batch-size 8 --crop-padding 1 --out '" + out + "'";
+           "' --strategy " + strategy + " --epochs 4 --batch-size 8 --crop-padding 1" +
+           (out.empty() ? std::string() : " --out '" + out + "'");
   }
   static TempDir* tmp_;
   static std::string src_, dst_;
@@ -439,7 +440,7 @@ TEST_F(CliFinetuneTest, DryRunPrintsGroupsAndWritesNothing) {
 }
 
 TEST_F(CliFinetuneTest, LrFindPrintsTheCurveAndASuggestionAndWritesNoModel) {
-  auto r = run_xfer(args("lp-ft --probe-solver lbfgs --ft-lr-scale 0.5", dir_.file("m")) +
+  auto r = run_xfer(args("lp-ft --probe-solver lbfgs --ft-lr-scale 0.5", "") +
                     " --lr-find --lr-find-steps 25 --lr-find-range 1e-6,1 --lr-find-json '" + dir_.file("c.json") + "'");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   for (const char* s : {"lr-find: ", "suggested lr", "phase 'fine-tune' trains at --lr x 0.5"}) {
@@ -484,7 +485,10 @@ TEST_F(CliFinetuneTest, BadCombinationsAreUsageErrors) {
                                          {"full --lr-find --lr-find-range 1,0.1", "0 < START < END"},
                                          {"full --lr-find --lr-find-steps 1", "--lr-find-steps"},
                                          {"full --lr-find --dry-run", "--lr-find trains nothing to keep"},
-                                         {"linear-probe --probe-solver lbfgs --lr-find", "no learning rate to find"}}) {
+                                         {"linear-probe --probe-solver lbfgs --lr-find", "no learning rate to find"},
+                                         {"full --lr-find", "drop --out"},
+                                         {"full --val-fraction 0.2 --val-data '" + dst_ + "'", "alternatives"},
+                                         {"full --ft-lr-scale 0.5", "--ft-lr-scale only applies to --strategy lp-ft"}}) {
     auto r = run_xfer(args(c.extra, dir_.file("m")));
     EXPECT_EQ(r.exit_code, 2) << c.extra << ": " << r.err;
     EXPECT_TRUE(one_error_line(r, c.needle)) << c.extra;
@@ -573,9 +577,18 @@ TEST_F(CliTest, AttackListsAttacksAndWritesASet) {
   EXPECT_DOUBLE_EQ(info["options"]["eps"].get<double>(), 8.0 / 255.0);
   EXPECT_EQ(info["options"]["steps"], 3);
   EXPECT_TRUE(fs::exists(adv + "/preview.png"));
+  // pgd starts at a random point unless told otherwise, either way round.
+  for (const char* flag : {"", " --no-random-start", " --random-start=false"}) {
+    const std::string p = tmp_.file("pgd");
+    auto g = run_xfer("--quiet attack --surrogate '" + out() + "' --data '" + spec_ +
+                      "' --attack pgd --steps 2 --limit 6 --force --out '" + p + "'" + flag);
+    ASSERT_EQ(g.exit_code, 0) << flag << ": " << g.err;
+    EXPECT_EQ(read_json(p + "/attack.json")["options"]["random_start"].get<bool>(), *flag == '\0') << flag;
+  }
   for (const auto& [flags, needle] : std::vector<std::pair<std::string, std::string>>{
            {"--eps 0", "--eps"}, {"--eps abc", "--eps"}, {"--steps 0", "--steps"},
-           {"--attack pgd+fgsm", "more than one"}, {"--target sideways", "--target"}}) {
+           {"--attack pgd+fgsm", "more than one"}, {"--target sideways", "--target"},
+           {"--attack fgsm --random-start", "fgsm fixes random_start"}}) {
     auto bad = run_xfer("--quiet attack --surrogate '" + out() + "' --data '" + spec_ + "' " + flags +
                         " --out '" + tmp_.file("bad") + "'");
     EXPECT_EQ(bad.exit_code, 2) << flags << ": " << bad.err;

@@ -165,6 +165,27 @@ TEST_F(AuditTest, ClassifiesRanksAndWritesTheReport) {
   EXPECT_TRUE(a["predictor_spearman_vs_success"].contains("cka"));
   EXPECT_NE(r.summary.find("Most dangerous proxy"), std::string::npos);
   EXPECT_NE(r.summary.find("sibling"), std::string::npos);
+  // The lineage sentence places every related group against the unrelated one.
+  double unrelated = -1;
+  for (const auto& g : a["by_relation"]) {
+    if (g["relation"] == "unrelated") unrelated = g["mean_best_success"].get<double>();
+  }
+  ASSERT_GE(unrelated, 0);
+  int above = 0, below = 0;
+  for (const auto& g : a["by_relation"]) {
+    if (g["relation"] == "unrelated") continue;
+    const double m = g["mean_best_success"].get<double>();
+    (m > unrelated ? above : below)++;
+    char text[64];
+    std::snprintf(text, sizeof text, "%s %.1f%%", g["relation"].get<std::string>().c_str(),
+                  100 * m);
+    EXPECT_NE(r.summary.find(text), std::string::npos) << text << "\n" << r.summary;
+  }
+  EXPECT_NE(r.summary.find(below == 0 ? "Proxies that share the target's lineage fool it more often"
+                           : above == 0 ? "did not raise the risk"
+                                        : "Part of the target's lineage fools it more often"),
+            std::string::npos)
+      << r.summary;
   EXPECT_EQ(read_file(o.out + "/summary.md"), r.summary);
   // A rerun into the same directory crafts nothing.
   auto again = run_audit(o);

@@ -392,6 +392,7 @@ TEST_F(FinetuneTest, LrFindRunsOnTheFirstPhaseWithARateAndWritesNoModel) {
   o.probe_solver = "lbfgs";
   o.ft_lr_scale = 0.2;
   o.lr_find = true;
+  o.out.clear();  // a range test writes no model: --out is refused with it
   o.lr_find_options.start_lr(1e-6).end_lr(1).steps(30);
   o.lr_find_json = dir_.file("curve.json");
   auto r = run_finetune(o);
@@ -412,6 +413,7 @@ TEST_F(FinetuneTest, LrFindRunsOnTheFirstPhaseWithARateAndWritesNoModel) {
   // Mini-batch lp-ft: its first phase (the head) at --lr itself.
   auto m = options("lp-ft", "lf2");
   m.lr_find = true;
+  m.out.clear();
   m.lr_find_options.steps(10);
   auto r2 = run_finetune(m);
   EXPECT_EQ(r2.lr_find_phase, "linear-probe");
@@ -476,6 +478,19 @@ TEST_F(FinetuneTest, RefusesBadCombinations) {
        },
        "--lr-find trains nothing to keep"},
       {"full", [](auto& o) { o.lr_find_json = "c.json"; }, "--lr-find-json needs --lr-find"},
+      {"full", [](auto& o) { o.lr_find = true; }, "drop --out"},
+      {"full",
+       [](auto& o) {
+         o.data += ":shots=3";
+         o.shots = 2;
+       },
+       "sets shots=3 itself"},
+      {"full",
+       [](auto& o) {
+         o.val_data = o.data;
+         o.val_fraction = 0.2;
+       },
+       "alternatives"},
       {"full",
        [](auto& o) {
          o.lr_find = true;

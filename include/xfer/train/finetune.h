@@ -89,6 +89,8 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& options);
 
 /// The SPEC with shots=K (and seed=S unless the SPEC names a seed): how
 /// `--shots` turns a SPEC into the k-shot subset, for finetune and train alike.
+/// shots 0 returns the SPEC as it is; a SPEC that sets shots= itself is a
+/// usage error (one of the two would be ignored).
 std::string with_shots(const std::string& spec, int64_t shots, uint64_t seed);
 
 }  // namespace xfer::train
