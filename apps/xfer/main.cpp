@@ -509,7 +509,13 @@ int run(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::string msg = e.what();
     std::replace(msg.begin(), msg.end(), '\n', ' ');
-    std::fprintf(stderr, "xfer: error: %s (see xfer --help)\n", msg.c_str());
+    // Point at the help of the (sub)command whose flags were wrong: "xfer data info --help".
+    std::string cmd = "xfer";
+    for (CLI::App* at = &app; !at->get_subcommands().empty();) {
+      at = at->get_subcommands().front();
+      cmd += " " + at->get_name();
+    }
+    std::fprintf(stderr, "xfer: error: %s (see %s --help)\n", msg.c_str(), cmd.c_str());
     return 2;
   }
 
@@ -728,7 +734,8 @@ int run(int argc, char** argv) {
       std::printf("best val accuracy %.4f at epoch %lld\n", r.train.best_val_accuracy,
                   static_cast<long long>(r.train.best_epoch));
     }
-    std::printf("trained %lld samples, %lld trainable parameters, %.1f s, %.0f images/s\n",
+    // The rate counts the optimizer steps only; the wall time includes validation and saving.
+    std::printf("trained %lld samples, %lld trainable parameters, %.1f s wall, %.0f images/s in steps\n",
                 static_cast<long long>(r.train_samples),
                 static_cast<long long>(r.train.trainable_parameters), r.train.wall_seconds,
                 r.train.images_per_second);
