@@ -455,6 +455,17 @@ std::string render_report(const Json& r, const std::string& dir) {
 std::string write_report(const std::string& study_dir) {
   const std::string results = (fs::path(study_dir) / "results.json").string();
   const std::string html = (fs::path(study_dir) / "report.html").string();
+  // The other commands' folders have their own summaries: say so rather than "no such file".
+  std::error_code ec;
+  if (!fs::exists(results, ec)) {
+    for (const auto& [file, what] :
+         {std::pair<const char*, const char*>{"audit.json",
+                                              "an xfer audit folder (its report is summary.md)"},
+          {"matrix.json", "an xfer transfer folder (its heatmap is heatmap.svg)"}}) {
+      XFER_CHECK(!fs::exists(fs::path(study_dir) / file, ec), study_dir, ": ", what,
+                 "; xfer report renders a study's results.json");
+    }
+  }
   const Json r = read_json(results);
   std::string page;
   try {

@@ -58,6 +58,17 @@ TEST(ReportTest, RefusesSomethingElse) {
   xfer::testing::expect_error_containing([&] { write_report(tmp.path()); },
                                          {tmp.file("results.json"), "provenance"});
   EXPECT_FALSE(std::filesystem::exists(tmp.file("report.html")));
+  // An audit's or a transfer's folder is named as such.
+  xfer::testing::TempDir audit;
+  write_json(audit.file("audit.json"), Json{{"format", "xfer-audit/1"}});
+  xfer::testing::expect_error_containing([&] { write_report(audit.path()); },
+                                         {"an xfer audit folder", "summary.md"});
+  xfer::testing::TempDir matrix;
+  write_json(matrix.file("matrix.json"), Json::object());
+  xfer::testing::expect_error_containing([&] { write_report(matrix.path()); },
+                                         {"an xfer transfer folder"});
+  xfer::testing::expect_error_containing([&] { write_report(tmp.file("nowhere")); },
+                                         {"results.json"});
 }
 
 }  // namespace
