@@ -180,20 +180,14 @@ torch::Tensor balanced_positions(const torch::Tensor& labels, int64_t n) {
   return torch::tensor(taken, torch::kLong);
 }
 
-torch::Tensor shot_positions(const Dataset& ds, int64_t k, uint64_t seed) {
-  const std::string name = name_of(ds);
-  XFER_CHECK(k >= 1, name, ": shots must be at least 1, got ", k);
-  ds.validate();
-  auto by_class = positions_by_class(ds);
-  std::vector<int64_t> chosen;
-  // (k is checked against each class below; it may be far larger than the
-  // data, and k times the classes may overflow: never more than every sample)
-  chosen.reserve(static_cast<size_t>(ds.size()));
-  for (int64_t c = 0; c < ds.num_classes(); ++c) {
-    const auto& pos = by_class[static_cast<size_t>(c)];
-    XFER_CHECK(static_cast<int64_t>(pos.size()) >= k, name, ": class ", class_label(ds, c), " has ",
-               pos.size(), pos.size() == 1 ? " sample" : " samples", ", fewer than the ", k,
-               " shots asked for");
+namespace {
+
+/// Appends seed's draw of k positions from each class (k at most each class's
+/// size, checked by the callers) to `chosen`: by class, then by position.
+void draw_shots(const std::vector<std::vector<int64_t>>& by_class, int64_t k, uint64_t seed,
+                std::vector<int64_t>& chosen) {
+  for (size_t c = 0; c < by_class.size(); ++c) {
+    const auto& pos = by_class[c];
     // One stream per class, so a class's choice does not depend on the others.
     Rng rng(seed * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(c) + 1);
     auto perm = permutation(static_cast<int64_t>(pos.size()), rng);
@@ -204,6 +198,25 @@ torch::Tensor shot_positions(const Dataset& ds, int64_t k, uint64_t seed) {
     std::sort(mine.begin(), mine.end());
     chosen.insert(chosen.end(), mine.begin(), mine.end());
   }
+}
+
+}  // namespace
+
+torch::Tensor shot_positions(const Dataset& ds, int64_t k, uint64_t seed) {
+  const std::string name = name_of(ds);
+  XFER_CHECK(k >= 1, name, ": shots must be at least 1, got ", k);
+  ds.validate();
+  const auto by_class = positions_by_class(ds);
+  for (int64_t c = 0; c < ds.num_classes(); ++c) {
+    const size_t have = by_class[static_cast<size_t>(c)].size();
+    XFER_CHECK(static_cast<int64_t>(have) >= k, name, ": class ", class_label(ds, c), " has ", have,
+               have == 1 ? " sample" : " samples", ", fewer than the ", k, " shots asked for");
+  }
+  std::vector<int64_t> chosen;
+  // (k was checked against each class: it may have been far larger than the
+  // data, and k times the classes may overflow; never more than every sample)
+  chosen.reserve(static_cast<size_t>(ds.size()));
+  draw_shots(by_class, k, seed, chosen);
   return to_tensor(chosen);
 }
 
@@ -222,11 +235,14 @@ Dataset exclude_shots(const Dataset& ds, int64_t k, const std::vector<uint64_t>&
     XFER_CHECK(counts[c] > k, name, ": exclude=", k, " would remove every sample of class ",
                class_label(ds, static_cast<int64_t>(c)), " (it has ", counts[c], ")");
   }
+  // The classes' positions once for every seed (up to 256 of them).
+  const auto by_class = positions_by_class(ds);
   std::vector<char> excluded(static_cast<size_t>(ds.size()), 0);
+  std::vector<int64_t> drawn;
   for (uint64_t seed : seeds) {
-    const auto pos = shot_positions(ds, k, seed);
-    const int64_t* p = pos.data_ptr<int64_t>();
-    for (int64_t i = 0; i < pos.size(0); ++i) excluded[static_cast<size_t>(p[i])] = 1;
+    drawn.clear();
+    draw_shots(by_class, k, seed, drawn);
+    for (int64_t i : drawn) excluded[static_cast<size_t>(i)] = 1;
   }
   std::vector<int64_t> keep;
   keep.reserve(excluded.size());

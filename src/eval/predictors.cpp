@@ -45,7 +45,11 @@ double linear_cka(const torch::Tensor& x, const torch::Tensor& y) {
   return cross / (xx * yy);
 }
 
-double spearman(const std::vector<double>& a, const std::vector<double>& b) {
+namespace {
+
+/// The pairs Spearman ranks: those where both values are finite.
+std::pair<std::vector<double>, std::vector<double>> finite_pairs(const std::vector<double>& a,
+                                                                 const std::vector<double>& b) {
   XFER_CHECK(a.size() == b.size(), "spearman: ", a.size(), " vs ", b.size(), " values");
   std::vector<double> x, y;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -54,6 +58,13 @@ double spearman(const std::vector<double>& a, const std::vector<double>& b) {
       y.push_back(b[i]);
     }
   }
+  return {x, y};
+}
+
+}  // namespace
+
+double spearman(const std::vector<double>& a, const std::vector<double>& b) {
+  const auto [x, y] = finite_pairs(a, b);
   if (x.size() < 3) return kNaN;
   auto rx = average_ranks(x), ry = average_ranks(y);
   const double n = double(rx.size());
@@ -70,10 +81,7 @@ double spearman(const std::vector<double>& a, const std::vector<double>& b) {
 }
 
 int64_t spearman_pairs(const std::vector<double>& a, const std::vector<double>& b) {
-  XFER_CHECK(a.size() == b.size(), "spearman: ", a.size(), " vs ", b.size(), " values");
-  int64_t n = 0;
-  for (size_t i = 0; i < a.size(); ++i) n += std::isfinite(a[i]) && std::isfinite(b[i]);
-  return n;
+  return static_cast<int64_t>(finite_pairs(a, b).first.size());
 }
 
 ModelProbe probe_model(models::ClassifierImpl& model, const torch::Tensor& images, const torch::Tensor& labels,

@@ -239,14 +239,20 @@ StudyResult run_study(const StudyOptions& opt) {
   // The key holds the data's content, not only its spec: an idx: or folder:
   // spec whose files changed must train again. Every model's data is a subset
   // (classes, shots with a seed in the spec) of the source or the target.
-  const Json data_sha256 = {{"source", data::load(c.source).content_hash()},
-                            {"target", data::load(c.target).content_hash()}};
   // Attackers B and C draw their labels from the target without any victim's
   // (DESIGN: "their own disjoint few labels"); one seed's draws are nested, so
-  // excluding the largest draw of each victim seed excludes them all. Loaded
-  // here, so a pool too small for attacker_shots fails before any training.
+  // excluding the largest draw of each victim seed excludes them all.
   const std::string attacker_pool = attacker_pool_spec(c);
-  data::load(train::with_shots(attacker_pool, c.attacker_shots, 1000));
+  const Json data_sha256 = [&] {
+    const std::string source_sha256 = data::load(c.source).content_hash();
+    const data::Dataset target = data::load(c.target);
+    // Drawn here from the loaded target, as the pool's spec will draw it, so a
+    // pool too small for attacker_shots fails before any training.
+    const auto pool = data::DataSpec::parse(attacker_pool);
+    data::sample_shots(data::exclude_shots(target, *pool.exclude_shots, pool.exclude_seeds),
+                       c.attacker_shots, 1000);
+    return Json{{"source", source_sha256}, {"target", target.content_hash()}};
+  }();
   auto build = [&](Member m, const Job& job) {
     Json recipe = job.recipe;
     recipe["xfer_version"] = version();
