@@ -303,8 +303,8 @@ int run(int argc, char** argv) {
   ft_cmd->add_option("--probe-iters", ft.probe_iters, "lbfgs: iterations at most (default 500)")
       ->check(at_least_one);
   ft_cmd->add_option("--lp-epochs", ft.lp_epochs, "lp-ft: linear-probe epochs (default: half)");
-  ft_cmd->add_option("--ft-lr-scale", ft.ft_lr_scale, "lp-ft: fine-tuning lr relative to --lr")
-      ->capture_default_str();
+  ft_cmd->add_option("--ft-lr-scale", ft.ft_lr_scale,
+                     "lp-ft: fine-tuning lr relative to --lr (default: 0.1)");
   ft_cmd->add_option("--lora-alpha", ft.lora_alpha, "lora: scaling alpha (default: the rank)");
   ft_cmd->add_flag("--lora-separate", ft_lora_separate,
                    "lora: save the adapters beside the base weights instead of merging them");
@@ -484,7 +484,22 @@ int run(int argc, char** argv) {
       ++i;
       continue;
     }
-    if (!a.empty() && a[0] == '-') continue;
+    if (!a.empty() && a[0] == '-') {
+      // Likewise an option before the command that xfer does not have.
+      const std::string name = a.substr(0, a.find('='));
+      static const char* const kGlobal[] = {"--threads", "--image-size", "--dist-timeout",
+                                            "--quiet",   "-q",           "--help",
+                                            "-h",        "--version"};
+      if (std::find(std::begin(kGlobal), std::end(kGlobal), name) == std::end(kGlobal)) {
+        std::fprintf(stderr,
+                     "xfer: error: unknown option '%s' before the command (options before it: "
+                     "--threads, --image-size, --quiet, --dist-timeout; a command's own options "
+                     "follow it, see xfer COMMAND --help)\n",
+                     name.c_str());
+        return 2;
+      }
+      continue;
+    }
     std::string known;
     bool found = false;
     for (const auto* sc : app.get_subcommands({})) {
@@ -667,12 +682,6 @@ int run(int argc, char** argv) {
       ft.on_message = [](const std::string& m) { std::fprintf(stderr, "%s\n", m.c_str()); };
     }
     apply_lr_find(ft_cmd, ft.lr_find, ft_lr_range, ft.lr_find_options);
-    // Its default is a value (0.1), so only the flag's presence tells it was given to another
-    // strategy.
-    XFER_CHECK_USAGE(
-        ft_cmd->count("--ft-lr-scale") == 0 ||
-            xfer::train::Strategy::parse(ft.strategy).kind == xfer::train::Strategy::Kind::kLpFt,
-        "--ft-lr-scale only applies to --strategy lp-ft");
     auto r = xfer::train::run_finetune(ft);
     if (ft.lr_find) {
       std::cout << r.lr_find->text();

@@ -221,10 +221,7 @@ LoadedModel load_model_source(const ModelSource& s, ImportReport* report) {
     XFER_CHECK(std::filesystem::is_regular_file(s.torchscript, ec), s.torchscript,
                ": no such file");
     // Pinned before any of its code is loaded or run.
-    lm.card.id = sha256_file(s.torchscript);
-    XFER_CHECK(s.weights_sha256.empty() || s.weights_sha256 == lm.card.id, s.torchscript,
-               ": sha256 ", lm.card.id, " differs from the expected ", s.weights_sha256);
-    auto module = models::load_torchscript(s.torchscript);
+    auto module = models::load_torchscript(s.torchscript, s.weights_sha256, &lm.card.id);
     auto ts = models::TorchScriptClassifier(module, s.torchscript_mode, s.input_shape,
                                             s.num_classes);
     lm.model = ts.ptr();
@@ -254,6 +251,7 @@ void check_model_for_data(const LoadedModel& lm, const data::Dataset& ds, const 
 }
 
 bool label_space_matches(const LoadedModel& lm, const data::Dataset& ds) {
+  if (lm.config.task != "classifier" || lm.model->num_classes() < ds.num_classes()) return false;
   const auto& names = lm.config.class_names;
   if (names.empty() || ds.class_names.empty()) return true;
   if (names.size() < ds.class_names.size()) return false;

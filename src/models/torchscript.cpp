@@ -1,9 +1,15 @@
 #include "xfer/models/torchscript.h"
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
+#include <memory>
+
+#include <caffe2/serialize/read_adapter_interface.h>
 
 #include "xfer/core/error.h"
+#include "xfer/core/fs.h"
+#include "xfer/core/sha256.h"
 
 namespace xfer::models {
 namespace {
@@ -14,11 +20,38 @@ std::string alias(const std::string& dotted) {
 }
 }  // namespace
 
-torch::jit::Module load_torchscript(const std::string& path) {
+namespace {
+
+/// Serves an archive from bytes held in memory. A read past the end returns
+/// what is there (LibTorch's MemoryReadAdapter copies whatever is asked).
+class BytesReadAdapter final : public caffe2::serialize::ReadAdapterInterface {
+ public:
+  explicit BytesReadAdapter(std::string bytes) : bytes_(std::move(bytes)) {}
+  size_t size() const override { return bytes_.size(); }
+  size_t read(uint64_t pos, void* buf, size_t n, const char* /*what*/) const override {
+    if (pos >= bytes_.size()) return 0;
+    n = static_cast<size_t>(std::min<uint64_t>(n, bytes_.size() - pos));
+    std::memcpy(buf, bytes_.data() + pos, n);
+    return n;
+  }
+
+ private:
+  std::string bytes_;
+};
+
+}  // namespace
+
+torch::jit::Module load_torchscript(const std::string& path, const std::string& expected_sha256,
+                                    std::string* sha256) {
   std::error_code ec;
   XFER_CHECK(std::filesystem::is_regular_file(path, ec), path, ": no such file");
+  std::string bytes = read_file(path);
+  const std::string hash = sha256_hex(bytes);
+  XFER_CHECK(expected_sha256.empty() || hash == expected_sha256, path, ": sha256 ", hash,
+             " differs from the expected ", expected_sha256);
+  if (sha256) *sha256 = hash;
   try {
-    return torch::jit::load(path, torch::kCPU);
+    return torch::jit::load(std::make_shared<BytesReadAdapter>(std::move(bytes)), torch::kCPU);
   } catch (const c10::Error& e) {
     std::string msg = e.what_without_backtrace();
     auto nl = msg.find('\n');

@@ -886,6 +886,8 @@ TEST_F(CliCatalogueTest, EveryBadInputGivesOneLineAndNoPartialOutput) {
        "--checkpoint-dir"},
       {"dist-timeout-zero", "--dist-timeout 0", "--dist-timeout 0 " + train, 2, "--dist-timeout"},
       {"unknown-command", "a command xfer does not have", "frobnicate", 2, "frobnicate"},
+      {"unknown-global-option", "an option xfer does not have, before the command", "--bogus train", 2,
+       "unknown option '--bogus' before the command"},
       // Outputs.
       {"out-exists", "--out naming an existing directory (no --force)",
        "--quiet train --data " + data + " --arch mlp --epochs 1 --out " + q(tmp_.file("existing")), 1, "--force"},

@@ -59,7 +59,8 @@ std::vector<std::string> all_names() {
 TEST_F(AttackTest, EveryAttackStaysInTheBudgetAndTheImageRange) {
   for (const auto& name : all_names()) {
     for (const char* norm : {"linf", "l2"}) {
-      const double eps = std::string(norm) == "linf" ? 0.1 : 1.0;
+      // Neither budget is a float: the bound holds without a tolerance all the same.
+      const double eps = std::string(norm) == "linf" ? 0.1 : 0.7;
       auto o = options_for(name, AttackOptions().eps(eps).norm(norm).steps(3).seed(1));
       if (o.variance_samples() > 0) o.variance_samples(3);
       auto r = run_attack({model_}, x_, y_, o);
@@ -68,9 +69,9 @@ TEST_F(AttackTest, EveryAttackStaysInTheBudgetAndTheImageRange) {
       EXPECT_LE(r.adv.max().item<float>(), 1.f) << name;
       auto d = (r.adv - x_).flatten(1);
       if (std::string(norm) == "linf") {
-        EXPECT_LE(d.abs().max().item<double>(), eps + 1e-6) << name;
+        EXPECT_LE(d.abs().max().item<double>(), eps) << name;
       } else {
-        EXPECT_LE(d.norm(2, 1).max().item<double>(), eps + 1e-5) << name;
+        EXPECT_LE(d.norm(2, 1).max().item<double>(), eps) << name;
       }
       EXPECT_GT(d.abs().max().item<double>(), 0.0) << name << " " << norm << ": did not move";
     }

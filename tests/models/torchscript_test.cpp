@@ -2,9 +2,11 @@
 
 #include <fstream>
 
+#include "support/errors.h"
 #include "support/support.h"
 #include "xfer/core/error.h"
 #include "xfer/core/fs.h"
+#include "xfer/core/sha256.h"
 #include "xfer/io/safetensors.h"
 
 namespace xfer::models {
@@ -76,6 +78,23 @@ TEST_F(TorchScriptTest, TrainModeReachesScriptedDropout) {
   EXPECT_FALSE(torch::allclose(m->forward(x), m->forward(x)));
   m->eval();
   EXPECT_TENSOR_CLOSE(m->forward(x), m->forward(x), 0.0);
+}
+
+TEST_F(TorchScriptTest, LoadChecksThePinOnTheBytesItLoads) {
+  const std::string path = dir_.file("classifier.pt");
+  const std::string digest = sha256_file(path);
+  std::string seen;
+  auto module = load_torchscript(path, digest, &seen);
+  EXPECT_EQ(seen, digest);
+  TorchScriptClassifier m(module, "classifier", std::vector<int64_t>{1, 28, 28}, 0);
+  m->eval();
+  EXPECT_TENSOR_CLOSE(m->forward(io_.at("input")), io_.at("logits"), 1e-5);
+  std::string wrong = digest;
+  wrong[0] = wrong[0] == '0' ? '1' : '0';
+  seen.clear();
+  xfer::testing::expect_error_containing([&] { load_torchscript(path, wrong, &seen); },
+                                         {"classifier.pt", "differs from the expected"});
+  EXPECT_TRUE(seen.empty());  // nothing is reported for a refused file
 }
 
 TEST(TorchScriptLoadTest, NonTorchScriptAndTruncatedFilesAreRefused) {

@@ -22,7 +22,7 @@ struct LoaderOptions {
   int64_t batch_size = 128;
   bool shuffle = false;
   bool drop_last = false;
-  uint64_t seed = 0;  ///< shuffle order of epoch e uses seed + e
+  uint64_t seed = 0;  ///< epoch e shuffles with a hash of (seed, e)
   AugmentOptions augment;
 };
 

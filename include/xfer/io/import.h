@@ -83,9 +83,11 @@ void check_model_for_data(const LoadedModel& model, const data::Dataset& data, c
                           bool check_classes = true);
 
 /// Whether the model's class k is the data's class k for every data class:
-/// true when either side has no class names (TorchScript, unnamed data),
-/// false e.g. for a base pre-trained on classes 0-4 against data of classes
-/// 5-9 (relabelled 0-4), whose label-based attacks and accuracy mean nothing.
+/// false for a model that is no classifier (a self-supervised embedding) or
+/// has fewer classes than the data; else true when either side has no class
+/// names (TorchScript, unnamed data); false e.g. for a base pre-trained on
+/// classes 0-4 against data of classes 5-9 (relabelled 0-4), whose
+/// label-based attacks and accuracy mean nothing.
 bool label_space_matches(const LoadedModel& model, const data::Dataset& data);
 
 }  // namespace xfer::io

@@ -43,9 +43,13 @@ class TorchScriptClassifierImpl : public ClassifierImpl {
 };
 TORCH_MODULE(TorchScriptClassifier);
 
-/// torch::jit::load with errors as xfer::Error naming the file. (From the
-/// path, not from a stream of bytes already hashed: LibTorch 1.13's stream
-/// loader leaks on a malformed archive, which LeakSanitizer reports.)
-torch::jit::Module load_torchscript(const std::string& path);
+/// torch::jit::load with errors as xfer::Error naming the file. The file is
+/// read once: the archive is loaded from the very bytes that were hashed, so a
+/// file replaced between a hash check and the load cannot slip in. A non-empty
+/// `expected_sha256` is checked before any of the archive's code is loaded;
+/// `sha256`, when given, receives the digest of the bytes loaded.
+torch::jit::Module load_torchscript(const std::string& path,
+                                    const std::string& expected_sha256 = "",
+                                    std::string* sha256 = nullptr);
 
 }  // namespace xfer::models
