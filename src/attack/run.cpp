@@ -171,6 +171,7 @@ AttackSetResult run_attack_set(const AttackSetOptions& opt, const std::vector<io
     info = {{"format", "xfer-adv/1"},
             {"attack", opt.attack},
             {"options", o.to_json()},
+            {"batch_size", opt.batch_size},  // random draws are seeded per batch
             {"surrogates", surrogates},
             {"data", {{"spec", opt.data}, {"sha256", ds.content_hash()}, {"samples", n}}},
             {"norms",

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <iomanip>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -172,9 +173,12 @@ AuditResult run_audit(const AuditOptions& o) {
 
   std::vector<io::ModelSource> sources = {o.target};
   for (const auto& p : o.proxies) sources.push_back(p);
-  auto models = load_named_models(sources, ds, o.data, true);
+  // Proxies need only the data's image shape: a feature attack needs no
+  // classes (a self-supervised base, a base of other classes).
+  auto models = load_named_models(sources, ds, o.data, false);
   for (auto& m : models) m.loaded.model->to(device);
   const NamedModel& target = models[0];
+  io::check_model_for_data(target.loaded, ds, o.data, true);
   check_label_space(target, ds, o.data);
   const bool black_box = !o.target.torchscript.empty() || !o.target.weights.empty();
   const Lineage target_lineage = lineage_of(target.loaded);
@@ -182,6 +186,7 @@ AuditResult run_audit(const AuditOptions& o) {
   const auto images = ds.float_images();
   const auto clean_pred = predict_classes(*target.loaded.model, images, o.batch_size, device);
   const int64_t clean_correct = clean_pred.eq(ds.labels).sum().item<int64_t>();
+  const auto clean_ci = wilson_interval(clean_correct, ds.size());
 
   CraftContext ctx;
   ctx.data = &ds;
@@ -212,8 +217,13 @@ AuditResult run_audit(const AuditOptions& o) {
 
   // Reference: white-box PGD on the target itself.
   Json reference = Json::array();
+  std::optional<TransferCell::Rate> reference_rate;  // at the headline budget
   if (o.white_box_reference) {
-    for (double e : o.eps) reference.push_back(run_cell(target, "pgd", e).to_json());
+    for (double e : o.eps) {
+      const TransferCell c = run_cell(target, "pgd", e);
+      if (!reference_rate) reference_rate = c.headline();
+      reference.push_back(c.to_json());
+    }
   }
 
   // Predictors on clean data.
@@ -239,9 +249,9 @@ AuditResult run_audit(const AuditOptions& o) {
     p.lineage = lineage_of(models[i].loaded);
     p.relation = black_box ? RelationInfo{} : classify_relation(p.lineage, target_lineage);
     p.labels_match = io::label_space_matches(models[i].loaded, ds);
-    p.predictors =
-        pair_predictors(probe_model(*models[i].loaded.model, px, py, o.batch_size, device),
-                        target_probe, p.labels_match);
+    p.predictors = pair_predictors(
+        probe_model(*models[i].loaded.model, px, py, o.batch_size, device, p.labels_match),
+        target_probe, p.labels_match);
     std::vector<std::string> suite;
     // A proxy with other classes (a base pre-trained on another task) has no
     // meaningful label loss: only the label-free feature attack applies.
@@ -302,7 +312,10 @@ AuditResult run_audit(const AuditOptions& o) {
                            {"proxies", names},
                            {"mean_best_success", mean},
                            {"pooled_success", correct ? double(fooled) / double(correct) : 0.0},
-                           {"pooled_ci95", {ci.first, ci.second}}});
+                           {"pooled_ci95", {ci.first, ci.second}},
+                           // Over every proxy of the group; the interval counts one proxy's worth.
+                           {"hits", fooled},
+                           {"n", correct}});
     group_means.emplace_back(mean, name);
   }
   std::sort(group_means.rbegin(), group_means.rend());
@@ -310,7 +323,10 @@ AuditResult run_audit(const AuditOptions& o) {
   // Predictors vs measured risk across proxies.
   Json correlations = Json::object(), correlation_pairs = Json::object();
   std::vector<double> risk;
-  for (const auto& p : reports) risk.push_back(rate(*p.best[0]));
+  for (const auto& p : reports) {
+    const auto h = p.best[0]->headline();  // a rate over no sample is not a measured 0
+    risk.push_back(h.n > 0 ? h.rate : std::nan(""));
+  }
   for (const auto& name : predictor_names()) {
     std::vector<double> v;
     for (const auto& p : reports) v.push_back(predictor_value(p.predictors, name));
@@ -334,7 +350,9 @@ AuditResult run_audit(const AuditOptions& o) {
       curve.push_back({{"eps", o.eps[e]},
                        {"attack", b->attack},
                        {"success", h.rate},
-                       {"ci95", {h.low, h.high}}});
+                       {"ci95", {h.low, h.high}},
+                       {"hits", h.hits},
+                       {"n", h.n}});
     }
     proxies.push_back({{"rank", rank + 1},
                        {"name", p.model->name},
@@ -362,7 +380,10 @@ AuditResult run_audit(const AuditOptions& o) {
         {"arch", target.loaded.config.arch},
         {"black_box", black_box},
         {"lineage", target_lineage.to_json()},
-        {"clean_accuracy", double(clean_correct) / double(ds.size())}}},
+        {"clean_accuracy", double(clean_correct) / double(ds.size())},
+        {"clean_ci95", {clean_ci.first, clean_ci.second}},
+        {"clean_correct", clean_correct},
+        {"n", ds.size()}}},
       {"data", {{"spec", o.data}, {"sha256", ds.content_hash()}, {"samples", ds.size()}}},
       {"eps", o.eps},
       {"headline_eps", o.eps.front()},
@@ -375,7 +396,9 @@ AuditResult run_audit(const AuditOptions& o) {
         {"attack", top_cell->attack},
         {"eps", top_cell->eps},
         {"success", top_rate.rate},
-        {"ci95", {top_rate.low, top_rate.high}}}},
+        {"ci95", {top_rate.low, top_rate.high}},
+        {"hits", top_rate.hits},
+        {"n", top_rate.n}}},
       {"proxies", proxies},
       {"by_relation", by_relation},
       {"predictor_spearman_vs_success", correlations},
@@ -406,8 +429,15 @@ AuditResult run_audit(const AuditOptions& o) {
   for (double e : o.eps) md << " " << num(e, 4);
   md << " (headline " << num(o.eps.front(), 4) << "); attacks:";
   for (const auto& a : suite_names) md << " " << a;
-  md << "\n- Success = misclassified after the attack, among the samples the target classifies correctly; "
-        "95% Wilson intervals\n\n";
+  if (o.base.target() == "none") {
+    md << "\n- Success = misclassified after the attack, among the samples the target classifies "
+          "correctly; 95% Wilson intervals\n\n";
+  } else {
+    md << "\n- Success = classified as the attacker's target (" << o.base.target()
+       << "), among the samples not already of it; for the label-free feature attack, "
+          "misclassified among the samples the target classifies correctly; 95% Wilson "
+          "intervals\n\n";
+  }
   md << "## Most dangerous proxy\n\n**" << top.model->name << "** ("
      << relation_name(top.relation.relation) << "): " << top_cell->attack << " at eps "
      << num(top_cell->eps, 4)
@@ -415,9 +445,8 @@ AuditResult run_audit(const AuditOptions& o) {
                             : " fools the target on ")
      << pct(top_rate.rate) << " (95% CI " << pct(top_rate.low) << "-" << pct(top_rate.high)
      << ") of " << top_rate.n << " samples.";
-  if (!reference.empty()) {
-    md << " For scale, white-box PGD on the target itself: "
-       << pct(reference[0]["success_rate"].get<double>()) << ".";
+  if (reference_rate) {
+    md << " For scale, white-box PGD on the target itself: " << pct(reference_rate->rate) << ".";
   }
   md << "\n\n## Ranking at eps " << num(o.eps.front(), 4) << "\n\n";
   md << "| rank | proxy | arch | relation | best attack | success | 95% CI | grad. alignment | CKA | agreement |\n"

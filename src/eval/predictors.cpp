@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <optional>
 
 #include "xfer/core/error.h"
 
@@ -84,8 +85,9 @@ int64_t spearman_pairs(const std::vector<double>& a, const std::vector<double>& 
   return static_cast<int64_t>(finite_pairs(a, b).first.size());
 }
 
-ModelProbe probe_model(models::ClassifierImpl& model, const torch::Tensor& images, const torch::Tensor& labels,
-                       int64_t batch_size, torch::Device device) {
+ModelProbe probe_model(models::ClassifierImpl& model, const torch::Tensor& images,
+                       const torch::Tensor& labels, int64_t batch_size, torch::Device device,
+                       bool gradients) {
   XFER_CHECK(images.dim() == 4 && labels.dim() == 1 && images.size(0) == labels.size(0),
              "probe_model: expected images [N,C,H,W] and labels [N]");
   XFER_CHECK(batch_size >= 1, "probe_model: batch_size must be >= 1");
@@ -94,21 +96,24 @@ ModelProbe probe_model(models::ClassifierImpl& model, const torch::Tensor& image
   const int64_t n = images.size(0);
   for (int64_t b = 0; b < n; b += batch_size) {
     const int64_t e = std::min(n, b + batch_size);
-    auto x = images.slice(0, b, e).to(device).to(torch::kFloat).detach().requires_grad_(true);
-    auto y = labels.slice(0, b, e).to(device);
+    auto x = images.slice(0, b, e).to(device).to(torch::kFloat).detach().requires_grad_(gradients);
+    std::optional<torch::NoGradGuard> no_grad;
+    if (!gradients) no_grad.emplace();
     auto f = model.features(x);  // refreshes LoRA adapters, normalises
     auto logits = model.forward_head(f);
-    // Sum, not mean: the per-sample gradient must not depend on the batch size.
-    auto loss = torch::nn::functional::cross_entropy(
-        logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
-    auto g = torch::autograd::grad({loss}, {x})[0];
+    if (gradients) {
+      auto y = labels.slice(0, b, e).to(device);
+      // Sum, not mean: the per-sample gradient must not depend on the batch size.
+      auto loss = torch::nn::functional::cross_entropy(
+          logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+      grads.push_back(torch::autograd::grad({loss}, {x})[0].flatten(1).cpu().detach());
+    }
     preds.push_back(logits.argmax(1).cpu());
-    grads.push_back(g.flatten(1).cpu().detach());
     feats.push_back((model.has_head() ? f : logits).flatten(1).cpu().detach());
   }
   ModelProbe p;
   p.predictions = torch::cat(preds);
-  p.gradients = torch::cat(grads);
+  if (gradients) p.gradients = torch::cat(grads);
   p.features = torch::cat(feats);
   p.features_are_logits = !model.has_head();
   return p;

@@ -302,13 +302,12 @@ std::vector<NamedModel> load_named_models(const std::vector<io::ModelSource>& so
   return out;
 }
 
-std::string adversarial_cache_key(const std::vector<std::string>& ids, const std::string& data_sha256,
-                                  const Json& resolved_options) {
-  const Json key = {{"format", "xfer-adv/1"},
-                    {"surrogates", ids},
-                    {"data", data_sha256},
-                    {"options", resolved_options},
-                    {"xfer_version", version()}};
+std::string adversarial_cache_key(const std::vector<std::string>& ids,
+                                  const std::string& data_sha256, const Json& resolved_options,
+                                  int64_t batch_size) {
+  const Json key = {{"format", "xfer-adv/1"},   {"surrogates", ids},
+                    {"data", data_sha256},      {"options", resolved_options},
+                    {"batch_size", batch_size}, {"xfer_version", version()}};
   return sha256_hex(key.dump()).substr(0, 32);
 }
 
@@ -333,7 +332,8 @@ attack::AdversarialSet craft_or_reuse(const CraftContext& ctx, const std::vector
     loaded.push_back(m->loaded);
   }
   const std::string data_sha = ds.content_hash();
-  const fs::path dir = fs::path(ctx.cache_dir) / adversarial_cache_key(ids, data_sha, resolved);
+  const fs::path dir =
+      fs::path(ctx.cache_dir) / adversarial_cache_key(ids, data_sha, resolved, ctx.batch_size);
   std::error_code ec;
   if (fs::is_directory(dir, ec)) {
     try {
@@ -341,7 +341,9 @@ attack::AdversarialSet craft_or_reuse(const CraftContext& ctx, const std::vector
       std::vector<std::string> have;
       for (const auto& s : set.info.at("surrogates")) have.push_back(s.at("id").get<std::string>());
       if (have == ids && set.info.at("options") == resolved &&
-          set.info.at("data").at("sha256").get<std::string>() == data_sha && set.index.equal(ds.index)) {
+          set.info.value("batch_size", int64_t{-1}) == ctx.batch_size &&
+          set.info.at("data").at("sha256").get<std::string>() == data_sha &&
+          set.index.equal(ds.index)) {
         if (cached) *cached = true;
         return set;
       }
@@ -449,9 +451,14 @@ TransferResult run_transfer(const TransferOptions& o) {
     source_idx.emplace_back();
     for (const auto& m : s.models) source_idx.back().push_back(add(m));
   }
-  auto models = load_named_models(unique, ds, o.data, true);
+  // Sources need only the data's image shape: a feature attack needs no
+  // classes (a self-supervised base, a base of other classes).
+  auto models = load_named_models(unique, ds, o.data, false);
   for (auto& m : models) m.loaded.model->to(device);
-  for (size_t t : target_idx) check_label_space(models[t], ds, o.data);
+  for (size_t t : target_idx) {
+    io::check_model_for_data(models[t].loaded, ds, o.data, true);
+    check_label_space(models[t], ds, o.data);
+  }
   // A source whose classes are not the data's (a base pre-trained on other
   // classes) has no meaningful label loss: only label-free attacks run on it.
   std::vector<bool> labels_match;
@@ -468,11 +475,15 @@ TransferResult run_transfer(const TransferOptions& o) {
   for (size_t t : target_idx) {
     clean_pred.push_back(predict_classes(*models[t].loaded.model, images, o.batch_size, device));
     const int64_t correct = clean_pred.back().eq(ds.labels).sum().item<int64_t>();
+    const auto ci = wilson_interval(correct, ds.size());
     targets_json.push_back({{"name", models[t].name},
                             {"id", models[t].loaded.card.id},
                             {"path", models[t].loaded.path},
                             {"arch", models[t].loaded.config.arch},
-                            {"clean_accuracy", double(correct) / double(ds.size())}});
+                            {"clean_accuracy", double(correct) / double(ds.size())},
+                            {"clean_ci95", {ci.first, ci.second}},
+                            {"clean_correct", correct},
+                            {"n", ds.size()}});
   }
   std::vector<std::string> source_names;
   Json sources_json = Json::array();
@@ -555,7 +566,10 @@ TransferResult run_transfer(const TransferOptions& o) {
     auto probe = [&](size_t i) -> const ModelProbe& {
       auto it = probes.find(i);
       if (it == probes.end()) {
-        it = probes.emplace(i, probe_model(*models[i].loaded.model, px, py, o.batch_size, device)).first;
+        it = probes
+                 .emplace(i, probe_model(*models[i].loaded.model, px, py, o.batch_size, device,
+                                         io::label_space_matches(models[i].loaded, ds)))
+                 .first;
       }
       return it->second;
     };
@@ -580,7 +594,10 @@ TransferResult run_transfer(const TransferOptions& o) {
         if (c.attack != attack || c.eps != eps || c.white_box) continue;
         const auto it = pairs.find(c.source + "\t" + c.target);
         if (it == pairs.end()) continue;
-        rates.push_back(c.headline().rate);
+        // A rate over no sample (a target that gets every clean image wrong) is
+        // not a measured 0: spearman drops it as it drops a missing predictor.
+        const auto h = c.headline();
+        rates.push_back(h.n > 0 ? h.rate : std::nan(""));
         for (const auto& name : predictor_names()) {
           const auto& v = (*it)[name];
           values[name].push_back(v.is_number() ? v.get<double>() : std::nan(""));

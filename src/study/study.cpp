@@ -576,7 +576,8 @@ StudyResult run_study(const StudyOptions& opt) {
     so.attack = attack_name;
     so.overrides = attack::overrides_for(attack_name, {{"steps", c.attack_steps}});
     so.overrides["eps"] = c.eps.front();
-    const auto key = eval::adversarial_cache_key({m.id}, test_sha, so.resolved().to_json());
+    const auto key = eval::adversarial_cache_key({m.id}, test_sha, so.resolved().to_json(),
+                                                 eval::TransferOptions().batch_size);
     Json ex = {{"attacker", who}, {"attack", attack_name}, {"eps", c.eps.front()},
                {"preview", "adv/" + key + "/preview.png"}};
     const std::string set_dir = (out / "adv" / key).string();

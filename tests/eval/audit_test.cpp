@@ -196,10 +196,8 @@ TEST_F(AuditTest, ClassifiesRanksAndWritesTheReport) {
 // A proxy of another task (a base with other classes) gets the feature attack
 // only, and no label-based predictors: the correlations count the proxies each ranks.
 TEST_F(AuditTest, PredictorCorrelationsCountTheProxiesTheyRank) {
-  fs::copy(tmp_->file("stranger"), dir_.file("other"));
-  auto cfg = read_json(dir_.file("other/config.json"));
-  cfg["class_names"] = {"x", "y", "z"};
-  write_json(dir_.file("other/config.json"), cfg);
+  xfer::testing::copy_model_renaming_classes(tmp_->file("stranger"), dir_.file("other"),
+                                             {"x", "y", "z"});
   auto o = options();
   o.proxies.push_back(model_source_from_path(dir_.file("other")));
   o.attacks = {"fgsm"};

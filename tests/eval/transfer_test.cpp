@@ -281,12 +281,61 @@ TEST_F(TransferRunTest, RefusesAForeignOutputDirectoryAndBadModels) {
   xfer::testing::expect_error_naming([&] { run_transfer(big); }, "12x12");
 }
 
+// The assessor's case: the attacker holds only the public self-supervised
+// encoder (task embedding, a projection head). It is a source for the feature
+// attack (it was refused as "needs a classifier"), never a target.
+TEST_F(TransferRunTest, ASelfSupervisedEncoderIsAFeatureAttackSource) {
+  train::TrainRunOptions t;
+  t.data = spec_;
+  t.arch = "cnn";
+  t.arch_options = R"({"widths": [8, 16], "hidden": 24})";
+  t.val_fraction = 0;
+  t.train.epochs(1).batch_size(16).seed(5).objective("simclr");
+  t.proj_dim = 8;  // more outputs than the data's 3 classes: still not its labels
+  t.checkpoints = false;
+  t.out = dir_.file("encoder");
+  train::run_train(t);
+  auto o = options();
+  o.sources = {TransferSource::parse(dir_.file("encoder"))};
+  o.attacks = {"pgd", "feature"};
+  o.eps = {0.1};
+  auto r = run_transfer(o);
+  ASSERT_EQ(r.cells.size(), 3u);
+  for (const auto& c : r.cells) {
+    EXPECT_EQ(c.attack, "feature");
+    EXPECT_FALSE(c.white_box);
+  }
+  ASSERT_EQ(r.matrix["skipped"].size(), 1u);
+  EXPECT_EQ(r.matrix["skipped"][0]["attack"], "pgd");
+  const auto& corr = r.matrix["predictors"]["spearman_vs_success"][0];
+  EXPECT_EQ(corr["pairs_cka"], 3);
+  EXPECT_EQ(corr["pairs_gradient_alignment"], 0);
+  auto as_target = options();
+  as_target.targets = {model_source_from_path(dir_.file("encoder"))};
+  as_target.out = dir_.file("t2");
+  xfer::testing::expect_error_containing([&] { run_transfer(as_target); },
+                                         {"encoder", "needs a classifier"});
+}
+
+// Random starts are drawn per batch: another batch size is another set, so the
+// cache must not hand back the set of the first.
+TEST_F(TransferRunTest, AnotherBatchSizeCraftsAnotherSet) {
+  auto o = options();
+  o.sources = {TransferSource::parse(tmp_->file("A"))};
+  o.targets = {model_source_from_path(tmp_->file("B"))};
+  o.attacks = {"pgd"};
+  o.eps = {0.1};
+  EXPECT_EQ(run_transfer(o).sets_crafted, 1);
+  EXPECT_EQ(run_transfer(o).sets_cached, 1);
+  o.batch_size = 7;
+  auto r = run_transfer(o);
+  EXPECT_EQ(r.sets_crafted, 1);
+  EXPECT_EQ(r.sets_cached, 0);
+}
+
 TEST_F(TransferRunTest, SourcesWithOtherClassesGetOnlyLabelFreeAttacks) {
   // A copy of A whose classes are named differently: a base of another task.
-  fs::copy(tmp_->file("A"), dir_.file("other"));
-  auto cfg = read_json(dir_.file("other/config.json"));
-  cfg["class_names"] = {"x", "y", "z"};
-  write_json(dir_.file("other/config.json"), cfg);
+  xfer::testing::copy_model_renaming_classes(tmp_->file("A"), dir_.file("other"), {"x", "y", "z"});
   auto o = options();
   o.sources = {TransferSource::parse(dir_.file("other"))};
   o.attacks = {"fgsm", "feature"};

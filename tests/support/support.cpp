@@ -173,4 +173,13 @@ std::string write_synthetic_idx(const std::string& dir, int64_t n, int64_t k, in
   return "idx:" + dir + "/images.gz," + dir + "/labels.gz";
 }
 
+void copy_model_renaming_classes(const std::string& from, const std::string& to,
+                                 const std::vector<std::string>& class_names) {
+  std::filesystem::copy(from, to);
+  const std::string config = (std::filesystem::path(to) / "config.json").string();
+  auto cfg = read_json(config);
+  cfg["class_names"] = class_names;
+  write_json(config, cfg);
+}
+
 }  // namespace xfer::testing

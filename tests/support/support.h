@@ -63,6 +63,11 @@ bool run_xfer_until(const std::string& args, const std::function<bool()>& stop, 
 /// backbone.pt, io.safetensors); false when Debian's python3-torch is missing.
 bool make_torchscript_golden(const std::string& dir);
 
+/// Copies the model directory `from` to `to` (a new path) with its config.json's
+/// class names replaced: the same weights as a model of another task.
+void copy_model_renaming_classes(const std::string& from, const std::string& to,
+                                 const std::vector<std::string>& class_names);
+
 /// Whether the Fashion-MNIST package files are installed.
 bool have_fashion_mnist();
 

@@ -39,9 +39,13 @@ struct ModelProbe {
   bool features_are_logits = false;
 };
 
-/// Probes a model in eval mode. `labels` index the model's classes.
-ModelProbe probe_model(models::ClassifierImpl& model, const torch::Tensor& images, const torch::Tensor& labels,
-                       int64_t batch_size = 128, torch::Device device = torch::kCPU);
+/// Probes a model in eval mode. `labels` index the model's classes. Without
+/// `gradients` (a model whose outputs are not the labels' classes: a base of
+/// another task, an embedding) only predictions and features are taken and
+/// `gradients` stays undefined.
+ModelProbe probe_model(models::ClassifierImpl& model, const torch::Tensor& images,
+                       const torch::Tensor& labels, int64_t batch_size = 128,
+                       torch::Device device = torch::kCPU, bool gradients = true);
 
 /// Mean over samples of the cosine between two input-gradient rows (samples
 /// where either gradient is zero are skipped); NaN when none is left.

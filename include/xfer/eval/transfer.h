@@ -129,9 +129,11 @@ struct CraftContext {
 };
 
 /// Directory name of a cached adversarial set: sha256 over the surrogate
-/// ids, the data's content hash and the resolved attack options.
-std::string adversarial_cache_key(const std::vector<std::string>& surrogate_ids, const std::string& data_sha256,
-                                  const Json& resolved_options);
+/// ids, the data's content hash, the resolved attack options and the batch
+/// size (random draws are seeded per batch: another size, another set).
+std::string adversarial_cache_key(const std::vector<std::string>& surrogate_ids,
+                                  const std::string& data_sha256, const Json& resolved_options,
+                                  int64_t batch_size);
 
 /// The adversarial set of `attack` at `eps` on the surrogates (an ensemble
 /// when several): loaded from the cache when a matching set is there (its
