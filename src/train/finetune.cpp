@@ -99,8 +99,9 @@ void FinetuneRunOptions::validate() const {
   XFER_CHECK_USAGE(lr_find || lr_find_json.empty(), "--lr-find-json needs --lr-find");
   XFER_CHECK_USAGE(checkpoints || (resume.empty() && checkpoint_every == 0),
                    "--no-checkpoint cannot be combined with --resume or --checkpoint-every");
-  XFER_CHECK_USAGE(std::isfinite(ft_lr_scale) && ft_lr_scale > 0 && ft_lr_scale <= 1,
-                   "--ft-lr-scale must be in (0, 1], got ", ft_lr_scale);
+  XFER_CHECK_USAGE(
+      ft_lr_scale == 0 || (std::isfinite(ft_lr_scale) && ft_lr_scale > 0 && ft_lr_scale <= 1),
+      "--ft-lr-scale must be in (0, 1], got ", ft_lr_scale);
   XFER_CHECK_USAGE(std::isfinite(lora_alpha) && lora_alpha >= 0, "--lora-alpha must be >= 0, got ",
                    lora_alpha);
   train.validate();
@@ -138,6 +139,8 @@ void FinetuneRunOptions::validate() const {
   } else {
     XFER_CHECK_USAGE(lp_epochs == 0, "--lp-epochs only applies to --strategy lp-ft");
   }
+  XFER_CHECK_USAGE(ft_lr_scale == 0 || s.kind == Kind::kLpFt,
+                   "--ft-lr-scale only applies to --strategy lp-ft");
   if (s.kind == Kind::kLora) {
     XFER_CHECK_USAGE(source.torchscript.empty(),
                      "--strategy lora: TorchScript modules cannot take adapters (their layers are "
@@ -162,6 +165,7 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   const Strategy strategy = Strategy::parse(o.strategy);
   const auto& t = o.train;
+  const double ft_lr_scale = o.ft_lr_scale > 0 ? o.ft_lr_scale : 0.1;
   auto say = [&](const std::string& m) {
     if (o.on_message) o.on_message(m);
   };
@@ -242,13 +246,13 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
       if (lbfgs) {
         phases.push_back(solve);
         phases.push_back({"fine-tune", FreezeOptions(base).trainable_stages(-1), t.epochs(),
-                          t.lr() * o.ft_lr_scale});
+                          t.lr() * ft_lr_scale});
         break;
       }
       int64_t lp = o.lp_epochs > 0 ? o.lp_epochs : std::max<int64_t>(1, t.epochs() / 2);
       phases.push_back({"linear-probe", FreezeOptions(base).trainable_stages(0), lp, t.lr()});
       phases.push_back({"fine-tune", FreezeOptions(base).trainable_stages(-1), t.epochs() - lp,
-                        t.lr() * o.ft_lr_scale});
+                        t.lr() * ft_lr_scale});
       break;
     }
     case Kind::kLora:
@@ -295,11 +299,6 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
     }
     r.plans.push_back(std::move(plan));
   }
-  if (o.dry_run) {
-    r.trainable_parameters = r.plans.back().trainable;
-    return r;
-  }
-
   // L2-SP pulls the backbone towards the pre-trained weights w0.
   std::vector<torch::Tensor> w0, wcur;
   if (strategy.kind == Kind::kL2Sp) {
@@ -311,7 +310,15 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
       wcur.push_back(item.value());
       w0.push_back(item.value().detach().clone());
     }
+    XFER_CHECK_USAGE(!wcur.empty(), "--strategy ", strategy.str(),
+                     ": the model has no parameters "
+                     "outside its head to hold near the pre-trained weights; use --strategy full");
   }
+  if (o.dry_run) {
+    r.trainable_parameters = r.plans.back().trainable;
+    return r;
+  }
+
   // The L-BFGS phase fits the head; a mini-batch phase gets a trainer over its freeze plan.
   auto run_solve = [&](size_t p) {
     if (phases.size() > 1)
@@ -381,7 +388,7 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
        {"layer_decay", o.freeze.layer_decay()},
        {"head_lr_scale", o.freeze.head_lr_scale()},
        {"lp_epochs", strategy.kind == Kind::kLpFt ? Json(phases[0].epochs) : Json(nullptr)},
-       {"ft_lr_scale", strategy.kind == Kind::kLpFt ? Json(o.ft_lr_scale) : Json(nullptr)},
+       {"ft_lr_scale", strategy.kind == Kind::kLpFt ? Json(ft_lr_scale) : Json(nullptr)},
        {"l2_sp_alpha", strategy.kind == Kind::kL2Sp ? Json(strategy.alpha) : Json(nullptr)},
        {"lora", lora},
        {"parent_id", lm.card.id},

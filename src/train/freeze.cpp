@@ -100,6 +100,17 @@ void FreezeOptions::validate() const {
                    "--weight-decay must be >= 0, got ", weight_decay());
 }
 
+bool takes_weight_decay(const std::string& name, const torch::Tensor& p) {
+  if (p.dim() <= 1) return false;
+  for (const char* token : {"cls_token", "dist_token", "pos_embed"}) {
+    const std::string t = token;
+    if (name.size() < t.size() || name.compare(name.size() - t.size(), t.size(), t) != 0) continue;
+    const size_t at = name.size() - t.size();
+    if (at == 0 || name[at - 1] == '.' || name[at - 1] == '_') return false;
+  }
+  return true;
+}
+
 FreezePlan plan_freeze(models::ClassifierImpl& model, const FreezeOptions& o) {
   o.validate();
   const auto stages = model.param_stages();
@@ -130,7 +141,7 @@ FreezePlan plan_freeze(models::ClassifierImpl& model, const FreezeOptions& o) {
     }
     param_trainable[name] = trainable;
     if (trainable && !lora) stage_trains[size_t(s)] = true;
-    const bool decay = p.dim() > 1;
+    const bool decay = takes_weight_decay(name, p);
     auto it = group_index.find({s, decay});
     if (it == group_index.end()) {
       GroupPlan g;

@@ -18,6 +18,7 @@
 #include "xfer/core/progress.h"
 #include "xfer/core/runtime.h"
 #include "xfer/data/loader.h"
+#include "xfer/train/freeze.h"
 #include "xfer/train/scheduler.h"
 
 namespace xfer::train {
@@ -252,8 +253,9 @@ ParamGroups split_weight_decay(torch::nn::Module& model) {
   for (const auto& item : model.named_parameters(true)) {
     const auto& p = item.value();
     if (!p.requires_grad()) continue;
-    // timm's rule: 1-d tensors (biases, norm scales) and scalars get no decay.
-    if (p.dim() <= 1) {
+    // timm's rule: 1-d tensors (biases, norm scales), scalars and the ViT's
+    // tokens and position embedding get no decay.
+    if (!takes_weight_decay(item.key(), p)) {
       g.no_decay.push_back(p);
       g.no_decay_names.push_back(item.key());
     } else {
@@ -501,6 +503,12 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
       std::lock_guard<std::mutex> lock(gen.mutex());
       c.tensors.add("rng.cpu", gen.get_state().contiguous());
     }
+    if (device.is_cuda()) {
+      // Dropout on a GPU draws from that device's generator: it resumes too.
+      auto cuda_gen = at::globalContext().defaultGenerator(device);
+      std::lock_guard<std::mutex> lock(cuda_gen.mutex());
+      c.tensors.add("rng.cuda", cuda_gen.get_state().contiguous());
+    }
     io::write_checkpoint(checkpoint_.dir, c);
   };
 
@@ -523,6 +531,11 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
       {
         std::lock_guard<std::mutex> lock(gen.mutex());
         gen.set_state(c.tensors.at("rng.cpu"));
+      }
+      if (device.is_cuda() && c.tensors.contains("rng.cuda")) {
+        auto cuda_gen = at::globalContext().defaultGenerator(device);
+        std::lock_guard<std::mutex> lock(cuda_gen.mutex());
+        cuda_gen.set_state(c.tensors.at("rng.cuda"));
       }
       first_epoch = c.state.at("epoch").get<int64_t>();
       first_batch = c.state.at("batch").get<int64_t>();
@@ -592,8 +605,10 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
       auto y = batch.labels.slice(0, lo, hi).to(device);
       if (adv && x.size(0) > 0) {
         // run_attack crafts in eval mode and restores train mode; seeded by the
-        // step, so a resumed run crafts the same examples.
-        x = attack::run_attack({adv_model}, x, y, adv_options, step).adv.detach();
+        // step (and the rank: with the step alone every rank drew the same
+        // random starts for its rows), so a resumed run crafts the same examples.
+        const int64_t draw = step * dist::world_size() + dist::rank();
+        x = attack::run_attack({adv_model}, x, y, adv_options, draw).adv.detach();
       }
       optimizer->zero_grad();
       const bool ddp = dist::active();
@@ -747,7 +762,13 @@ TrainResult Trainer::fit(models::ClassifierImpl& model, const data::Dataset& tra
                result.rank_max_param_diff);
   }
   if (o.keep_best() && val.size() > 0) restore(model, best);
-  if (!o.keep_best()) result.best_epoch = o.epochs();
+  if (!o.keep_best()) {
+    // The last epoch's weights are kept: report their accuracy, not the best seen.
+    result.best_epoch = o.epochs();
+    if (val.size() > 0 && !result.history.empty()) {
+      result.best_val_accuracy = result.history.back().val_accuracy;
+    }
+  }
   model.eval();
   result.wall_seconds = prior_wall + seconds_since(t_start);
   result.images_per_second = double(images_seen) / std::max(train_seconds, 1e-9);
@@ -852,6 +873,10 @@ std::string LrFindResult::text(int64_t rows) const {
   return out.str();
 }
 
+namespace {
+constexpr double kLrFindLossFloor = 0.05;
+}  // namespace
+
 LrFindResult Trainer::lr_find(models::ClassifierImpl& model, const data::Dataset& train,
                               const LrFindOptions& options) const {
   options.validate();
@@ -871,6 +896,11 @@ LrFindResult Trainer::lr_find(models::ClassifierImpl& model, const data::Dataset
   LrFindResult r;
   r.options = options;
   const double beta = options.beta();
+  // The test arms once the average spans its own window (1 / (1 - beta) steps,
+  // a tenth of the test by default, at most a quarter): before, the "average"
+  // is a batch or two, and one noisy batch read as divergence at the first rate.
+  const size_t armed = static_cast<size_t>(std::clamp<double>(
+      std::ceil(1 / std::max(1 - beta, 1e-9)), 2.0, std::max(2.0, double(n) / 4)));
   double avg = 0, lowest = std::numeric_limits<double>::infinity();
   t.on_step_ = [&](const StepRecord& s) {
     if (!std::isfinite(s.loss)) {
@@ -883,7 +913,11 @@ LrFindResult Trainer::lr_find(models::ClassifierImpl& model, const data::Dataset
     r.loss.push_back(s.loss);
     r.smoothed.push_back(smooth);
     lowest = std::min(lowest, smooth);
-    if (r.lr.size() > 1 && smooth > options.divergence() * lowest) {
+    // A minimum near zero (a head already fitted by the L-BFGS probe) is
+    // floored: there, batch noise alone is several times the minimum, and the
+    // test stopped "diverged" at the first rate.
+    if (r.lr.size() >= armed &&
+        smooth > options.divergence() * std::max(lowest, kLrFindLossFloor)) {
       r.stopped_by = "divergence";
       return false;
     }

@@ -439,6 +439,9 @@ TEST_F(FinetuneTest, RefusesBadCombinations) {
       {"scratch", [](auto&) {}, "xfer train"},
       {"partial:7", [](auto&) {}, "backbone stages"},
       {"full", [](auto& o) { o.lp_epochs = 2; }, "--lp-epochs"},
+      {"full", [](auto& o) { o.ft_lr_scale = 0.5; },
+       "--ft-lr-scale only applies to --strategy lp-ft"},
+      {"lp-ft", [](auto& o) { o.ft_lr_scale = 1.5; }, "--ft-lr-scale must be in (0, 1]"},
       {"full", [this](auto& o) { o.resume = dir_.file("nothing"); }, "no such checkpoint"},
       {"full", [](auto& o) { o.head = "keep"; }, "--head keep"},
       {"linear-probe",
@@ -510,6 +513,25 @@ TEST_F(FinetuneTest, RefusesBadCombinations) {
     }
   }
   EXPECT_FALSE(fs::exists(dir_.file("x")));
+}
+
+// A backbone without parameters (a scripted flatten under a new head) leaves
+// L2-SP nothing to hold: a usage error, where it used to crash.
+TEST_F(FinetuneTest, L2SpWithNothingOutsideTheHeadIsAUsageError) {
+  torch::jit::Module flat("Flat");
+  flat.define("def forward(self, x):\n    return x.flatten(1)\n");
+  flat.save(dir_.file("flat.pt"));
+  auto o = options("l2-sp:0.1", "l2");
+  o.source = {};
+  o.source.torchscript = dir_.file("flat.pt");
+  o.source.torchscript_mode = "backbone";
+  o.source.input_shape = {1, 12, 12};
+  xfer::testing::expect_error_containing([&] { run_finetune(o); },
+                                         {"l2-sp", "no parameters outside its head"});
+  EXPECT_FALSE(fs::exists(o.out));
+  o.strategy = "full";  // the head alone trains
+  o.train.epochs(1);
+  EXPECT_GT(run_finetune(o).trainable_parameters, 0);
 }
 
 TEST_F(FinetuneTest, TorchScriptBackboneFineTunesAndReloadsFromItsDirectory) {

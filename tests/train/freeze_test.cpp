@@ -7,6 +7,7 @@
 #include "xfer/models/lora.h"
 #include "xfer/models/registry.h"
 #include "xfer/models/torchscript.h"
+#include "xfer/train/trainer.h"
 
 namespace xfer::train {
 namespace {
@@ -155,6 +156,33 @@ TEST_F(FreezeTest, LayerDecayAndNoDecayGroups) {
   auto text = plan.text(1e-3);
   EXPECT_NE(text.find("stages.0/no-decay"), std::string::npos);
   EXPECT_NE(text.find("0.000125"), std::string::npos) << text;
+}
+
+// timm's no_weight_decay: the ViT's class token and position embedding are
+// multi-dimensional but take no decay (it pulled the pre-trained ones to zero).
+TEST_F(FreezeTest, VitTokensAndPositionEmbeddingTakeNoDecay) {
+  auto v = make("vit");
+  auto plan = plan_freeze(*v, FreezeOptions().weight_decay(0.05));
+  int found = 0;
+  for (const auto& g : plan.groups) {
+    for (const auto& name : g.params) {
+      if (name == "cls_token" || name == "pos_embed") {
+        ++found;
+        EXPECT_EQ(g.weight_decay, 0.0) << name << " in " << g.name;
+      }
+    }
+  }
+  EXPECT_EQ(found, 2);
+  const auto groups = split_weight_decay(*v);
+  for (const char* name : {"cls_token", "pos_embed"}) {
+    EXPECT_NE(std::find(groups.no_decay_names.begin(), groups.no_decay_names.end(), name),
+              groups.no_decay_names.end())
+        << name;
+  }
+  EXPECT_TRUE(takes_weight_decay("patch_embed.weight", torch::zeros({2, 2})));
+  EXPECT_FALSE(takes_weight_decay("ts__backbone__pos_embed", torch::zeros({1, 2, 2})));
+  EXPECT_TRUE(takes_weight_decay("my_pos_embedder.weight", torch::zeros({2, 2})));
+  EXPECT_FALSE(takes_weight_decay("norm.weight", torch::zeros({2})));
 }
 
 TEST_F(FreezeTest, AdaptersOnlyTrainsLoraAndHead) {

@@ -334,6 +334,9 @@ TEST_F(TrainerTest, AdversarialTrainingRaisesRobustAccuracy) {
             << " (clean val " << r.best_val_accuracy << ")\n";
   EXPECT_GT(hard_robust, plain_robust + 0.2);
   EXPECT_GT(r.best_val_accuracy, 0.8);
+  // Without keep_best the last epoch's weights stay, and so does its accuracy in the result.
+  EXPECT_EQ(r.best_epoch, 6);
+  EXPECT_DOUBLE_EQ(r.best_val_accuracy, r.history.back().val_accuracy);
 }
 
 TEST_F(TrainerTest, SgdWithAugmentationAlsoLearns) {

@@ -40,7 +40,7 @@ struct FinetuneRunOptions {
   double probe_l2 = -1;      ///< lbfgs: penalty on the head weight (-1 = 1e-3 linear, 0 cosine)
   int64_t probe_iters = 0;   ///< lbfgs: iterations at most (0 = 500)
   int64_t lp_epochs = 0;     ///< lp-ft: linear-probe epochs (0 = half of --epochs)
-  double ft_lr_scale = 0.1;  ///< lp-ft: the full phase's lr relative to --lr
+  double ft_lr_scale = 0;    ///< lp-ft: the full phase's lr relative to --lr (0 = 0.1)
   double lora_alpha = 0;     ///< lora: scaling alpha (0 = rank)
   bool lora_merge = true;    ///< fold adapters into the weights on save
   bool checkpoints = true;       ///< false: no checkpoints (and no --resume)

@@ -72,6 +72,12 @@ struct FreezePlan {
   Json to_json(double base_lr) const;
 };
 
+/// Whether a parameter takes weight decay: tensors of two or more dimensions,
+/// except a ViT's cls_token, dist_token and pos_embed (timm's no_weight_decay:
+/// decay would pull the pre-trained position embedding towards zero); the
+/// names match native and TorchScript (ts__..._pos_embed) parameters.
+bool takes_weight_decay(const std::string& name, const torch::Tensor& p);
+
 /// Computes the plan (does not change the model).
 FreezePlan plan_freeze(models::ClassifierImpl& model, const FreezeOptions& options);
 /// Applies the plan: requires_grad on every parameter, BatchNorm layers pinned.

@@ -177,7 +177,10 @@ struct LrFindOptions {
   /// whatever its length (0.9 at 100 steps; fastai's fixed 0.98 lags ~50 steps,
   /// half of a 100-step test, and moves the minimum decades to the right).
   TORCH_ARG(double, smoothing) = -1;
-  /// Stop once the smoothed loss exceeds this multiple of its minimum.
+  /// Stop once the smoothed loss exceeds this multiple of its minimum (a
+  /// minimum below 0.05 counts as 0.05: near zero, batch noise is a multiple).
+  /// Armed once the average spans its window, 1 / (1 - beta) steps (at least
+  /// 2, at most a quarter of the steps).
   TORCH_ARG(double, divergence) = 4.0;
 
  public:
