@@ -75,28 +75,33 @@ std::string gzip(const std::string& bytes, const std::string& what) {
 
 }  // namespace
 
-std::string gunzip(const std::string& bytes, const std::string& what, size_t max_output) {
+std::string gunzip(const std::string& bytes, const std::string& what, size_t max_output,
+                   size_t stop_after) {
   XFER_CHECK(is_gzip(bytes), what, ": not gzip data (expected magic bytes 1f 8b)");
   z_stream zs;
   std::memset(&zs, 0, sizeof(zs));
   XFER_CHECK(inflateInit2(&zs, 16 + MAX_WBITS) == Z_OK, what,
              ": cannot initialise gzip decompression");
+  // Frees zlib's state on every way out, std::bad_alloc included.
+  struct InflateGuard {
+    z_stream* zs;
+    ~InflateGuard() { inflateEnd(zs); }
+  } guard{&zs};
   std::string out;
-  // Typical compression ratio of IDX data is 3-5x; grow as needed.
-  out.resize(std::min(max_output, std::max<size_t>(bytes.size() * 4, 4096)));
+  // Typical IDX compression is 3-5x; grow as the data comes (never to a size
+  // only claimed), up to stop_after or the limit.
+  const size_t cap = stop_after > 0 ? std::min(max_output, stop_after) : max_output;
+  out.resize(std::min(cap, std::max<size_t>(bytes.size() * 4, 4096)));
   size_t in_pos = 0;
   size_t out_pos = 0;
   constexpr size_t kChunk = size_t(1) << 30;
   int ret = Z_OK;
   for (;;) {
     if (out_pos == out.size()) {
-      if (out.size() >= max_output) {
-        inflateEnd(&zs);
-        throw Error(str_cat(what, ": decompressed data exceeds the limit of ", max_output,
-                            " bytes"));
-      }
-      size_t grown = out.size() > max_output / 2 ? max_output : out.size() * 2;
-      out.resize(grown);
+      if (stop_after > 0 && out_pos == stop_after) break;
+      XFER_CHECK(out.size() < max_output, what, ": decompressed data exceeds the limit of ",
+                 max_output, " bytes");
+      out.resize(out.size() > cap / 2 ? cap : out.size() * 2);
     }
     size_t in_now = std::min(bytes.size() - in_pos, kChunk);
     size_t out_now = std::min(out.size() - out_pos, kChunk);
@@ -117,30 +122,44 @@ std::string gunzip(const std::string& bytes, const std::string& what, size_t max
       break;
     }
     if (ret == Z_NEED_DICT || ret == Z_DATA_ERROR || ret == Z_MEM_ERROR) {
-      std::string msg = zs.msg ? zs.msg : "invalid data";
-      inflateEnd(&zs);
-      throw Error(str_cat(what, ": corrupt gzip data (", msg, ")"));
+      throw Error(str_cat(what, ": corrupt gzip data (", zs.msg ? zs.msg : "invalid data", ")"));
     }
     if (ret == Z_BUF_ERROR || ret == Z_OK) {
       // No progress possible with all input consumed: the stream ended early.
-      if (in_pos == bytes.size() && zs.avail_out > 0) {
-        inflateEnd(&zs);
-        throw Error(str_cat(what, ": truncated gzip data (stream ends after ", bytes.size(),
-                            " bytes)"));
-      }
+      XFER_CHECK(!(in_pos == bytes.size() && zs.avail_out > 0), what,
+                 ": truncated gzip data (stream ends after ", bytes.size(), " bytes)");
       continue;
     }
-    inflateEnd(&zs);
     throw Error(str_cat(what, ": gzip decompression failed (zlib error ", ret, ")"));
   }
-  inflateEnd(&zs);
   out.resize(out_pos);
   return out;
 }
 
 torch::Tensor read_idx(const std::string& path) {
   std::string bytes = read_file(path);
-  if (is_gzip(bytes)) bytes = gunzip(bytes, path);
+  if (is_gzip(bytes)) {
+    // The header first, then exactly the payload it declares (and one byte
+    // more, to see trailing bytes): a few MB of gzip that inflate to gigabytes
+    // of zeros are refused by their header, not inflated.
+    const std::string head = gunzip(bytes, path, size_t(1) << 32, 4);
+    size_t want = head.size();
+    if (head.size() == 4 && head[0] == 0 && head[1] == 0 && uint8_t(head[2]) == kTypeUint8 &&
+        uint8_t(head[3]) >= 1 && uint8_t(head[3]) <= 4) {
+      const size_t header = 4 + 4 * static_cast<size_t>(uint8_t(head[3]));
+      const std::string dims = gunzip(bytes, path, size_t(1) << 32, header);
+      want = dims.size();
+      if (dims.size() == header) {
+        uint64_t total = 1;
+        for (size_t d = 4; d < header && total <= (uint64_t(1) << 32); d += 4)
+          total *= read_be32(dims, d);
+        XFER_CHECK(total <= (uint64_t(1) << 32) - header - 1, path, ": IDX dimensions declare ",
+                   total, " bytes; xfer reads at most ", (uint64_t(1) << 32), " decompressed");
+        want = header + static_cast<size_t>(total) + 1;
+      }
+    }
+    bytes = gunzip(bytes, path, size_t(1) << 32, want);
+  }
   XFER_CHECK(bytes.size() >= 4, path, ": not an IDX file (", bytes.size(),
              " bytes, expected at least a 4-byte header)");
   XFER_CHECK(bytes[0] == 0 && bytes[1] == 0, path,
@@ -166,9 +185,10 @@ torch::Tensor read_idx(const std::string& path) {
     total *= n;
   }
   uint64_t payload = bytes.size() - header;
+  XFER_CHECK(payload <= total, path, ": IDX payload runs past the ", total,
+             " bytes that dimensions ", c10::IntArrayRef(dims), " need (trailing bytes)");
   XFER_CHECK(payload == total, path, ": IDX payload has ", payload, " bytes, dimensions ",
-             c10::IntArrayRef(dims), " need ", total,
-             payload < total ? " (file truncated)" : " (trailing bytes)");
+             c10::IntArrayRef(dims), " need ", total, " (file truncated)");
   auto t = torch::empty(dims, torch::kUInt8);
   if (total > 0) std::memcpy(t.data_ptr<uint8_t>(), bytes.data() + header, total);
   return t;

@@ -10,6 +10,7 @@
 
 #include "xfer/core/error.h"
 #include "xfer/core/fs.h"
+#include "xfer/core/parse.h"
 
 // The stb implementations live in this one translation unit.
 #define STB_IMAGE_IMPLEMENTATION
@@ -50,8 +51,13 @@ bool is_hidden(const fs::path& p) {
 /// writes past its 257-byte array (found by fuzz/run image).
 void check_jpeg_tables(const std::string& bytes, const std::string& path) {
   const auto at = [&](size_t i) { return static_cast<uint8_t>(bytes[i]); };
-  if (bytes.size() < 2 || at(0) != 0xff || at(1) != 0xd8) return;  // not a JPEG
-  size_t pos = 2;
+  // The start marker as stb_image finds it: 0xff, any number of 0xff fill
+  // bytes, then 0xd8 (checking only "ff d8" let "ff ff d8 ..." past).
+  if (bytes.empty() || at(0) != 0xff) return;  // not a JPEG
+  size_t pos = 1;
+  while (pos < bytes.size() && at(pos) == 0xff) ++pos;
+  if (pos >= bytes.size() || at(pos) != 0xd8) return;
+  ++pos;
   while (pos + 4 <= bytes.size()) {
     if (at(pos) != 0xff) {  // entropy-coded data after SOS: skip to the next marker
       ++pos;
@@ -212,6 +218,9 @@ Dataset read_image_folder(const std::string& root, const ImageFolderOptions& opt
     std::sort(paths.begin(), paths.end(), [](const fs::path& a, const fs::path& b) {
       return a.filename().string() < b.filename().string();
     });
+    // Class names go into config.json: refused here, not after training.
+    XFER_CHECK(is_utf8(class_dirs[c].filename().string()), class_dirs[c].string(),
+               ": class folder name is not valid UTF-8 (rename it)");
     ds.class_names.push_back(class_dirs[c].filename().string());
     for (const auto& p : paths) {
       auto img = read_image(p.string(), options.channels);

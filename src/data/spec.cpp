@@ -9,8 +9,9 @@
 #include <torch/torch.h>
 
 #include "xfer/core/error.h"
-#include "xfer/data/image_folder.h"
+#include "xfer/core/parse.h"
 #include "xfer/data/idx.h"
+#include "xfer/data/image_folder.h"
 
 namespace fs = std::filesystem;
 
@@ -140,6 +141,8 @@ const std::vector<std::string>& fashion_mnist_classes() {
 
 DataSpec DataSpec::parse(const std::string& text) {
   if (trim(text).empty()) bad(text, "", str_cat("empty (expected ", kForms, ")"));
+  // The SPEC goes into every card.json and results file (JSON: UTF-8 only).
+  if (!is_utf8(text)) bad(text, "", "not valid UTF-8 (rename the files or folders it names)");
   auto parts = split_on(text, ':');
   DataSpec spec;
   const std::string kind = parts[0];
@@ -274,9 +277,11 @@ Dataset load(const DataSpec& spec) {
       std::string images = prefix + "-images-idx3-ubyte.gz";
       std::string labels = prefix + "-labels-idx1-ubyte.gz";
       std::error_code ec;
-      XFER_CHECK(fs::exists(images, ec) && fs::exists(labels, ec), text, ": ", images,
-                 " not found (install the Debian package dataset-fashion-mnist, or set "
-                 "XFER_FASHION_MNIST_DIR to a folder holding the Fashion-MNIST .gz files)");
+      for (const auto& file : {images, labels}) {
+        XFER_CHECK(fs::exists(file, ec), text, ": ", file,
+                   " not found (install the Debian package dataset-fashion-mnist, or set "
+                   "XFER_FASHION_MNIST_DIR to a folder holding the Fashion-MNIST .gz files)");
+      }
       ds = read_idx_pair(images, labels, fashion_mnist_classes());
       break;
     }

@@ -1,6 +1,7 @@
 #include "xfer/io/import.h"
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <map>
 
@@ -135,6 +136,14 @@ void ModelSource::validate(bool input_shape_from_data) const {
   if (!weights.empty()) {
     XFER_CHECK_USAGE(!arch.empty(), "--weights needs --arch");
   }
+  if (!weights_sha256.empty()) {
+    const bool hex = weights_sha256.size() == 64 &&
+                     std::all_of(weights_sha256.begin(), weights_sha256.end(), [](char c) {
+                       return std::isxdigit(static_cast<unsigned char>(c));
+                     });
+    XFER_CHECK_USAGE(hex, "--weights-sha256 must be 64 hex digits (a sha256), got '",
+                     weights_sha256, "'");
+  }
   if (!torchscript.empty()) {
     XFER_CHECK_USAGE(torchscript_mode == "classifier" || torchscript_mode == "backbone",
                      "--torchscript-mode must be classifier or backbone, got '", torchscript_mode, "'");
@@ -149,9 +158,19 @@ void ModelSource::validate(bool input_shape_from_data) const {
   }
 }
 
-LoadedModel load_model_source(const ModelSource& s, ImportReport* report) {
-  s.validate();
-  if (!s.dir.empty()) return load_model_dir(s.dir);
+LoadedModel load_model_source(const ModelSource& source, ImportReport* report) {
+  source.validate();
+  // Digests compare in lower case (PowerShell's Get-FileHash prints upper case).
+  ModelSource s = source;
+  for (auto& c : s.weights_sha256)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (!s.dir.empty()) {
+    // A model directory's id is the sha256 of its weights (checked on load).
+    auto lm = load_model_dir(s.dir);
+    XFER_CHECK(s.weights_sha256.empty() || lm.card.id == s.weights_sha256, s.dir,
+               ": weights sha256 ", lm.card.id, " differs from the expected ", s.weights_sha256);
+    return lm;
+  }
   LoadedModel lm;
   lm.config.input_shape = s.input_shape;
   lm.config.mean = s.mean;

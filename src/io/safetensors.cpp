@@ -50,8 +50,23 @@ struct Entry {
 std::vector<Entry> parse_header(const std::string& header, uint64_t data_size,
                                 const std::string& what, std::map<std::string, std::string>& meta) {
   Json j;
+  // A key twice in one object is refused: nlohmann keeps the last silently, so
+  // {"w": F32..., "w": I32...} would load as whichever came last.
+  std::vector<std::set<std::string>> keys;
+  auto no_repeats = [&](int depth, nlohmann::json::parse_event_t event, Json& parsed) {
+    using E = nlohmann::json::parse_event_t;
+    if (event == E::object_start) {
+      keys.resize(static_cast<size_t>(depth) + 1);
+      keys.back().clear();
+    } else if (event == E::key) {
+      auto& seen = keys.at(static_cast<size_t>(depth) - 1);
+      XFER_CHECK(seen.insert(parsed.get<std::string>()).second, what,
+                 ": safetensors header lists key '", parsed.get<std::string>(), "' twice");
+    }
+    return true;
+  };
   try {
-    j = Json::parse(header);
+    j = Json::parse(header, no_repeats);
   } catch (const nlohmann::json::parse_error& e) {
     throw Error(str_cat(what, ": safetensors header is not valid JSON (byte ", e.byte, ")"));
   } catch (const nlohmann::json::exception& e) {  // e.g. a number too large for a double

@@ -4,6 +4,7 @@
 
 #include "support/errors.h"
 #include "xfer/core/error.h"
+#include "xfer/core/json.h"
 
 namespace xfer {
 namespace {
@@ -45,6 +46,19 @@ TEST(ParseTest, FractionsAndLists) {
   xfer::testing::expect_error_naming([] { parse_fraction_list("0.1,,0.2", "--eps"); }, "empty value");
   EXPECT_EQ(split("a,,b", ','), (std::vector<std::string>{"a", "", "b"}));
   EXPECT_EQ(split("", ','), (std::vector<std::string>{""}));
+}
+
+TEST(ParseTest, Utf8IsCheckedAsJsonWouldCheckIt) {
+  for (const std::string good : {"", "plain", "caf\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+                                 "\xf4\x8f\xbf\xbf", "\xed\x9f\xbf"}) {
+    EXPECT_TRUE(is_utf8(good)) << good;
+    EXPECT_NO_THROW(Json(good).dump()) << good;
+  }
+  for (const std::string bad : {"caf\xe9", "\xc3", "\xc0\xaf", "\xe0\x80\xaf", "\xed\xa0\x80",
+                                "\xf4\x90\x80\x80", "\xf8\x88\x80\x80\x80", "\x80", "a\xe2\x82"}) {
+    EXPECT_FALSE(is_utf8(bad)) << bad;
+    EXPECT_THROW(Json(bad).dump(), nlohmann::json::exception) << bad;  // why it matters
+  }
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include <zlib.h>
+
 #include "support/errors.h"
 #include "support/support.h"
 #include "xfer/core/error.h"
@@ -133,6 +135,43 @@ TEST_F(IdxTest, GunzipHonoursOutputCap) {
   EXPECT_EQ(gunzip(bytes, "z").size(), 100000u + 8);
   expect_error_naming([&] { gunzip(bytes, "capped-stream", 1000); }, "capped-stream");
   expect_error_naming([&] { gunzip("not gzip", "plain-stream"); }, "plain-stream");
+}
+
+// gzip of raw bytes (the IDX writer only writes valid files).
+std::string gzip_raw(const std::string& raw) {
+  z_stream zs{};
+  EXPECT_EQ(deflateInit2(&zs, 9, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::string out(deflateBound(&zs, raw.size()), '\0');
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(raw.data()));
+  zs.avail_in = static_cast<uInt>(raw.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
+  out.resize(zs.total_out);
+  deflateEnd(&zs);
+  return out;
+}
+
+// A small gzip file that inflates to far more than its header declares (a
+// "gzip bomb") is refused after the declared payload and one byte more, not
+// inflated whole; a header that declares more than 4 GiB is refused from the
+// header alone.
+TEST_F(IdxTest, GzipInflatesNoMoreThanTheHeaderDeclares) {
+  TempDir dir;
+  std::string raw = idx_bytes(0x08, {1000}, 1000) + std::string(size_t(64) << 20, '\0');
+  write_file_atomic(dir.file("bomb.gz"), gzip_raw(raw));
+  EXPECT_LT(read_file(dir.file("bomb.gz")).size(), size_t(1) << 20);
+  expect_error_naming([&] { read_idx(dir.file("bomb.gz")); }, "trailing bytes");
+  EXPECT_EQ(gunzip(read_file(dir.file("bomb.gz")), "b", size_t(1) << 32, 1009).size(), 1009u);
+  EXPECT_EQ(gunzip(read_file(dir.file("bomb.gz")), "b", size_t(1) << 32, 1009).substr(0, 8),
+            raw.substr(0, 8));
+  write_file_atomic(dir.file("claims.gz"), gzip_raw(idx_bytes(0x08, {65536, 65536, 2}, 16)));
+  expect_error_naming([&] { read_idx(dir.file("claims.gz")); }, "declare");
+  // The exact payload still reads, and a short one is truncated.
+  write_file_atomic(dir.file("ok.gz"), gzip_raw(idx_bytes(0x08, {10, 3}, 30)));
+  EXPECT_EQ(read_idx(dir.file("ok.gz")).sizes(), (std::vector<int64_t>{10, 3}));
+  write_file_atomic(dir.file("short.gz"), gzip_raw(idx_bytes(0x08, {10, 3}, 29)));
+  expect_error_naming([&] { read_idx(dir.file("short.gz")); }, "file truncated");
 }
 
 TEST_F(IdxTest, ReadPairBuildsDataset) {

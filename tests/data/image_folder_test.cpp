@@ -137,6 +137,17 @@ TEST_F(ImageFolderTest, ClassFolderWithoutImages) {
   expect_error_naming([&] { read_image_folder(dir.path()); }, dir.file("b"));
 }
 
+// A class folder named in Latin-1 (not UTF-8) cannot go into config.json:
+// refused when the data is read, naming the folder, not after training.
+TEST_F(ImageFolderTest, ClassFolderNameThatIsNotUtf8) {
+  TempDir dir;
+  fs::create_directories(dir.file("caf\xe9"));
+  write_png(dir.file("caf\xe9/1.png"), random_image(1, 4, 4));
+  expect_error_naming([&] { read_image_folder(dir.path()); }, "not valid UTF-8");
+  fs::rename(dir.file("caf\xe9"), dir.file("caf\xc3\xa9"));
+  EXPECT_EQ(read_image_folder(dir.path()).class_names, (std::vector<std::string>{"caf\xc3\xa9"}));
+}
+
 TEST_F(ImageFolderTest, UndecodableImage) {
   TempDir dir;
   fs::create_directories(dir.file("a"));

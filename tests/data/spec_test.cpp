@@ -7,6 +7,7 @@
 #include "support/errors.h"
 #include "support/support.h"
 #include "xfer/core/error.h"
+#include "xfer/core/fs.h"
 #include "xfer/data/idx.h"
 #include "xfer/data/image_folder.h"
 
@@ -220,11 +221,21 @@ TEST_F(SpecTest, MissingFashionMnistNamesTheSpec) {
     EXPECT_NE(msg.find("fashion-mnist:test"), std::string::npos) << msg;
     EXPECT_NE(msg.find(dir.path()), std::string::npos) << msg;
   }
+  // With the images there, the error names the labels file that is missing.
+  write_file_atomic(dir.file("t10k-images-idx3-ubyte.gz"), "x");
+  xfer::testing::expect_error_naming([] { load("fashion-mnist:test"); },
+                                     "t10k-labels-idx1-ubyte.gz not found");
   if (old) {
     setenv("XFER_FASHION_MNIST_DIR", saved.c_str(), 1);
   } else {
     unsetenv("XFER_FASHION_MNIST_DIR");
   }
+}
+
+TEST_F(SpecTest, ASpecThatIsNotUtf8IsRefused) {
+  xfer::testing::expect_error_naming([] { DataSpec::parse("folder:/data/caf\xe9"); },
+                                     "not valid UTF-8");
+  EXPECT_EQ(DataSpec::parse("folder:/data/caf\xc3\xa9").paths.at(0), "/data/caf\xc3\xa9");
 }
 
 TEST_F(SpecTest, LoadsIdxWithClassesAndShots) {

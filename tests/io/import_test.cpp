@@ -1,10 +1,13 @@
 #include "xfer/io/import.h"
 
+#include <cctype>
+
 #include "support/errors.h"
 #include "support/support.h"
 #include "xfer/core/error.h"
 #include "xfer/core/fs.h"
 #include "xfer/core/sha256.h"
+#include "xfer/io/model_dir.h"
 #include "xfer/models/registry.h"
 
 namespace xfer::io {
@@ -283,6 +286,30 @@ TEST_F(ImportTest, ModelSourceValidation) {
   s.mean = {0.5, 0.5};
   s.std = {0.2, 0.2};
   EXPECT_THROW(s.validate(), UsageError);  // one value per channel
+}
+
+// --weights-sha256 pins a model directory too (by its id, the sha256 of its
+// weights), in either case; anything but 64 hex digits is refused.
+TEST_F(ImportTest, Sha256PinsAModelDirectoryInEitherCase) {
+  auto m = cnn(3);
+  ModelConfig c;
+  c.arch = "cnn";
+  c.num_classes = 3;
+  c.input_shape = {1, 28, 28};
+  const std::string dir = dir_.file("model");
+  const auto card = save_model_dir(dir, *m, c, {});
+  ModelSource s;
+  s.dir = dir;
+  s.weights_sha256 = card.id;
+  EXPECT_EQ(load_model_source(s).card.id, card.id);
+  for (auto& ch : s.weights_sha256) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  EXPECT_EQ(load_model_source(s).card.id, card.id);
+  s.weights_sha256 = std::string(64, 'a');
+  xfer::testing::expect_error_naming([&] { load_model_source(s); }, "differs from the expected aaaa");
+  for (const std::string bad : {std::string("abc"), std::string(63, 'a') + "g", std::string(65, 'a')}) {
+    s.weights_sha256 = bad;
+    EXPECT_THROW(s.validate(), UsageError) << bad;
+  }
 }
 
 // The pin is checked on the bytes before they are parsed as an archive (and

@@ -248,6 +248,24 @@ TEST_F(SafetensorsTest, RejectsFileShorterThanEightBytes) {
   }
 }
 
+// nlohmann keeps the last of two equal keys: the header would be read as
+// whichever came last. A repeat is refused at any level; the same key in two
+// objects (every tensor's "dtype") is not a repeat.
+TEST_F(SafetensorsTest, RejectsAKeyListedTwice) {
+  const std::string data(8, '\0');
+  const std::string f32 = R"({"dtype":"F32","shape":[1],"data_offsets":[0,4]})";
+  const std::string i32 = R"({"dtype":"I32","shape":[1],"data_offsets":[0,4]})";
+  EXPECT_PARSE_ERROR(craft(R"({"w":)" + f32 + R"(,"w":)" + i32 + "}", data.substr(0, 4)),
+                     "key 'w' twice");
+  EXPECT_PARSE_ERROR(craft(std::string(R"({"w":{"dtype":"F32","dtype":"I32","shape":[1],"data_offsets":[0,4]}})"),
+                           data.substr(0, 4)),
+                     "key 'dtype' twice");
+  EXPECT_PARSE_ERROR(craft(std::string(R"({"__metadata__":{"a":"1","a":"2"}})"), std::string()), "key 'a' twice");
+  const std::string two = R"({"__metadata__":{"a":"1"},"a":)" + f32 +
+                          R"(,"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})";
+  EXPECT_EQ(parse_safetensors(craft(two, data), "ok").tensors.size(), 2u);
+}
+
 TEST_F(SafetensorsTest, RejectsHeaderLengthPastEndOfFile) {
   std::string header = "{}";
   EXPECT_PARSE_ERROR(le64(header.size() + 1) + header, "past the end of the file");

@@ -25,4 +25,10 @@ std::vector<std::string> split(const std::string& text, char sep);
 /// A comma list of fractions ("0.05,8/255"); empty fields are refused.
 std::vector<double> parse_fraction_list(const std::string& text, const std::string& what);
 
+/// Whether `text` is well-formed UTF-8 (no overlong forms, surrogates or code
+/// points past U+10FFFF): what JSON output can hold. Paths and folder names
+/// are checked with it where they are read, not when a card.json is written
+/// after a whole training run.
+bool is_utf8(const std::string& text);
+
 }  // namespace xfer

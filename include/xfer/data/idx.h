@@ -25,8 +25,12 @@ Dataset read_idx_pair(const std::string& images_path, const std::string& labels_
 /// (used by tests and to export data).
 void write_idx(const std::string& path, const torch::Tensor& data);
 
-/// Decompresses gzip bytes; throws xfer::Error naming `what` if corrupt or truncated.
+/// Decompresses gzip bytes; throws xfer::Error naming `what` if corrupt or
+/// truncated, or if the output would pass `max_output`. With `stop_after` > 0
+/// it returns at most the first `stop_after` bytes (fewer if the data ends
+/// first): how read_idx reads a header, then no more than the payload the
+/// header declares. Memory grows with the data, never to a claimed size.
 std::string gunzip(const std::string& bytes, const std::string& what,
-                   size_t max_output = size_t(1) << 32);
+                   size_t max_output = size_t(1) << 32, size_t stop_after = 0);
 
 }  // namespace xfer::data
