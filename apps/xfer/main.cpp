@@ -118,8 +118,9 @@ void add_model_source_options(CLI::App* cmd, xfer::io::ModelSource& src) {
   cmd->add_option("--weights", src.weights, "Safetensors state dict (with --arch)");
   cmd->add_option("--arch", src.arch, "Architecture of --weights");
   cmd->add_option("--arch-options", src.arch_options, "Architecture options (JSON)");
-  cmd->add_option("--weights-sha256", src.weights_sha256,
-                  "Refuse --weights/--torchscript unless its sha256 is this");
+  cmd->add_option(
+      "--weights-sha256", src.weights_sha256,
+      "Refuse the model (--model's weights, --weights, --torchscript) unless its sha256 is this");
   cmd->add_option("--torchscript", src.torchscript, "TorchScript archive (.pt)");
   cmd->add_option("--torchscript-mode", src.torchscript_mode,
                   "classifier (output = logits, default) or backbone (new head)");
@@ -257,8 +258,9 @@ int run(int argc, char** argv) {
   ft_cmd->add_option("--weights", ft.source.weights, "Pre-trained safetensors state dict (with --arch)");
   ft_cmd->add_option("--arch", ft.source.arch, "Architecture of --weights");
   ft_cmd->add_option("--arch-options", ft.source.arch_options, "Architecture options (JSON)");
-  ft_cmd->add_option("--weights-sha256", ft.source.weights_sha256,
-                     "Refuse --weights/--torchscript unless its sha256 is this");
+  ft_cmd->add_option(
+      "--weights-sha256", ft.source.weights_sha256,
+      "Refuse the parent (--from's weights, --weights, --torchscript) unless its sha256 is this");
   ft_cmd->add_option("--torchscript", ft.source.torchscript, "Pre-trained TorchScript archive (.pt)");
   ft_cmd->add_option("--torchscript-mode", ft.source.torchscript_mode,
                      "backbone (default: module output = features, new head) or classifier");
@@ -619,13 +621,12 @@ int run(int argc, char** argv) {
   }
   if (study_cmd->parsed()) {
     xfer::study::StudyOptions so;
-    if (st_config.empty()) {
-      so.config = xfer::study::StudyConfig::preset_config(st_preset);
-    } else {
-      auto j = xfer::read_json(st_config);
-      if (j.is_object() && !j.contains("preset") && study_cmd->count("--preset")) j["preset"] = st_preset;
-      so.config = xfer::study::StudyConfig::from_json(j, st_config);
-    }
+    so.config = st_config.empty() ? xfer::study::StudyConfig::preset_config(st_preset)
+                                  : xfer::study::StudyConfig::load(
+                                        st_config, study_cmd->count("--preset") ? st_preset : "");
+    so.config.source = sized(so.config.source);
+    so.config.target = sized(so.config.target);
+    so.config.test = sized(so.config.test);
     so.out = st_out;
     if (!g.quiet) so.on_message = [](const std::string& m) { std::fprintf(stderr, "%s\n", m.c_str()); };
     auto r = xfer::study::run_study(so);

@@ -10,6 +10,12 @@ namespace xfer {
 
 std::string version() { return XFER_VERSION; }
 
+// 2: loader epoch seeds hash the run's seed first; attacks hold their budget
+// exactly (2026-12-07).
+int results_revision() {
+  return 2;
+}
+
 std::string torch_version() {
   return str_cat(TORCH_VERSION_MAJOR, ".", TORCH_VERSION_MINOR, ".", TORCH_VERSION_PATCH);
 }

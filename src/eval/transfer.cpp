@@ -305,9 +305,10 @@ std::vector<NamedModel> load_named_models(const std::vector<io::ModelSource>& so
 std::string adversarial_cache_key(const std::vector<std::string>& ids,
                                   const std::string& data_sha256, const Json& resolved_options,
                                   int64_t batch_size) {
-  const Json key = {{"format", "xfer-adv/1"},   {"surrogates", ids},
-                    {"data", data_sha256},      {"options", resolved_options},
-                    {"batch_size", batch_size}, {"xfer_version", version()}};
+  const Json key = {{"format", "xfer-adv/1"},        {"surrogates", ids},
+                    {"data", data_sha256},           {"options", resolved_options},
+                    {"batch_size", batch_size},      {"xfer_version", version()},
+                    {"revision", results_revision()}};
   return sha256_hex(key.dump()).substr(0, 32);
 }
 
@@ -405,7 +406,7 @@ void check_label_space(const NamedModel& target, const data::Dataset& ds, const 
   check_label_space(target.loaded, ds, spec, "success on a target needs the data's labels");
 }
 
-void prepare_results_dir(const std::string& dir, const std::string& marker) {
+void prepare_results_dir(const std::string& dir, const std::string& marker, bool adv_marks) {
   std::error_code ec;
   const fs::path p(dir);
   if (!fs::exists(p, ec)) {
@@ -419,8 +420,8 @@ void prepare_results_dir(const std::string& dir, const std::string& marker) {
   }
   XFER_CHECK(fs::is_directory(p, ec), dir, ": exists and is not a directory");
   const bool empty = fs::is_empty(p, ec);
-  XFER_CHECK(empty || fs::exists(p / marker, ec) || fs::is_directory(p / "adv", ec), dir,
-             ": exists and is not an earlier output of this command (no ", marker,
+  XFER_CHECK(empty || fs::exists(p / marker, ec) || (adv_marks && fs::is_directory(p / "adv", ec)),
+             dir, ": exists and is not an earlier output of this command (no ", marker,
              "); choose a new --out");
 }
 

@@ -274,7 +274,7 @@ std::string render_report(const Json& r, const std::string& dir) {
     s.name = m;
     s.x.push_back(double(e.at("shots").get<int64_t>()));
     s.y.push_back(e.at("mean_accuracy").get<double>());
-    s.err.push_back(e.at("std_accuracy").get<double>());
+    s.err.push_back(jnum(e.at("std_accuracy")));  // null with one seed
   }
   std::vector<Series> series;
   for (const auto& m : order) series.push_back(by_method[m]);
@@ -283,10 +283,10 @@ std::string render_report(const Json& r, const std::string& dir) {
                       "test accuracy", series, true)
     << "<table><tr><th>method</th><th>shots</th><th>mean accuracy</th><th>std</th><th>seeds</th><th>mean wall (s)</th></tr>";
   for (const auto& e : r.at("data_efficiency")) {
-    h << "<tr><td>" << xml_escape(e.at("method").get<std::string>()) << "</td><td>" << e.at("shots") << "</td><td>"
-      << pct(e.at("mean_accuracy").get<double>()) << "</td><td>" << pct(e.at("std_accuracy").get<double>())
-      << "</td><td>" << e.at("seeds") << "</td><td>" << num(e.at("mean_wall_seconds").get<double>(), 1)
-      << "</td></tr>";
+    h << "<tr><td>" << xml_escape(e.at("method").get<std::string>()) << "</td><td>" << e.at("shots")
+      << "</td><td>" << pct(e.at("mean_accuracy").get<double>()) << "</td><td>"
+      << pct(jnum(e.at("std_accuracy"))) << "</td><td>" << e.at("seeds") << "</td><td>"
+      << num(e.at("mean_wall_seconds").get<double>(), 1) << "</td></tr>";
   }
   h << "</table></section>\n";
 
@@ -322,7 +322,8 @@ std::string render_report(const Json& r, const std::string& dir) {
                                       " ", num(row.at("eps").get<double>(), 2));
     for (const char* g : {"descendants", "unrelated"}) {
       const auto& x = row.at(g);
-      if (x.at("victims").get<int64_t>() == 0) continue;
+      // (No victim, or no correctly classified sample: no rate to draw.)
+      if (x.at("victims").get<int64_t>() == 0 || !x.at("success").is_number()) continue;
       bars.push_back({group, g, x.at("success").get<double>(), x.at("ci95")[0].get<double>(),
                       x.at("ci95")[1].get<double>()});
     }
@@ -393,14 +394,23 @@ std::string render_report(const Json& r, const std::string& dir) {
   // Hardening.
   h << "<section id=\"hardening\"><h2>Hardening by adversarial fine-tuning</h2>";
   for (const auto& hd : r.at("hardening")) {
-    h << "<p><b>" << xml_escape(hd.at("hardened").get<std::string>()) << "</b> (" << xml_escape(hd.at("recipe").get<std::string>())
-      << ") vs <b>" << xml_escape(hd.at("plain").get<std::string>()) << "</b>: clean accuracy "
-      << pct(hd.at("plain_accuracy").get<double>()) << " -> " << pct(hd.at("hardened_accuracy").get<double>())
-      << ".</p><table><tr><th>attacker</th><th>attack</th><th>eps</th><th>plain</th><th>hardened</th></tr>";
+    h << "<p><b>" << xml_escape(hd.at("hardened").get<std::string>()) << "</b> ("
+      << xml_escape(hd.at("recipe").get<std::string>()) << ") vs <b>"
+      << xml_escape(hd.at("plain").get<std::string>()) << "</b>: clean accuracy "
+      << pct(hd.at("plain_accuracy").get<double>()) << " -> "
+      << pct(hd.at("hardened_accuracy").get<double>())
+      << ".</p><table><tr><th>attacker</th><th>attack</th><th>eps</th><th>plain</th><th>95% CI</th>"
+         "<th>hardened</th><th>95% CI</th></tr>";
+    auto ci = [](const Json& t, const char* key) {
+      if (!t.contains(key)) return std::string("n/a");
+      return pct(jnum(t.at(key)[0])) + "-" + pct(jnum(t.at(key)[1]));
+    };
     for (const auto& t : hd.at("transfer")) {
-      h << "<tr><td>" << xml_escape(t.at("attacker").get<std::string>()) << "</td><td>" << xml_escape(t.at("attack").get<std::string>())
-        << "</td><td>" << num(t.at("eps").get<double>(), 3) << "</td><td>" << pct(t.at("plain_success").get<double>())
-        << "</td><td>" << pct(t.at("hardened_success").get<double>()) << "</td></tr>";
+      h << "<tr><td>" << xml_escape(t.at("attacker").get<std::string>()) << "</td><td>"
+        << xml_escape(t.at("attack").get<std::string>()) << "</td><td>"
+        << num(t.at("eps").get<double>(), 3) << "</td><td>" << pct(jnum(t.at("plain_success")))
+        << "</td><td>" << ci(t, "plain_ci95") << "</td><td>" << pct(jnum(t.at("hardened_success")))
+        << "</td><td>" << ci(t, "hardened_ci95") << "</td></tr>";
     }
     h << "</table>";
   }

@@ -10,6 +10,7 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "xfer/core/dist.h"
 #include "xfer/core/error.h"
@@ -20,6 +21,7 @@
 #include "xfer/eval/metrics.h"
 #include "xfer/eval/transfer.h"
 #include "xfer/io/model_dir.h"
+#include "xfer/models/registry.h"
 #include "xfer/report/report.h"
 #include "xfer/train/finetune.h"
 #include "xfer/train/freeze.h"
@@ -81,9 +83,17 @@ std::string pct(double v) {
   return os.str();
 }
 
+// An eps as given (0.05, 8/255 = 0.0313725...), in its own stream: the
+// findings' stream is left fixed to one decimal, which printed 0.05 as 0.1.
+std::string eps_text(double eps) {
+  std::ostringstream os;
+  os << std::setprecision(4) << eps;
+  return os.str();
+}
+
 }  // namespace
 
-StudyConfig StudyConfig::preset_config(const std::string& name) {
+StudyConfig StudyConfig::preset_config(const std::string& name, const std::string& what) {
   StudyConfig c;
   c.preset = name;
   if (name == "quick") {
@@ -111,7 +121,8 @@ StudyConfig StudyConfig::preset_config(const std::string& name) {
     c.eps = {0.05, 0.1, 0.15, 0.2};
     c.predictor_samples = 500;
   } else {
-    XFER_CHECK_USAGE(name == "default", "--preset: expected quick, default or full, got '", name, "'");
+    XFER_CHECK_USAGE(name == "default", what, ": expected quick, default or full, got '", name,
+                     "'");
   }
   return c;
 }
@@ -137,8 +148,9 @@ StudyConfig StudyConfig::from_json(const Json& j, const std::string& what) {
   for (auto it = j.begin(); it != j.end(); ++it) {
     XFER_CHECK_USAGE(known.contains(it.key()), what, ": unknown key '", it.key(), "'");
   }
-  StudyConfig c = preset_config(json_get_or<std::string>(j, "preset", "default", what));
+  StudyConfig c;
   try {
+    c = preset_config(json_get_or<std::string>(j, "preset", "default", what), what + ": preset");
     c.source = json_get_or(j, "source", c.source, what);
     c.target = json_get_or(j, "target", c.target, what);
     c.test = json_get_or(j, "test", c.test, what);
@@ -168,6 +180,40 @@ StudyConfig StudyConfig::from_json(const Json& j, const std::string& what) {
   return c;
 }
 
+StudyConfig StudyConfig::load(const std::string& path, const std::string& preset) {
+  if (!preset.empty()) preset_config(preset);  // a bad --preset is named as such
+  Json j = read_json(path);
+  if (j.is_object() && !preset.empty()) {
+    if (!j.contains("preset")) {
+      j["preset"] = preset;
+    } else {
+      XFER_CHECK_USAGE(j["preset"] == preset, "--preset ", preset, ": ", path, " names preset ",
+                       j["preset"].dump(), "; give one of the two");
+    }
+  }
+  return from_json(j, path);
+}
+
+namespace {
+template <class T>
+void check_unique(const std::vector<T>& values, const char* what) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    for (size_t k = 0; k < i; ++k) {
+      XFER_CHECK_USAGE(!(values[k] == values[i]), "study: ", what, " lists ",
+                       Json(values[i]).dump(), " twice");
+    }
+  }
+}
+
+void check_arch(const std::string& arch, const char* what) {
+  const auto names = models::model_names();
+  std::string known;
+  for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+  XFER_CHECK_USAGE(std::find(names.begin(), names.end(), arch) != names.end(), "study: ", what,
+                   ": unknown architecture '", arch, "' (known: ", known, ")");
+}
+}  // namespace
+
 void StudyConfig::validate() const {
   XFER_CHECK_USAGE(!source.empty() && !target.empty() && !test.empty(), "study: source, target and test are required");
   XFER_CHECK_USAGE(test_shots >= 0 && base_shots >= 0, "study: test_shots and base_shots must be >= 0");
@@ -178,6 +224,27 @@ void StudyConfig::validate() const {
   for (const auto& s : strategies) train::Strategy::parse(s);
   for (int64_t k : shots) XFER_CHECK_USAGE(k >= 1, "study: shots must be >= 1, got ", k);
   for (int64_t s : seeds) XFER_CHECK_USAGE(s >= 0, "study: seeds must be >= 0, got ", s);
+  check_unique(base_archs, "base_archs");
+  check_unique(strategies, "strategies");
+  check_unique(shots, "shots");
+  check_unique(seeds, "seeds");
+  check_unique(scratch_archs, "scratch_archs");
+  check_unique(attacks, "attacks");
+  check_unique(eps, "eps");
+  for (const auto& a : base_archs) check_arch(a, "base_archs");
+  for (const auto& a : scratch_archs) check_arch(a, "scratch_archs");
+  check_arch(attacker_c_arch, "attacker_c_arch");
+  // The source and test SPECs parse, and take the study's draws (shots= of
+  // their own would clash with base_shots / test_shots only after training).
+  for (const auto& [what, text, k] :
+       {std::tuple<const char*, const std::string&, int64_t>{"source", source, base_shots},
+        {"test", test, test_shots}}) {
+    const auto spec = data::DataSpec::parse(text);
+    XFER_CHECK_USAGE(k == 0 || !spec.shots, "study: ", what, " '", text,
+                     "' sets shots= itself; with ",
+                     what == std::string("source") ? "base_shots" : "test_shots",
+                     " > 0 the study draws them: set one of the two");
+  }
   {
     const auto spec = data::DataSpec::parse(target);
     // (seed= would replace the study's seeds in every victim's draw, and the
@@ -207,7 +274,9 @@ StudyResult run_study(const StudyOptions& opt) {
   const auto t0 = Clock::now();
   // config.json is written first, so a folder killed at any later moment is
   // recognised as this command's and resumed.
-  eval::prepare_results_dir(opt.out, "config.json");
+  // (A study writes config.json before anything else: an adv/ alone is
+  // another command's folder, a transfer's or an audit's.)
+  eval::prepare_results_dir(opt.out, "config.json", false);
   dist::barrier();  // every rank has checked the folder before rank 0 writes into it
   const fs::path out(opt.out);
   // Distributed: every rank runs the pipeline (training data-parallel, attacks
@@ -217,7 +286,17 @@ StudyResult run_study(const StudyOptions& opt) {
   if (dist::is_main()) {
     lock.emplace(opt.out);
     for (const char* d : {"", "models", "adv", "transfer"}) stale += remove_stale_staging((out / d).string());
-    write_json((out / "config.json").string(), c.to_json());
+    // Another config in the folder: the summaries of the old one go first, so
+    // a run killed before its own are written leaves none that disagree with
+    // config.json. (Models and sets are cached by content and stay.)
+    const auto config_path = out / "config.json";
+    std::error_code ec;
+    if (fs::exists(config_path, ec) && read_json(config_path.string()) != c.to_json()) {
+      for (const char* f :
+           {"results.json", "report.html", "data_efficiency.csv", "lineage_effect.csv"})
+        fs::remove(out / f, ec);
+    }
+    write_json(config_path.string(), c.to_json());
   }
   const fs::path models_dir = out / "models";
   if (dist::is_main()) fs::create_directories(models_dir);
@@ -228,9 +307,10 @@ StudyResult run_study(const StudyOptions& opt) {
   StudyResult result;
 
   // Every model is a directory named by its label and a hash of its recipe:
-  // present (complete: outputs are staged and renamed) = done.
-  // A job's recipe is the resolved options it trains with (every setting, defaults included), so a
-  // changed default is a new directory, never a stale cached model.
+  // present (complete: outputs are staged and renamed) = done. A job's recipe
+  // is the run's settings() (every setting, defaults resolved, and xfer's
+  // results revision), so a changed default is a new directory, never a stale
+  // cached model.
   struct Job {
     Json recipe;
     std::function<void(const std::string&)> make;
@@ -243,9 +323,15 @@ StudyResult run_study(const StudyOptions& opt) {
   // (DESIGN: "their own disjoint few labels"); one seed's draws are nested, so
   // excluding the largest draw of each victim seed excludes them all.
   const std::string attacker_pool = attacker_pool_spec(c);
+  // The test data too, before any training: a bad test SPEC fails now.
+  const std::string test_spec =
+      c.test_shots > 0 ? train::with_shots(c.test, c.test_shots, 0) : c.test;
+  const data::Dataset test = data::load(test_spec);
+  int64_t target_classes = 0;
   const Json data_sha256 = [&] {
     const std::string source_sha256 = data::load(c.source).content_hash();
     const data::Dataset target = data::load(c.target);
+    target_classes = target.num_classes();
     // Drawn here from the loaded target, as the pool's spec will draw it, so a
     // pool too small for attacker_shots fails before any training.
     const auto pool = data::DataSpec::parse(attacker_pool);
@@ -286,11 +372,7 @@ StudyResult run_study(const StudyOptions& opt) {
     aug.crop_padding = crop;
     t.train.augment(aug);
     t.checkpoints = false;
-    Json recipe = {{"kind", kind},
-                   {"arch", arch},
-                   {"data", data},
-                   {"val_fraction", val_fraction},
-                   {"train", t.train.to_json()}};
+    Json recipe = {{"kind", kind}, {"settings", t.settings()}};
     return Job{recipe, [t](const std::string& dir) {
                  auto run = t;
                  run.out = dir;
@@ -316,17 +398,16 @@ StudyResult run_study(const StudyOptions& opt) {
     f.data = data;
     f.shots = k;
     f.strategy = strategy;
-    const auto [batch, epochs] = budget(5 * k, c);
+    const auto [batch, epochs] = budget(target_classes * k, c);
     f.train.epochs(epochs).batch_size(batch).seed(static_cast<uint64_t>(seed)).adv_train(adv);
     data::AugmentOptions aug;
     aug.crop_padding = 2;
     f.train.augment(aug);
     f.checkpoints = false;
-    Json recipe = {{"kind", "finetune"},   {"parent", pub.id}, {"data", data},
-                   {"strategy", strategy}, {"shots", k},       {"train", f.train.to_json()}};
-    return Job{recipe, [f, &pub](const std::string& dir) {
+    f.source.dir = pub.dir;  // named in the key by its id (its folder may move)
+    Json recipe = {{"kind", "finetune"}, {"parent", pub.id}, {"settings", f.settings()}};
+    return Job{recipe, [f](const std::string& dir) {
                  auto run = f;
-                 run.source.dir = pub.dir;
                  run.out = dir;
                  train::run_finetune(run);
                }};
@@ -356,7 +437,7 @@ StudyResult run_study(const StudyOptions& opt) {
         m.method = "scratch-" + arch;
         m.shots = k;
         m.seed = seed;
-        const auto [batch, epochs] = budget(5 * k, c);
+        const auto [batch, epochs] = budget(target_classes * k, c);
         const std::string data = train::with_shots(c.target, k, static_cast<uint64_t>(seed));
         victims.push_back(
             build(m, train_model("scratch", data, arch, epochs, batch, c.scratch_lr, seed, 0.0, 2)));
@@ -405,7 +486,7 @@ StudyResult run_study(const StudyOptions& opt) {
   cc.shots = c.attacker_shots;
   cc.seed = 2000;
   {
-    const auto [batch, epochs] = budget(5 * c.attacker_shots, c);
+    const auto [batch, epochs] = budget(target_classes * c.attacker_shots, c);
     const std::string data = train::with_shots(attacker_pool, c.attacker_shots, 2000);
     cc = build(cc, train_model("scratch", data, c.attacker_c_arch, epochs, batch, c.scratch_lr, 2000,
                                0.0, 2));
@@ -413,8 +494,6 @@ StudyResult run_study(const StudyOptions& opt) {
 
   // 3. Test accuracy of every victim and attacker.
   say("evaluating");
-  const std::string test_spec = c.test_shots > 0 ? train::with_shots(c.test, c.test_shots, 0) : c.test;
-  const data::Dataset test = data::load(test_spec);
   std::map<std::string, double> accuracy_of;
   auto evaluate = [&](Member& m) {
     auto lm = io::load_model_dir(m.dir);
@@ -452,7 +531,9 @@ StudyResult run_study(const StudyOptions& opt) {
       mean /= double(accs.size());
       wall /= double(accs.size());
       for (double a : accs) var += (a - mean) * (a - mean);
-      const double sd = accs.size() > 1 ? std::sqrt(var / double(accs.size() - 1)) : 0.0;
+      // One seed has no spread to state: null, not 0.
+      const Json sd =
+          accs.size() > 1 ? Json(std::sqrt(var / double(accs.size() - 1))) : Json(nullptr);
       efficiency.push_back({{"method", method},
                             {"transfer", method.rfind("scratch-", 0) != 0},
                             {"shots", k},
@@ -523,7 +604,8 @@ StudyResult run_study(const StudyOptions& opt) {
           row[names[g]] = {{"victims", count[g]},
                            {"fooled", f[g]},
                            {"clean_correct", n[g]},
-                           {"success", n[g] ? double(f[g]) / double(n[g]) : 0.0},
+                           // No correctly classified sample: no rate (null), not 0.
+                           {"success", n[g] ? Json(double(f[g]) / double(n[g])) : Json(nullptr)},
                            {"ci95", {ci.first, ci.second}}};
         }
         lineage.push_back(row);
@@ -656,21 +738,24 @@ StudyResult run_study(const StudyOptions& opt) {
   result.summary = findings_text(result.results);
   result.results["findings"] = result.summary;
 
-  // CSV tables.
+  // CSV tables (an unknown value, null in results.json, is an empty cell).
+  auto cell = [](const Json& v) { return v.is_null() ? std::string() : v.dump(); };
   std::ostringstream eff;
   eff << "method,transfer,shots,mean_accuracy,std_accuracy,seeds,mean_wall_seconds\n";
   for (const auto& r : efficiency) {
-    eff << r["method"].get<std::string>() << "," << (r["transfer"].get<bool>() ? 1 : 0) << "," << r["shots"] << ","
-        << r["mean_accuracy"] << "," << r["std_accuracy"] << "," << r["seeds"] << "," << r["mean_wall_seconds"] << "\n";
+    eff << r["method"].get<std::string>() << "," << (r["transfer"].get<bool>() ? 1 : 0) << ","
+        << r["shots"] << "," << r["mean_accuracy"] << "," << cell(r["std_accuracy"]) << ","
+        << r["seeds"] << "," << r["mean_wall_seconds"] << "\n";
   }
   std::ostringstream lin;
   lin << "attacker,attack,eps,group,victims,fooled,clean_correct,success,ci_low,ci_high\n";
   for (const auto& r : lineage) {
     for (const char* g : {"descendants", "unrelated"}) {
       const auto& x = r[g];
-      lin << r["attacker"].get<std::string>() << "," << r["attack"].get<std::string>() << "," << r["eps"] << "," << g
-          << "," << x["victims"] << "," << x["fooled"] << "," << x["clean_correct"] << "," << x["success"] << ","
-          << x["ci95"][0] << "," << x["ci95"][1] << "\n";
+      lin << r["attacker"].get<std::string>() << "," << r["attack"].get<std::string>() << ","
+          << r["eps"] << "," << g << "," << x["victims"] << "," << x["fooled"] << ","
+          << x["clean_correct"] << "," << cell(x["success"]) << "," << x["ci95"][0] << ","
+          << x["ci95"][1] << "\n";
     }
   }
   if (dist::is_main()) {
@@ -709,7 +794,11 @@ std::string findings_text(const Json& r) {
        << (t >= s ? "transfer leads by " : "scratch leads by ") << std::fixed << std::setprecision(1)
        << 100 * std::abs(t - s) << " points.\n";
   }
-  if (!shots.empty()) {
+  const bool any_scratch = std::any_of(eff.begin(), eff.end(),
+                                       [](const Json& e) { return !e.at("transfer").get<bool>(); });
+  const bool any_transfer = std::any_of(eff.begin(), eff.end(),
+                                        [](const Json& e) { return e.at("transfer").get<bool>(); });
+  if (!shots.empty() && any_scratch && any_transfer) {
     std::string tn, sn;
     const int64_t k0 = *shots.begin();
     const double t0 = best(k0, true, &tn);
@@ -732,11 +821,14 @@ std::string findings_text(const Json& r) {
     const auto& d = row.at("descendants");
     const auto& u = row.at("unrelated");
     if (d.at("victims").get<int64_t>() == 0 || u.at("victims").get<int64_t>() == 0) continue;
+    if (!d.at("success").is_number() || !u.at("success").is_number()) continue;
     if (row.at("attacker") == "A" && row.at("attack") == "feature") {
       const double ds = d.at("success").get<double>(), us = u.at("success").get<double>();
-      os << "- Attacker A (the public base alone, feature attack, eps " << row.at("eps").get<double>()
-         << ") fools descendants of the base on " << pct(ds) << " (95% CI " << pct(d["ci95"][0].get<double>())
-         << "-" << pct(d["ci95"][1].get<double>()) << ") of their correctly classified samples and unrelated "
+      os << "- Attacker A (the public base alone, feature attack, eps "
+         << eps_text(row.at("eps").get<double>()) << ") fools descendants of the base on "
+         << pct(ds) << " (95% CI " << pct(d["ci95"][0].get<double>()) << "-"
+         << pct(d["ci95"][1].get<double>())
+         << ") of their correctly classified samples and unrelated "
          << "victims on " << pct(us) << " (" << pct(u["ci95"][0].get<double>()) << "-"
          << pct(u["ci95"][1].get<double>()) << ")"
          << (d["ci95"][0].get<double>() > u["ci95"][1].get<double>()
@@ -750,10 +842,11 @@ std::string findings_text(const Json& r) {
     std::string how;
     for (const auto& row : r.at("lineage_effect")) {
       if (row.at("attacker") != attacker) continue;
-      const double s = row.at("descendants").at("success").get<double>();
-      if (s > top) {
-        top = s;
-        how = row.at("attack").get<std::string>();
+      const auto& v = row.at("descendants").at("success");
+      if (v.is_number() && v.get<double>() > top) {
+        top = v.get<double>();
+        how = str_cat(row.at("attack").get<std::string>(), " at eps ",
+                      eps_text(row.at("eps").get<double>()));
       }
     }
     if (top >= 0) {
@@ -781,16 +874,25 @@ std::string findings_text(const Json& r) {
        << (best_rho < 0 ? " (negative: the pairs that score higher on it transfer less)" : "") << ".\n";
   }
   for (const auto& h : r.at("hardening")) {
-    double worst_h = 0, worst_p = 0;
+    os << "- Hardening (" << h.at("recipe").get<std::string>() << "): clean accuracy "
+       << pct(h.at("plain_accuracy").get<double>()) << " -> "
+       << pct(h.at("hardened_accuracy").get<double>());
+    // Attacker B's strongest attack on the plain model, and the same attack
+    // and eps on the hardened one (two maxima could come from two attacks).
+    const Json* top = nullptr;
     for (const auto& t : h.at("transfer")) {
-      if (t.at("attacker") == "B") {
-        worst_h = std::max(worst_h, t.at("hardened_success").get<double>());
-        worst_p = std::max(worst_p, t.at("plain_success").get<double>());
-      }
+      if (t.at("attacker") == "B" && t.at("plain_success").is_number() &&
+          (!top || t.at("plain_success").get<double>() > top->at("plain_success").get<double>()))
+        top = &t;
     }
-    os << "- Hardening (" << h.at("recipe").get<std::string>() << "): clean accuracy " << pct(h.at("plain_accuracy").get<double>())
-       << " -> " << pct(h.at("hardened_accuracy").get<double>()) << "; attacker B's best success " << pct(worst_p) << " -> "
-       << pct(worst_h) << ".\n";
+    if (top && top->at("hardened_success").is_number()) {
+      os << "; attacker B's strongest attack on the plain model ("
+         << top->at("attack").get<std::string>() << " at eps "
+         << eps_text(top->at("eps").get<double>()) << ") succeeds on "
+         << pct(top->at("plain_success").get<double>()) << " of it and "
+         << pct(top->at("hardened_success").get<double>()) << " of the hardened one";
+    }
+    os << ".\n";
   }
   return os.str();
 }

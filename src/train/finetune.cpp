@@ -160,12 +160,83 @@ void FinetuneRunOptions::validate() const {
       "--lr-find trains nothing to keep: drop --out (then train with --lr RATE and --out)");
 }
 
+namespace {
+// The defaults of the options' 0 / -1 / empty values, in one place for the run
+// and for settings().
+double resolved_ft_lr_scale(const FinetuneRunOptions& o) {
+  return o.ft_lr_scale > 0 ? o.ft_lr_scale : 0.1;
+}
+int64_t resolved_lp_epochs(const FinetuneRunOptions& o) {
+  return o.lp_epochs > 0 ? o.lp_epochs : std::max<int64_t>(1, o.train.epochs() / 2);
+}
+models::HeadOptions new_head_options(const FinetuneRunOptions& o) {
+  return o.head_type.empty() ? models::HeadOptions() : models::HeadOptions::parse(o.head_type);
+}
+// The L-BFGS probe's penalty: a linear head needs one, a cosine head must not have one.
+ProbeOptions resolved_probe(const FinetuneRunOptions& o, const models::HeadOptions& head) {
+  return ProbeOptions()
+      .l2(o.probe_l2 >= 0           ? o.probe_l2
+          : head.kind() == "linear" ? 1e-3
+                                    : 0.0)
+      .max_iter(o.probe_iters > 0 ? o.probe_iters : 500)
+      .batch_size(std::max<int64_t>(o.train.batch_size(), 256))
+      .device(o.train.device());
+}
+}  // namespace
+
+Json FinetuneRunOptions::settings() const {
+  // Where the model goes is no part of the key: checked as if it had an --out.
+  FinetuneRunOptions checked = *this;
+  if (checked.out.empty() && !checked.lr_find) checked.out = "-";
+  checked.validate();
+  const Strategy s = Strategy::parse(strategy);
+  const bool lbfgs = probe_solver == "lbfgs";
+  // With --head keep the head's form is the parent's: named by the parent's id.
+  const std::optional<models::HeadOptions> head_options =
+      head == "new"       ? std::optional(new_head_options(*this))
+      : head_type.empty() ? std::nullopt
+                          : std::optional(models::HeadOptions::parse(head_type));
+  Json lora = nullptr;
+  if (s.kind == Kind::kLora) {
+    lora = models::LoraOptions().rank(s.rank).alpha(lora_alpha).to_json();
+    lora["merged"] = lora_merge;
+  }
+  Json probe = nullptr;
+  if (lbfgs && head_options) {
+    const auto p = resolved_probe(*this, *head_options);
+    probe = {{"l2", p.l2()}, {"max_iter", p.max_iter()}};
+  } else if (lbfgs) {
+    probe = {{"l2", probe_l2}, {"max_iter", resolved_probe(*this, {}).max_iter()}};
+  }
+  Json j = train.to_json();
+  j.update(
+      {{"command", "finetune"},
+       {"revision", results_revision()},
+       {"data", data::DataSpec::parse(with_shots(data, shots, train.seed())).str()},
+       {"val_data", val_data},
+       {"val_fraction", val_data.empty() ? Json(val_fraction) : Json(nullptr)},
+       {"strategy", s.str()},
+       {"head", head},
+       {"head_type", head_options ? Json(head_options->str()) : Json(nullptr)},
+       {"bn_mode", freeze.bn_mode()},
+       {"layer_decay", freeze.layer_decay()},
+       {"head_lr_scale", freeze.head_lr_scale()},
+       {"probe_solver", probe_solver},
+       {"probe", probe},
+       {"lp_epochs",
+        s.kind == Kind::kLpFt && !lbfgs ? Json(resolved_lp_epochs(*this)) : Json(nullptr)},
+       {"ft_lr_scale", s.kind == Kind::kLpFt ? Json(resolved_ft_lr_scale(*this)) : Json(nullptr)},
+       {"l2_sp_alpha", s.kind == Kind::kL2Sp ? Json(s.alpha) : Json(nullptr)},
+       {"lora", lora}});
+  return j;
+}
+
 FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
   o.validate();
   const auto t0 = std::chrono::steady_clock::now();
   const Strategy strategy = Strategy::parse(o.strategy);
   const auto& t = o.train;
-  const double ft_lr_scale = o.ft_lr_scale > 0 ? o.ft_lr_scale : 0.1;
+  const double ft_lr_scale = resolved_ft_lr_scale(o);
   auto say = [&](const std::string& m) {
     if (o.on_message) o.on_message(m);
   };
@@ -210,8 +281,7 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
   seed_everything(t.seed());
   if (o.head == "new") {
     model->reset_classifier(all.num_classes());
-    model->set_head_options(o.head_type.empty() ? models::HeadOptions()
-                                                : models::HeadOptions::parse(o.head_type));
+    model->set_head_options(new_head_options(o));
   } else {
     io::require_classifier(lm, "--head keep");
     XFER_CHECK_USAGE(model->num_classes() == all.num_classes(), "--head keep: the model has ",
@@ -249,7 +319,7 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
                           t.lr() * ft_lr_scale});
         break;
       }
-      int64_t lp = o.lp_epochs > 0 ? o.lp_epochs : std::max<int64_t>(1, t.epochs() / 2);
+      const int64_t lp = resolved_lp_epochs(o);
       phases.push_back({"linear-probe", FreezeOptions(base).trainable_stages(0), lp, t.lr()});
       phases.push_back({"fine-tune", FreezeOptions(base).trainable_stages(-1), t.epochs() - lp,
                         t.lr() * ft_lr_scale});
@@ -265,14 +335,7 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
   FinetuneRunResult r;
   r.train_samples = train_ds.size();
   r.val_samples = val_ds.size();
-  // The L-BFGS probe's penalty: a linear head needs one, a cosine head must not have one.
-  ProbeOptions probe = ProbeOptions()
-                           .l2(o.probe_l2 >= 0                            ? o.probe_l2
-                               : model->head_options().kind() == "linear" ? 1e-3
-                                                                          : 0.0)
-                           .max_iter(o.probe_iters > 0 ? o.probe_iters : 500)
-                           .batch_size(std::max<int64_t>(t.batch_size(), 256))
-                           .device(t.device());
+  ProbeOptions probe = resolved_probe(o, model->head_options());
   if (lbfgs) probe.validate(model->head_options());  // before any work, --dry-run included
   // L2-SP replaces decay towards zero on the backbone (Li et al. 2018): the plan
   // printed, recorded and trained has none there.
@@ -380,6 +443,7 @@ FinetuneRunResult run_finetune(const FinetuneRunOptions& o) {
   Json recipe = t.to_json();
   recipe.update(
       {{"command", "finetune"},
+       {"revision", results_revision()},
        {"strategy", strategy.str()},
        {"shots", spec.shots ? Json(*spec.shots) : Json(nullptr)},
        {"head", o.head},

@@ -47,6 +47,36 @@ void TrainRunOptions::validate() const {
       "--lr-find trains nothing to keep: drop --out (then train with --lr RATE and --out)");
 }
 
+namespace {
+// --val-fraction's default: none for a k-shot SPEC (every shot trains, as in
+// xfer finetune), else a tenth.
+double resolved_val_fraction(const TrainRunOptions& o, const data::DataSpec& spec) {
+  return o.val_fraction >= 0 ? o.val_fraction : spec.shots ? 0.0 : 0.1;
+}
+}  // namespace
+
+Json TrainRunOptions::settings() const {
+  // Where the model goes is no part of the key: checked as if it had an --out.
+  TrainRunOptions checked = *this;
+  if (checked.out.empty() && !checked.lr_find) checked.out = "-";
+  checked.validate();
+  const auto spec = data::DataSpec::parse(data);
+  const bool ssl = train.objective() == "simclr";
+  Json j = train.to_json();
+  j.update({{"command", "train"},
+            {"revision", results_revision()},
+            {"data", spec.str()},
+            {"val_data", val_data},
+            {"val_fraction",
+             val_data.empty() ? Json(resolved_val_fraction(*this, spec)) : Json(nullptr)},
+            {"arch", arch},
+            {"arch_options", Json::parse(arch_options)},
+            {"normalize", normalize},
+            {"head_type", ssl ? Json(nullptr) : Json(models::HeadOptions::parse(head_type).str())},
+            {"proj_dim", ssl ? Json(proj_dim) : Json(nullptr)}});
+  return j;
+}
+
 TrainRunResult run_train(const TrainRunOptions& o) {
   o.validate();
   const std::string ckpt_dir = o.lr_find ? ""
@@ -55,7 +85,7 @@ TrainRunResult run_train(const TrainRunOptions& o) {
   if (!o.lr_find_json.empty()) check_output_path_file(o.lr_find_json);
   auto spec = data::DataSpec::parse(o.data);
   data::Dataset all = data::load(spec);
-  const double val_fraction = o.val_fraction >= 0 ? o.val_fraction : spec.shots ? 0.0 : 0.1;
+  const double val_fraction = resolved_val_fraction(o, spec);
   data::Dataset train_ds, val_ds;
   if (!o.val_data.empty()) {
     train_ds = all;
@@ -104,9 +134,11 @@ TrainRunResult run_train(const TrainRunOptions& o) {
   const auto& t = o.train;
   Json recipe = t.to_json();
   recipe.update({{"command", "train"},
+                 {"revision", results_revision()},
                  {"strategy", ssl ? "self-supervised" : "scratch"},
                  {"arch", o.arch},
                  {"arch_options", config.arch_options},
+                 {"normalize", o.normalize},
                  {"head_type", config.head.str()},
                  {"shots", spec.shots ? Json(*spec.shots) : Json(nullptr)},
                  {"data_sha256", all.content_hash()},

@@ -749,6 +749,8 @@ TEST_F(CliCatalogueTest, EveryBadInputGivesOneLineAndNoPartialOutput) {
   }
   std::ofstream(tmp_.file("garbage.pt"), std::ios::binary) << "PK\x03\x04 not a zip at all";
   std::ofstream(tmp_.file("study.json")) << "{\"preset\": ";
+  std::ofstream(tmp_.file("study-quick.json")) << "{\"preset\": \"quick\"}";
+  std::ofstream(tmp_.file("study-seeds.json")) << "{\"preset\": \"quick\", \"seeds\": [0, 1, 0]}";
   std::ofstream(tmp_.file("afile")) << "x";
   fs::create_directories(tmp_.file("existing"));
   const std::string attack = "--quiet attack --surrogate " + q(model) + " --data " + data + o;
@@ -839,6 +841,11 @@ TEST_F(CliCatalogueTest, EveryBadInputGivesOneLineAndNoPartialOutput) {
       // Configs and options.
       {"study-config-truncated", "study --config JSON cut mid-object",
        "--quiet study --config " + q(tmp_.file("study.json")) + o, 1, "study.json"},
+      {"study-preset-conflict", "study --preset full with a --config of preset quick",
+       "--quiet study --config " + q(tmp_.file("study-quick.json")) + " --preset full" + o, 2,
+       "names preset \"quick\""},
+      {"study-seed-repeated", "study config listing a seed twice",
+       "--quiet study --config " + q(tmp_.file("study-seeds.json")) + o, 2, "seeds lists 0 twice"},
       {"arch-options-not-json", "--arch-options that is not JSON", train + " --arch-options '{hidden'", 2, "--arch-options"},
       {"arch-options-unknown-key", "--arch-options with a key the architecture lacks",
        train + " --arch-options '{\"bogus\":1}'", 2, "bogus"},

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -152,6 +154,29 @@ TEST_F(StudyTest, RunsEndToEndAndARerunRedoesNothing) {
   EXPECT_EQ(again.models_cached, r.models_trained + r.models_cached);
   EXPECT_EQ(again.results["timing"]["sets_crafted"], 0);
   EXPECT_EQ(again.results["data_efficiency"], res["data_efficiency"]);
+}
+
+// A folder with adv/ but no config.json is another command's (a transfer's or
+// an audit's cache): refused. A study folder of another config loses the old
+// config's summaries before anything else, so none outlive config.json.
+TEST_F(StudyTest, OutFolderOfAnotherCommandOrConfig) {
+  StudyOptions o;
+  o.config = tiny();
+  o.out = tmp_.file("audit");
+  fs::create_directories(o.out + "/adv");
+  xfer::testing::expect_error_naming([&] { run_study(o); }, "no config.json");
+
+  o.out = tmp_.file("old-study");
+  fs::create_directories(o.out);
+  write_json(o.out + "/config.json", StudyConfig::preset_config("quick").to_json());
+  for (const char* f : {"results.json", "report.html", "data_efficiency.csv", "lineage_effect.csv"})
+    std::ofstream(o.out + "/" + f) << "old";
+  o.config.test = "idx:" + tmp_.file("missing-images.gz") + "," + tmp_.file("missing-labels.gz");
+  EXPECT_THROW(run_study(o), Error);  // the test data is read before any training
+  EXPECT_EQ(read_json(o.out + "/config.json"), o.config.to_json());
+  for (const char* f : {"results.json", "report.html", "data_efficiency.csv", "lineage_effect.csv"})
+    EXPECT_FALSE(fs::exists(o.out + "/" + f)) << f;
+  EXPECT_FALSE(fs::exists(o.out + "/models") && !fs::is_empty(o.out + "/models"));
 }
 
 // SIGKILLed midway (once some models are complete), then rerun: finished
@@ -318,6 +343,97 @@ TEST(StudyConfigTest, PresetsAndBadConfigs) {
   auto q = StudyConfig::from_json({{"preset", "quick"}, {"seeds", {4, 5}}}, "cfg.json");
   EXPECT_EQ(q.seeds, (std::vector<int64_t>{4, 5}));
   EXPECT_EQ(q.shots, StudyConfig::preset_config("quick").shots);
+  // A bad preset in a file names the file; a preset that is not a string is a usage error too.
+  xfer::testing::expect_error_naming([] { StudyConfig::from_json({{"preset", "huge"}}, "cfg.json"); },
+                                     "cfg.json: preset: expected quick");
+  EXPECT_THROW(StudyConfig::from_json({{"preset", 3}}, "cfg.json"), UsageError);
+}
+
+// Repeats, unknown architectures and SPECs that clash with the study's own
+// draws are refused before anything is trained.
+TEST(StudyConfigTest, RepeatsUnknownArchsAndClashingSpecsAreRefused) {
+  const StudyConfig base = StudyConfig::preset_config("quick");
+  auto refused = [&](const std::function<void(StudyConfig&)>& edit, const std::string& message) {
+    StudyConfig c = base;
+    edit(c);
+    xfer::testing::expect_error_naming([&] { c.validate(); }, message);
+  };
+  refused([](StudyConfig& c) { c.seeds = {0, 1, 0}; }, "seeds lists 0 twice");
+  refused([](StudyConfig& c) { c.shots = {10, 10}; }, "shots lists 10 twice");
+  refused([](StudyConfig& c) { c.eps = {0.1, 0.1}; }, "eps lists 0.1 twice");
+  refused([](StudyConfig& c) { c.strategies = {"full", "full"}; }, "strategies lists \"full\" twice");
+  refused([](StudyConfig& c) { c.scratch_archs = {"cnn", "cnn"}; }, "scratch_archs lists");
+  refused([](StudyConfig& c) { c.attacks = {"pgd", "pgd"}; }, "attacks lists");
+  refused([](StudyConfig& c) { c.attacker_c_arch = "nosuch"; }, "attacker_c_arch: unknown architecture 'nosuch'");
+  refused([](StudyConfig& c) { c.scratch_archs = {"cnn", "nosuch"}; }, "scratch_archs: unknown architecture");
+  refused([](StudyConfig& c) { c.test = "fashion-mnist:test:shots=5"; }, "test_shots");
+  refused([](StudyConfig& c) { c.source = "fashion-mnist:train:classes=0-4:shots=5"; }, "base_shots");
+  refused([](StudyConfig& c) { c.test = "nosuchkind:x"; }, "nosuchkind");
+  // With the study's own draw off, the SPEC's shots= is the draw.
+  StudyConfig c = base;
+  c.test = "fashion-mnist:test:classes=5-9:shots=5";
+  c.test_shots = 0;
+  EXPECT_NO_THROW(c.validate());
+}
+
+TEST(StudyConfigTest, LoadTakesThePresetFlagOnlyWhereTheFileHasNone) {
+  TempDir tmp;
+  const std::string none = tmp.file("none.json"), quick = tmp.file("quick.json");
+  write_json(none, Json{{"seeds", {7}}});
+  write_json(quick, Json{{"preset", "quick"}});
+  const auto a = StudyConfig::load(none, "full");
+  EXPECT_EQ(a.preset, "full");
+  EXPECT_EQ(a.shots, StudyConfig::preset_config("full").shots);
+  EXPECT_EQ(a.seeds, (std::vector<int64_t>{7}));
+  EXPECT_EQ(StudyConfig::load(none).preset, "default");
+  EXPECT_EQ(StudyConfig::load(quick, "quick").preset, "quick");
+  xfer::testing::expect_error_naming([&] { StudyConfig::load(quick, "full"); },
+                                     "names preset \"quick\"");
+  xfer::testing::expect_error_naming([&] { StudyConfig::load(quick, "bogus"); }, "--preset");
+}
+
+// The findings' sentences from a hand-made results.json: each eps printed as
+// given, hardening read from one attack and eps, no scratch sentence without
+// scratch models, no rate where no sample was correctly classified.
+TEST(StudyFindingsTest, SentencesStateTheirOwnEpsAndOneRowOfHardening) {
+  auto group = [](int64_t victims, int64_t fooled, int64_t correct) {
+    return Json{{"victims", victims},
+                {"fooled", fooled},
+                {"clean_correct", correct},
+                {"success", correct ? Json(double(fooled) / double(correct)) : Json(nullptr)},
+                {"ci95", {0.0, 1.0}}};
+  };
+  Json r = {
+      {"data_efficiency",
+       {{{"method", "full"}, {"transfer", true}, {"shots", 10}, {"mean_accuracy", 0.8}, {"std_accuracy", nullptr}}}},
+      {"lineage_effect",
+       {{{"attacker", "A"}, {"attack", "feature"}, {"eps", 0.05}, {"descendants", group(2, 10, 40)},
+         {"unrelated", group(1, 2, 20)}},
+        {{"attacker", "B"}, {"attack", "pgd"}, {"eps", 0.05}, {"descendants", group(2, 30, 40)},
+         {"unrelated", group(1, 2, 20)}},
+        {{"attacker", "B"}, {"attack", "pgd"}, {"eps", 0.15}, {"descendants", group(2, 36, 40)},
+         {"unrelated", group(1, 0, 0)}},
+        {{"attacker", "C"}, {"attack", "pgd"}, {"eps", 0.15}, {"descendants", group(2, 0, 0)},
+         {"unrelated", group(1, 0, 0)}}}},
+      {"transfer", {{"predictors", {{"spearman_vs_success", Json::array()}}}}},
+      {"hardening",
+       {{{"recipe", "pgd:0.1:5"},
+         {"plain_accuracy", 0.9},
+         {"hardened_accuracy", 0.85},
+         {"transfer",
+          {{{"attacker", "B"}, {"attack", "pgd"}, {"eps", 0.05}, {"plain_success", 0.6}, {"hardened_success", 0.3}},
+           {{"attacker", "B"}, {"attack", "fgsm"}, {"eps", 0.15}, {"plain_success", 0.4}, {"hardened_success", 0.35}},
+           {{"attacker", "A"}, {"attack", "feature"}, {"eps", 0.05}, {"plain_success", 0.9},
+            {"hardened_success", 0.9}}}}}}}};
+  const std::string text = findings_text(r);
+  EXPECT_NE(text.find("feature attack, eps 0.05)"), std::string::npos) << text;
+  EXPECT_NE(text.find("best on the descendants 90.0% with pgd at eps 0.15"), std::string::npos) << text;
+  // C's only row has no correctly classified sample: no sentence, and no throw.
+  EXPECT_EQ(text.find("Attacker C"), std::string::npos) << text;
+  EXPECT_NE(text.find("(pgd at eps 0.05) succeeds on 60.0% of it and 30.0% of the hardened one"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("Scratch"), std::string::npos) << text;
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "xfer/data/spec.h"
 #include "xfer/io/checkpoint.h"
 #include "xfer/core/fs.h"
+#include "xfer/core/runtime.h"
 #include "xfer/core/sha256.h"
 #include "xfer/models/torchscript.h"
 #include "xfer/train/run.h"
@@ -590,6 +591,52 @@ TEST(WithShotsTest, AddsShotsAndTheRunSeedUnlessTheSpecHasOne) {
   EXPECT_EQ(with_shots("fashion-mnist:seed=7", 2, 3),
             data::DataSpec::parse("fashion-mnist:shots=2:seed=7").str());
   EXPECT_EQ(with_shots("fashion-mnist", 0, 3), "fashion-mnist");
+}
+
+}  // namespace
+}  // namespace xfer::train
+
+namespace xfer::train {
+namespace {
+
+// settings() is a cache key: a default spelled out is the same key, any
+// setting that changes the weights is another.
+TEST(FinetuneSettingsTest, DefaultsResolveAndEverySettingCounts) {
+  FinetuneRunOptions a;
+  a.source.dir = "parent";
+  a.data = "fashion-mnist:train:classes=5-9";
+  a.shots = 10;
+  a.strategy = "lp-ft";
+  const Json key = a.settings();
+  EXPECT_EQ(key["revision"], results_revision());
+  EXPECT_EQ(key["ft_lr_scale"], 0.1);
+  EXPECT_EQ(key["lp_epochs"], a.train.epochs() / 2);
+  auto same = [&](const std::function<void(FinetuneRunOptions&)>& edit) {
+    FinetuneRunOptions b = a;
+    edit(b);
+    return b.settings() == key;
+  };
+  EXPECT_TRUE(same([](auto& b) { b.ft_lr_scale = 0.1; }));
+  EXPECT_TRUE(same([](auto& b) { b.head_type = "linear"; }));
+  EXPECT_TRUE(same([](auto& b) { b.lp_epochs = b.train.epochs() / 2; }));
+  EXPECT_TRUE(same([](auto& b) { b.source.dir = "moved"; }));  // named by the parent's id instead
+  EXPECT_FALSE(same([](auto& b) { b.ft_lr_scale = 0.2; }));
+  EXPECT_FALSE(same([](auto& b) { b.head_type = "cosine"; }));
+  EXPECT_FALSE(same([](auto& b) { b.probe_solver = "lbfgs"; }));
+  EXPECT_FALSE(same([](auto& b) { b.freeze.bn_mode("eval"); }));
+  EXPECT_FALSE(same([](auto& b) { b.freeze.layer_decay(0.5); }));
+  EXPECT_FALSE(same([](auto& b) { b.val_fraction = 0.2; }));
+  EXPECT_FALSE(same([](auto& b) { b.train.seed(1); }));  // another draw of the shots
+  EXPECT_FALSE(same([](auto& b) { b.shots = 5; }));
+  EXPECT_FALSE(same([](auto& b) { b.train.lr(3e-3); }));
+  // An L-BFGS probe's penalty resolves by head type.
+  a.probe_solver = "lbfgs";
+  EXPECT_EQ(a.settings()["probe"]["l2"], 1e-3);
+  a.head_type = "cosine";
+  EXPECT_EQ(a.settings()["probe"]["l2"], 0.0);
+  // Bad settings are refused as the run would refuse them.
+  a.strategy = "lora:0";
+  EXPECT_THROW(a.settings(), UsageError);
 }
 
 }  // namespace

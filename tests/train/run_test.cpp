@@ -1,11 +1,13 @@
 #include "xfer/train/run.h"
 
 #include <filesystem>
+#include <functional>
 
 #include "support/errors.h"
 #include "support/support.h"
 #include "xfer/core/error.h"
 #include "xfer/core/fs.h"
+#include "xfer/core/runtime.h"
 #include "xfer/core/sha256.h"
 #include "xfer/io/checkpoint.h"
 
@@ -263,6 +265,35 @@ TEST_F(TrainRunTest, SimclrResumesAfterACrashToTheSameWeights) {
   auto r = run_train(o);
   EXPECT_TRUE(r.resumed);
   EXPECT_EQ(r.card.id, expected);
+}
+
+}  // namespace
+}  // namespace xfer::train
+
+namespace xfer::train {
+namespace {
+
+TEST(TrainSettingsTest, DefaultsResolveAndEverySettingCounts) {
+  TrainRunOptions a;
+  a.data = "fashion-mnist:train:classes=5-9:shots=10";
+  const Json key = a.settings();
+  EXPECT_EQ(key["revision"], results_revision());
+  EXPECT_EQ(key["val_fraction"], 0.0);  // k-shot: every image trains
+  auto same = [&](const std::function<void(TrainRunOptions&)>& edit) {
+    TrainRunOptions b = a;
+    edit(b);
+    return b.settings() == key;
+  };
+  EXPECT_TRUE(same([](auto& b) { b.val_fraction = 0; }));
+  EXPECT_TRUE(same([](auto& b) { b.arch_options = " { } "; }));
+  EXPECT_FALSE(same([](auto& b) { b.arch_options = R"({"hidden":[32]})"; }));
+  EXPECT_FALSE(same([](auto& b) { b.normalize = false; }));
+  EXPECT_FALSE(same([](auto& b) { b.head_type = "cosine"; }));
+  EXPECT_FALSE(same([](auto& b) { b.arch = "mlp"; }));
+  EXPECT_FALSE(same([](auto& b) { b.train.epochs(3); }));
+  TrainRunOptions all = a;
+  all.data = "fashion-mnist:train";
+  EXPECT_EQ(all.settings()["val_fraction"], 0.1);
 }
 
 }  // namespace

@@ -13,6 +13,12 @@ namespace xfer {
 std::string version();
 /// The LibTorch version xfer was built against, e.g. "1.13.1".
 std::string torch_version();
+/// The revision of xfer's results: raised with every change that makes a fixed
+/// recipe produce other numbers (other weights, other adversarial images), as
+/// a fix of the loader's epoch seeds did. Recipes and cache keys hold it, so a
+/// cached model or set from before such a change is made again, and a
+/// checkpoint from before it is refused by --resume, never mixed with new ones.
+int results_revision();
 
 /// Sets LibTorch's intra-op threads. n <= 0 means one per hardware thread
 /// (LibTorch from Debian defaults to 1). Returns the number set.

@@ -130,7 +130,8 @@ struct CraftContext {
 
 /// Directory name of a cached adversarial set: sha256 over the surrogate
 /// ids, the data's content hash, the resolved attack options and the batch
-/// size (random draws are seeded per batch: another size, another set).
+/// size (random draws are seeded per batch: another size, another set), the
+/// xfer version and results_revision().
 std::string adversarial_cache_key(const std::vector<std::string>& surrogate_ids,
                                   const std::string& data_sha256, const Json& resolved_options,
                                   int64_t batch_size);
@@ -167,8 +168,9 @@ void validate_attack_grid(const std::vector<std::string>& attacks, const std::ve
 
 /// Prepares an output directory that several runs may fill: created when
 /// missing; an existing one must be a directory that is empty or holds
-/// `marker` (a previous run's output) or `cache` (a run killed before it).
-void prepare_results_dir(const std::string& dir, const std::string& marker);
+/// `marker` (a previous run's output) or, with `adv_marks`, `adv/` (the cache
+/// of a run killed before it wrote `marker`).
+void prepare_results_dir(const std::string& dir, const std::string& marker, bool adv_marks = true);
 
 struct TransferResult {
   std::vector<TransferCell> cells;

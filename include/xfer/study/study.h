@@ -45,12 +45,22 @@ struct StudyConfig {
   std::string adv_train = "pgd:0.1:5";  ///< hardening recipe ("" = skip)
   int64_t predictor_samples = 300;
 
-  /// quick (minutes on 2 cores), default, full.
-  static StudyConfig preset_config(const std::string& name);
+  /// quick (minutes on 2 cores), default, full; another name is an
+  /// xfer::UsageError naming `what`.
+  static StudyConfig preset_config(const std::string& name, const std::string& what = "--preset");
   Json to_json() const;
   /// Every key optional (missing = the preset's value, "preset" picks it);
   /// unknown keys and bad values are xfer::UsageError naming `what`.
   static StudyConfig from_json(const Json& j, const std::string& what);
+  /// Reads a config file (the config.json a study writes). A non-empty
+  /// `preset` (--preset beside --config) supplies the preset of a file
+  /// without one; a file naming another preset is refused, never overridden
+  /// in silence.
+  static StudyConfig load(const std::string& path, const std::string& preset = "");
+  /// Refuses bad values before anything is trained: unknown architectures,
+  /// data SPECs that do not parse or that set what the study sets (shots=,
+  /// seed=), repeated seeds, shots, strategies, attacks, eps or archs (a
+  /// repeated seed would count one victim twice in a mean and its std).
   void validate() const;
 };
 

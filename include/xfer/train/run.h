@@ -47,6 +47,11 @@ struct TrainRunOptions {
 
   /// Throws xfer::UsageError on bad values (before any data is read).
   void validate() const;
+  /// Every setting that decides the weights, defaults resolved where that
+  /// needs neither the model nor the data, and results_revision(): a cache key
+  /// (xfer study names its models by it, so a changed default is a new model,
+  /// never a stale cached one). Validates first (out may be empty).
+  Json settings() const;
 };
 
 struct TrainRunResult {
