@@ -136,30 +136,18 @@ std::string gunzip(const std::string& bytes, const std::string& what, size_t max
   return out;
 }
 
-torch::Tensor read_idx(const std::string& path) {
-  std::string bytes = read_file(path);
-  if (is_gzip(bytes)) {
-    // The header first, then exactly the payload it declares (and one byte
-    // more, to see trailing bytes): a few MB of gzip that inflate to gigabytes
-    // of zeros are refused by their header, not inflated.
-    const std::string head = gunzip(bytes, path, size_t(1) << 32, 4);
-    size_t want = head.size();
-    if (head.size() == 4 && head[0] == 0 && head[1] == 0 && uint8_t(head[2]) == kTypeUint8 &&
-        uint8_t(head[3]) >= 1 && uint8_t(head[3]) <= 4) {
-      const size_t header = 4 + 4 * static_cast<size_t>(uint8_t(head[3]));
-      const std::string dims = gunzip(bytes, path, size_t(1) << 32, header);
-      want = dims.size();
-      if (dims.size() == header) {
-        uint64_t total = 1;
-        for (size_t d = 4; d < header && total <= (uint64_t(1) << 32); d += 4)
-          total *= read_be32(dims, d);
-        XFER_CHECK(total <= (uint64_t(1) << 32) - header - 1, path, ": IDX dimensions declare ",
-                   total, " bytes; xfer reads at most ", (uint64_t(1) << 32), " decompressed");
-        want = header + static_cast<size_t>(total) + 1;
-      }
-    }
-    bytes = gunzip(bytes, path, size_t(1) << 32, want);
-  }
+namespace {
+
+struct IdxHeader {
+  size_t bytes = 0;  ///< the header's own size
+  std::vector<int64_t> dims;
+  uint64_t total = 0;  ///< payload bytes the dimensions need
+};
+
+// The header at the start of `bytes` (which may hold only a prefix of the
+// file), checked: magic, element type, rank, and a product of dimensions that
+// fits 64 bits.
+IdxHeader parse_idx_header(const std::string& bytes, const std::string& path) {
   XFER_CHECK(bytes.size() >= 4, path, ": not an IDX file (", bytes.size(),
              " bytes, expected at least a 4-byte header)");
   XFER_CHECK(bytes[0] == 0 && bytes[1] == 0, path,
@@ -171,26 +159,45 @@ torch::Tensor read_idx(const std::string& path) {
   int ndims = static_cast<uint8_t>(bytes[3]);
   XFER_CHECK(ndims >= 1 && ndims <= 4, path, ": IDX file has ", ndims,
              " dimensions (expected 1 to 4)");
-  size_t header = 4 + 4 * static_cast<size_t>(ndims);
-  XFER_CHECK(bytes.size() >= header, path, ": truncated IDX header (", bytes.size(),
-             " bytes, expected ", header, ")");
-  std::vector<int64_t> dims;
-  uint64_t total = 1;
+  IdxHeader h;
+  h.bytes = 4 + 4 * static_cast<size_t>(ndims);
+  XFER_CHECK(bytes.size() >= h.bytes, path, ": truncated IDX header (", bytes.size(),
+             " bytes, expected ", h.bytes, ")");
+  h.total = 1;
   for (int d = 0; d < ndims; ++d) {
     uint32_t n = read_be32(bytes, 4 + 4 * static_cast<size_t>(d));
-    dims.push_back(static_cast<int64_t>(n));
-    if (n != 0 && total > std::numeric_limits<uint64_t>::max() / n) {
+    h.dims.push_back(static_cast<int64_t>(n));
+    if (n != 0 && h.total > std::numeric_limits<uint64_t>::max() / n) {
       throw Error(str_cat(path, ": IDX dimensions overflow"));
     }
-    total *= n;
+    h.total *= n;
   }
-  uint64_t payload = bytes.size() - header;
-  XFER_CHECK(payload <= total, path, ": IDX payload runs past the ", total,
-             " bytes that dimensions ", c10::IntArrayRef(dims), " need (trailing bytes)");
-  XFER_CHECK(payload == total, path, ": IDX payload has ", payload, " bytes, dimensions ",
-             c10::IntArrayRef(dims), " need ", total, " (file truncated)");
-  auto t = torch::empty(dims, torch::kUInt8);
-  if (total > 0) std::memcpy(t.data_ptr<uint8_t>(), bytes.data() + header, total);
+  return h;
+}
+
+}  // namespace
+
+torch::Tensor read_idx(const std::string& path) {
+  std::string bytes = read_file(path);
+  if (is_gzip(bytes)) {
+    // The header first (at most 20 bytes), then exactly the payload it
+    // declares and one byte more (to see trailing bytes): a few MB of gzip
+    // that inflate to gigabytes of zeros are refused by their header, not
+    // inflated.
+    constexpr size_t kMax = size_t(1) << 32;
+    const IdxHeader h = parse_idx_header(gunzip(bytes, path, kMax, 4 + 4 * 4), path);
+    XFER_CHECK(h.total <= kMax - h.bytes - 1, path, ": IDX dimensions declare ", h.total,
+               " bytes; xfer reads at most ", kMax, " decompressed");
+    bytes = gunzip(bytes, path, kMax, h.bytes + static_cast<size_t>(h.total) + 1);
+  }
+  const IdxHeader h = parse_idx_header(bytes, path);
+  uint64_t payload = bytes.size() - h.bytes;
+  XFER_CHECK(payload <= h.total, path, ": IDX payload runs past the ", h.total,
+             " bytes that dimensions ", c10::IntArrayRef(h.dims), " need (trailing bytes)");
+  XFER_CHECK(payload == h.total, path, ": IDX payload has ", payload, " bytes, dimensions ",
+             c10::IntArrayRef(h.dims), " need ", h.total, " (file truncated)");
+  auto t = torch::empty(h.dims, torch::kUInt8);
+  if (h.total > 0) std::memcpy(t.data_ptr<uint8_t>(), bytes.data() + h.bytes, h.total);
   return t;
 }
 
